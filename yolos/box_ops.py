@@ -1,0 +1,57 @@
+"""Pure box geometry. Every box format conversion in the project goes through here.
+
+Formats: ``cxcywh`` (centre, size), ``xyxy`` (corners), ``xywh`` (COCO: top-left corner, size).
+All functions work on ``[..., 4]`` tensors and keep the dtype.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+
+
+def xyxy_to_xywh(boxes: Tensor) -> Tensor:
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack((x0, y0, x1 - x0, y1 - y0), dim=-1)
+
+
+def xywh_to_xyxy(boxes: Tensor) -> Tensor:
+    x, y, w, h = boxes.unbind(-1)
+    return torch.stack((x, y, x + w, y + h), dim=-1)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of ``xyxy`` boxes, ``[...]``."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise IoU and union of ``xyxy`` boxes: ``[N, 4] x [M, 4] -> ([N, M], [N, M])``."""
+    area1, area2 = box_area(boxes1), box_area(boxes2)
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)  # [N, M]
+    union = area1[:, None] + area2[None, :] - inter
+    return inter / union, union
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise generalized IoU (Rezatofighi et al. 2019) of ``xyxy`` boxes: ``[N, M]``.
+
+    Degenerate boxes (x1 < x0) are not rejected here: the matcher must survive whatever a
+    diverging model predicts; ground truth is validated when the dataset is read.
+    """
+    iou, union = box_iou(boxes1, boxes2)
+    top_left = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    enclosing = (bottom_right - top_left).clamp(min=0).prod(-1)
+    return iou - (enclosing - union) / enclosing

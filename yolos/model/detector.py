@@ -1,0 +1,189 @@
+"""YOLOS: a plain ViT over [CLS | patches | DET] tokens with two MLP heads on the [DET] outputs."""
+from __future__ import annotations
+
+import torch
+import torch.utils.checkpoint
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .pos_embed import resample_pos_embed
+from .vit import Block, HeadMLP, PatchEmbed
+
+
+class YOLOS(nn.Module):
+    """The detector. Parameter names follow the original hustvl/YOLOS backbone (minus its
+    ``backbone.`` prefix), so converting that format is a rename; transformers' names are
+    mapped in :mod:`yolos.checkpoint.hf`.
+
+    Parameters:
+        cls_token ``[1, 1, D]``, det_tokens ``[1, T, D]``,
+        pos_embed ``[1, 1 + gh*gw + T, D]`` laid out [cls | grid row-major | det],
+        mid_pos_embed ``[L-1, 1, 1 + gh*gw + T, D]`` (only when ``config.mid_pos_embed``),
+        where ``(gh, gw) = config.grid_size``.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        d = c.hidden_size
+        self.patch_embed = PatchEmbed(c.patch_size, c.num_channels, d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.det_tokens = nn.Parameter(torch.zeros(1, c.num_det_tokens, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, c.seq_len, d))
+        if c.mid_pos_embed:
+            self.mid_pos_embed = nn.Parameter(torch.zeros(c.depth - 1, 1, c.seq_len, d))
+        else:
+            self.register_parameter("mid_pos_embed", None)
+        self.blocks = nn.ModuleList(
+            Block(d, c.num_heads, c.mlp_dim, c.layer_norm_eps) for _ in range(c.depth)
+        )
+        self.norm = nn.LayerNorm(d, eps=c.layer_norm_eps)
+        self.class_head = HeadMLP(d, d, c.num_classes + 1)
+        self.box_head = HeadMLP(d, d, 4)
+        self.grad_checkpointing = False
+        self._pos_cache: dict = {}
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self) -> None:
+        """ORIG initialization: trunc-normal(.02) tokens, position embeddings and backbone
+        Linears; LayerNorm 1/0; heads keep PyTorch's default Linear init (ORIG never re-inits them)."""
+        for p in (self.cls_token, self.det_tokens, self.pos_embed, self.mid_pos_embed):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for head in (self.class_head, self.box_head):
+            for layer in head.layers:
+                layer.reset_parameters()
+
+    def reset_heads(self, num_classes: int, class_names: dict[int, str] | None = None) -> None:
+        """Replace the class head with a freshly initialized one for a new label set; the box
+        head and [DET] tokens are kept. This is how a COCO checkpoint is fine-tuned on other classes."""
+        d = self.config.hidden_size
+        self.config = self.config.replace(num_classes=num_classes, class_names=class_names)
+        device = self.pos_embed.device
+        self.class_head = HeadMLP(d, d, num_classes + 1).to(device)
+
+    # ------------------------------------------------------- position embeddings
+    def position_embeddings(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
+        """Initial ``[1, S, D]`` and mid ``[L-1, 1, S, D]`` (or None) embeddings for an input grid.
+
+        Resampled on every call while training (they are learned); in inference (no grad) the
+        result is cached per grid size and invalidated when the parameters change in place.
+        """
+        cacheable = not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
+        mid = self.mid_pos_embed
+        key = (
+            tuple(grid),
+            self.pos_embed._version,
+            None if mid is None else mid._version,
+            self.pos_embed.device,
+            self.pos_embed.dtype,
+            self.pos_embed.data_ptr(),
+        )
+        if cacheable and key in self._pos_cache:
+            return self._pos_cache[key]
+        src, t = self.config.grid_size, self.config.num_det_tokens
+        pe = resample_pos_embed(self.pos_embed, src, grid, 1, t)
+        mid_pe = None
+        if mid is not None:
+            n, _, s, d = mid.shape
+            mid_pe = resample_pos_embed(mid.reshape(n, s, d), src, grid, 1, t).unsqueeze(1)
+        if cacheable:
+            if len(self._pos_cache) > 32:  # bound memory with many input sizes
+                self._pos_cache.clear()
+            self._pos_cache[key] = (pe, mid_pe)
+        return pe, mid_pe
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        pixel_values: Tensor,
+        output_attentions: bool = False,
+        output_det_features: bool = False,
+    ) -> dict[str, Tensor]:
+        """Run the detector.
+
+        Args:
+            pixel_values: ``[B, 3, H, W]`` normalized images (see :func:`yolos.preprocess`).
+            output_attentions: also return ``attentions``, the last layer's maps
+                ``[B, heads, S, S]`` with ``S = 1 + (H//p)*(W//p) + T`` (slower explicit path).
+            output_det_features: also return ``det_features`` ``[B, T, D]``, the [DET] outputs
+                after the final LayerNorm (what the heads read).
+
+        Returns:
+            ``{"logits": [B, T, num_classes + 1], "pred_boxes": [B, T, 4]}``; boxes are
+            normalized ``(cx, cy, w, h)`` in [0, 1] relative to the (padded) input.
+        """
+        p = self.config.patch_size
+        grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
+        pos, mid = self.position_embeddings(grid)
+        return self.forward_with_pos_embed(
+            pixel_values, pos, mid, output_attentions, output_det_features
+        )
+
+    def forward_with_pos_embed(
+        self,
+        pixel_values: Tensor,
+        pos: Tensor,
+        mid: Tensor | None,
+        output_attentions: bool = False,
+        output_det_features: bool = False,
+    ) -> dict[str, Tensor]:
+        """Forward with position embeddings already resampled to the input grid (export bakes
+        them in as constants through this entry point)."""
+        b = pixel_values.shape[0]
+        x = self.patch_embed(pixel_values)  # [B, gh*gw, D]
+        x = torch.cat(
+            [self.cls_token.expand(b, -1, -1), x, self.det_tokens.expand(b, -1, -1)], dim=1
+        )  # [B, S, D]
+        x = x + pos
+        attention = None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            want_attn = output_attentions and i == last
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x, _ = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x, attn = block(x, want_attn)
+                if want_attn:
+                    attention = attn
+            if mid is not None and i < last:
+                x = x + mid[i]
+        det = self.norm(x)[:, -self.config.num_det_tokens:]  # [B, T, D]
+        out = {"logits": self.class_head(det), "pred_boxes": self.box_head(det).sigmoid()}
+        if output_attentions:
+            out["attentions"] = attention
+        if output_det_features:
+            out["det_features"] = det
+        return out
+
+    # ---------------------------------------------------------------- helpers
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def predict(self, images, threshold: float = 0.5, **kwargs):
+        """Detect objects in images (paths, PIL images, arrays or tensors); returns one
+        :class:`yolos.Detections` per image. See :func:`yolos.inference.predict`."""
+        from ..inference.predictor import predict  # inference builds on the model, not vice versa
+
+        return predict(self, images, threshold=threshold, **kwargs)
+
+    def save_pretrained(self, directory, **kwargs):
+        """Write ``directory`` in transformers' format (config.json + model.safetensors)."""
+        from ..checkpoint.hf import save_hf_directory
+
+        return save_hf_directory(self, directory, **kwargs)
+
+    def save(self, path) -> None:
+        """Write the project's own single-file format (safetensors with the config inside)."""
+        from ..checkpoint.native import save_native
+
+        save_native(self, path)

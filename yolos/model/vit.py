@@ -1,0 +1,88 @@
+"""Pre-LN ViT building blocks (timm ``Block`` layout, fused qkv, SDPA attention)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PatchEmbed(nn.Module):
+    """``[B, C, H, W] -> [B, (H // p) * (W // p), D]``, row-major; leftover pixels are dropped."""
+
+    def __init__(self, patch_size: int, in_channels: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (rows ordered q, k, v)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``x [B, S, D] -> (out [B, S, D], attention [B, heads, S, S] or None)``."""
+        b, s, d = x.shape
+        qkv = self.qkv(x).reshape(b, s, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, hd]
+        if return_attention:
+            # Explicit path (slow, memory O(S^2)) only when the maps are asked for;
+            # softmax in fp32 as transformers' eager attention does.
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+            attention = scores.float().softmax(dim=-1).to(q.dtype)
+            out = attention @ v
+        else:
+            attention = None
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(b, s, d)  # [B, S, D]
+        return self.proj(out), attention
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """``x = x + Attn(LN1(x)); x = x + MLP(LN2(x))``; dropout and drop-path are 0 in YOLOS."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_dim)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        attn_out, attention = self.attn(self.norm1(x), return_attention)
+        x = x + attn_out
+        x = x + self.mlp(self.norm2(x))
+        return x, attention
+
+
+class HeadMLP(nn.Module):
+    """DETR's prediction MLP: ``num_layers`` Linears with ReLU between them."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int = 3):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
