@@ -1,0 +1,40 @@
+"""yolos: YOLOS object detection (Fang et al., NeurIPS 2021), numerically identical to
+transformers' ``YolosForObjectDetection``, with training, COCO evaluation, analysis and export.
+
+    import yolos
+    model = yolos.from_pretrained("hustvl/yolos-small")   # or a directory, .pth, .safetensors
+    detections = model.predict("image.jpg", threshold=0.5)
+"""
+from __future__ import annotations
+
+from .config import ModelConfig
+from .errors import CheckpointError, DatasetError, ImageError, YolosError
+from .model import VARIANTS, YOLOS, create_model, get_variant
+
+__version__ = "0.1.0"
+
+# Names resolved on first use so that ``import yolos`` stays light and import order stays
+# one-way (model <- checkpoint <- inference <- data/train/evaluation <- analysis <- cli).
+_LAZY = {
+    "from_pretrained": ("yolos.checkpoint", "from_pretrained"),
+    "preprocess": ("yolos.inference.preprocess", "preprocess"),
+    "postprocess": ("yolos.inference.postprocess", "postprocess"),
+    "load_image": ("yolos.inference.images", "load_image"),
+    "Detections": ("yolos.inference.detections", "Detections"),
+    "predict": ("yolos.inference.predictor", "predict"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'yolos' has no attribute {name!r}")
+
+
+__all__ = [
+    "ModelConfig", "YOLOS", "VARIANTS", "create_model", "get_variant", "YolosError",
+    "CheckpointError", "DatasetError", "ImageError", *_LAZY,
+]
