@@ -1,0 +1,74 @@
+"""Optimizer groups and lr schedule against values worked out by hand from spec section 5."""
+import math
+
+import pytest
+import torch
+
+from yolos.config import ModelConfig
+from yolos.model import YOLOS
+from yolos.train.optim import LRSchedule, build_optimizer, cosine_lr, param_groups
+
+
+def _tiny(mid=True):
+    return YOLOS(ModelConfig(hidden_size=32, depth=2, num_heads=2, mlp_dim=64, image_size=(32, 32),
+                             mid_pos_embed=mid, num_det_tokens=3, num_classes=2))
+
+
+def test_param_groups_by_hand():
+    model = _tiny(mid=True)
+    decay, no_decay = param_groups(model, weight_decay=1e-4)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    # Written out from ORIG build_optimizer for a depth-2 model.
+    expected_no_decay = {"cls_token", "det_tokens", "pos_embed", "patch_embed.proj.bias", "norm.weight", "norm.bias"}
+    for i in range(2):
+        expected_no_decay |= {f"blocks.{i}.{m}" for m in (
+            "norm1.weight", "norm1.bias", "attn.qkv.bias", "attn.proj.bias", "norm2.weight",
+            "norm2.bias", "mlp.fc1.bias", "mlp.fc2.bias")}
+    expected_decay = {"mid_pos_embed", "patch_embed.proj.weight"}
+    for i in range(2):
+        expected_decay |= {f"blocks.{i}.{m}.weight" for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+    for head in ("class_head", "box_head"):  # heads are not backbone in ORIG: biases decayed too
+        for k in range(3):
+            expected_decay |= {f"{head}.layers.{k}.weight", f"{head}.layers.{k}.bias"}
+    assert set(no_decay["names"]) == expected_no_decay
+    assert set(decay["names"]) == expected_decay
+    n_params = len(list(model.parameters()))
+    assert len(decay["params"]) + len(no_decay["params"]) == n_params
+
+
+def test_frozen_det_tokens_left_out_and_optimizer_settings():
+    model = _tiny(mid=False)
+    model.det_tokens.requires_grad_(False)
+    _, no_decay = param_groups(model)
+    assert "det_tokens" not in no_decay["names"]
+    opt = build_optimizer(model, lr=5e-5)
+    g = opt.param_groups[0]
+    assert g["betas"] == (0.9, 0.999) and g["eps"] == 1e-8 and g["lr"] == 5e-5
+    assert [pg["weight_decay"] for pg in opt.param_groups] == [1e-4, 0.0]
+    ids = {id(p) for pg in opt.param_groups for p in pg["params"]}
+    assert id(model.det_tokens) not in ids
+
+
+def test_cosine_schedule_by_hand():
+    lr, E = 1e-4, 10
+    # epochs 0 and 1 both at the base lr (timm step(epoch) is called at the end of each epoch)
+    assert cosine_lr(0, lr, E) == lr
+    assert cosine_lr(1, lr, E) == pytest.approx(lr, rel=1e-12)
+    # epoch 6 runs at f(5) = 1e-7 + 0.5 (1e-4 - 1e-7)(1 + cos(pi/2)) = 5.005e-5
+    assert cosine_lr(6, lr, E) == pytest.approx(5.005e-5, rel=1e-9)
+    # epoch 10 would be f(9): 1e-7 + 0.5 * 9.99e-5 * (1 + cos(0.9 pi))
+    assert cosine_lr(10, lr, E) == pytest.approx(1e-7 + 0.5 * 9.99e-5 * (1 + math.cos(0.9 * math.pi)))
+    assert cosine_lr(11, lr, E) == pytest.approx(1e-7)  # f(10) is the floor
+    values = [cosine_lr(k, lr, E) for k in range(1, E + 1)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_warmup_epochs_and_steps():
+    # warmup_epochs=2, warmup_lr=1e-6: epoch 0 at 1e-6, epoch 1 at f(0) = 1e-6, epoch 2 at f(1) = 1e-6 + (1e-4 - 1e-6)/2
+    assert cosine_lr(0, 1e-4, 10, warmup_epochs=2) == 1e-6
+    assert cosine_lr(1, 1e-4, 10, warmup_epochs=2) == pytest.approx(1e-6)
+    assert cosine_lr(2, 1e-4, 10, warmup_epochs=2) == pytest.approx(5.05e-5)
+    s = LRSchedule(1e-3, 5, warmup_steps=4)
+    assert [s.lr(0, g) for g in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    assert s.apply(opt, 0, 1) == pytest.approx(5e-4) and opt.param_groups[0]["lr"] == pytest.approx(5e-4)

@@ -1,0 +1,56 @@
+"""Training options: one dataclass, stored (as a plain dict) in every training-state checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``yolos train`` accepts. ``None`` for ``lr`` / ``batch_size`` means the
+    variant's recipe value (spec section 5: Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32).
+    ``batch_size`` is per process; the global batch is ``batch_size * world_size``."""
+
+    data: str = ""
+    out: str = "runs/train"
+    model: str = "micro"
+    init: str | None = None  # DeiT/ViT checkpoint, or YOLOS checkpoint / hub id
+    init_kind: str = "auto"  # auto | yolos | imagenet
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    min_lr: float = 1e-7
+    weight_decay: float = 1e-4
+    clip_max_norm: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-6
+    warmup_steps: int = 0
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    detach_det_tokens: bool = False
+    device: str | None = None
+    workers: int = 2
+    seed: int = 42
+    save_every_steps: int = 0  # also write the training state every N optimizer steps
+    log_every_steps: int = 0  # also append a log line every N optimizer steps
+    eval_every: int = 1  # epochs; 0 = never
+    resume: bool = False
+    # Input sizes: short sides for training (multi-scale), one for eval; None = variant's.
+    train_sizes: list[int] | None = None
+    train_max_size: int | None = None
+    eval_size: int | None = None
+    eval_max_size: int | None = None
+    augment: bool = True
+    num_det_tokens: int | None = None  # only when building from scratch
+    max_train_images: int | None = None  # subset (debugging / overfitting)
+    repeat: int = 1  # repeat the training set this many times per epoch (tiny datasets)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,108 @@
+"""Optimizer and learning-rate schedule of the original recipe (spec section 5).
+
+ORIG ``main.py::build_optimizer`` makes AdamW groups that all share one lr:
+  - backbone parameters that are 1-D, end in ``.bias``, or are ``pos_embed`` / ``cls_token`` /
+    ``det_token``: weight decay 0;
+  - every other backbone parameter (Linear/conv weights *and* ``mid_pos_embed``): weight decay;
+  - every head parameter (``class_head`` / ``box_head``, their biases included): weight decay.
+The schedule is timm's ``CosineLRScheduler`` stepped once per epoch (``step(epoch)`` at the end of
+epoch ``epoch``), which makes epochs 0 and 1 both run at the base lr.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "det_tokens")
+HEAD_PREFIXES = ("class_head.", "box_head.")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+def param_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
+    """Two AdamW groups, ``[{"params", "weight_decay", "names"}, ...]`` (decayed first).
+
+    Frozen parameters (``requires_grad=False``, e.g. ``--detach-det-tokens``) are left out.
+    The heads' biases are decayed as in ORIG, where the heads are not part of the backbone.
+    """
+    decay, no_decay = [], []
+    for name, p in _unwrap(model).named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = name.startswith(HEAD_PREFIXES)
+        skip = (not is_head) and (p.ndim <= 1 or name.endswith(".bias") or name in NO_DECAY_NAMES)
+        (no_decay if skip else decay).append((name, p))
+    return [
+        {"params": [p for _, p in decay], "weight_decay": weight_decay, "names": [n for n, _ in decay]},
+        {"params": [p for _, p in no_decay], "weight_decay": 0.0, "names": [n for n, _ in no_decay]},
+    ]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 1e-4) -> torch.optim.AdamW:
+    """AdamW(betas=(0.9, 0.999), eps=1e-8) over :func:`param_groups`."""
+    groups = param_groups(model, weight_decay)
+    for g in groups:
+        g.pop("names")  # torch would keep them in state_dict; names are only for inspection
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+
+
+def cosine_lr(
+    epoch: int,
+    base_lr: float,
+    epochs: int,
+    min_lr: float = 1e-7,
+    warmup_epochs: int = 0,
+    warmup_lr: float = 1e-6,
+) -> float:
+    """Learning rate used *during* epoch ``epoch`` (0-based) under timm semantics.
+
+    timm evaluates ``f(t)`` at ``step(t)``, called at the end of epoch ``t``; so epoch 0 runs at
+    the initial value (``warmup_lr`` with warmup, else ``base_lr``) and epoch ``k >= 1`` at
+    ``f(k - 1)``, where ``f(t) = warmup_lr + t * (base_lr - warmup_lr) / warmup_epochs`` for
+    ``t < warmup_epochs`` and ``min_lr + 0.5 (base_lr - min_lr) (1 + cos(pi t / epochs))`` after.
+    """
+    if epoch == 0:
+        return warmup_lr if warmup_epochs > 0 else base_lr
+    t = epoch - 1
+    if t < warmup_epochs:
+        return warmup_lr + t * (base_lr - warmup_lr) / warmup_epochs
+    if t >= epochs:  # timm's cycle_limit=1: past the cycle it stays at the floor
+        return min_lr
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t / epochs))
+
+
+class LRSchedule:
+    """Per-epoch cosine (:func:`cosine_lr`) with an optional per-step linear warmup.
+
+    ``warmup_steps`` (an addition to ORIG, useful when training from scratch) scales the
+    epoch's lr by ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` optimizer steps.
+    Stateless: the lr is a function of (epoch, global step), so resuming needs no extra state.
+    """
+
+    def __init__(self, base_lr: float, epochs: int, min_lr: float = 1e-7, warmup_epochs: int = 0,
+                 warmup_lr: float = 1e-6, warmup_steps: int = 0):
+        self.base_lr, self.epochs, self.min_lr = base_lr, epochs, min_lr
+        self.warmup_epochs, self.warmup_lr, self.warmup_steps = warmup_epochs, warmup_lr, warmup_steps
+
+    def lr(self, epoch: int, global_step: int = 0) -> float:
+        lr = cosine_lr(epoch, self.base_lr, self.epochs, self.min_lr, self.warmup_epochs, self.warmup_lr)
+        if global_step < self.warmup_steps:
+            lr *= (global_step + 1) / self.warmup_steps
+        return lr
+
+    def apply(self, optimizer: torch.optim.Optimizer, epoch: int, global_step: int = 0) -> float:
+        lr = self.lr(epoch, global_step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
