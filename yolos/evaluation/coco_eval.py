@@ -1,0 +1,87 @@
+"""COCO bbox evaluation with faster-coco-eval (the pycocotools protocol, C++ matching), and the
+cross-rank gathering of detections.
+
+Results are COCO result dicts: ``{"image_id": int, "category_id": int, "bbox": [x, y, w, h]
+(absolute pixels of the original image), "score": float}``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import torch.distributed as dist
+
+from ..errors import DatasetError
+
+#: The 12 numbers of ``COCOeval.summarize()``, in its order.
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+
+
+def _load_gt(gt):
+    from faster_coco_eval import COCO
+
+    if isinstance(gt, dict):
+        # faster-coco-eval's COCO may add keys to the dict it is given: work on a copy.
+        return COCO(copy.deepcopy(gt))
+    path = Path(gt)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read ground-truth annotations ({e})") from None
+    return COCO(data)
+
+
+def coco_evaluate(gt_annotation_file_or_dict, results: list[dict], image_ids=None,
+                  print_summary: bool = False) -> dict[str, float]:
+    """AP/AR of ``results`` against a COCO ground truth (path or dict), restricted to
+    ``image_ids`` when given (otherwise every image of the ground truth counts, including those
+    without detections). Crowd regions are honoured as in pycocotools (matches to them are ignored).
+
+    Returns ``{name: value}`` for :data:`STAT_NAMES` (AP values in [0, 1]; -1 where COCO has no
+    ground truth for an area range). An empty ``results`` list scores 0 everywhere.
+    """
+    from faster_coco_eval import COCOeval_faster
+
+    gt = _load_gt(gt_annotation_file_or_dict)
+    known = set(gt.getImgIds())
+    if image_ids is not None:
+        image_ids = sorted({int(i) for i in image_ids})
+        unknown = [i for i in image_ids if i not in known]
+        if unknown:
+            raise DatasetError(f"image ids {unknown[:5]} are not in the ground truth")
+    bad = [r["image_id"] for r in results if r["image_id"] not in known]
+    if bad:
+        raise DatasetError(f"results for image id {bad[0]} which is not in the ground truth "
+                           f"({len(bad)} such results)")
+    if not results:
+        return {name: 0.0 for name in STAT_NAMES}
+    dets = gt.loadRes([dict(r) for r in results])
+    # faster-coco-eval prints through logging; silence it unless the table is wanted.
+    printer = print if print_summary else logging.getLogger(__name__).debug
+    ev = COCOeval_faster(gt, dets, iouType="bbox", print_function=printer)
+    if image_ids is not None:
+        ev.params.imgIds = image_ids
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats[:12])}
+
+
+def gather_results(results: list[dict]) -> list[dict]:
+    """All ranks' results on every rank (``all_gather_object``), or ``results`` unchanged when
+    torch.distributed is not initialized. A DistributedSampler pads the last round by repeating
+    images, so each image id's detections are taken from the first rank that reported it."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(results)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(results))
+    merged, owner = [], {}
+    for rank, part in enumerate(parts):
+        for r in part:
+            if owner.setdefault(r["image_id"], rank) == rank:
+                merged.append(r)
+    return merged

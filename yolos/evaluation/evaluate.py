@@ -1,0 +1,99 @@
+"""Run a model over a COCO dataset and score it (ORIG ``engine.evaluate`` + ``CocoEvaluator``).
+
+Every [DET] prediction goes to COCO eval (threshold 0, no NMS, no top-k: the paper's
+protocol); labels are mapped back to the dataset's category ids; boxes are scaled to the
+original image. Batches only group images of the same transformed size, so no padding is ever
+added and the scores equal batch-size-1 scores (YOLOS has no pixel mask; spec section 4).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..box_ops import cxcywh_to_xyxy, xyxy_to_xywh
+from ..errors import YolosError
+from .coco_eval import coco_evaluate
+
+
+def _postprocess(outputs: dict, target_sizes: Tensor) -> list[dict]:
+    """All T detections per image: softmax over C+1, best real class, xyxy in pixels."""
+    try:
+        from ..inference.postprocess import postprocess
+    except ImportError:
+        postprocess = None
+    if postprocess is not None:
+        return postprocess(outputs, target_sizes, threshold=0.0)
+    prob = outputs["logits"].float().softmax(-1)[..., :-1]
+    scores, labels = prob.max(-1)
+    boxes = cxcywh_to_xyxy(outputs["pred_boxes"].float())
+    h, w = target_sizes.float().unbind(1)
+    boxes = boxes * torch.stack((w, h, w, h), 1)[:, None, :]
+    return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, boxes)]
+
+
+def _batches(dataset, batch_size: int):
+    """Yield lists of (image, target) of one transformed size, at most ``batch_size`` long."""
+    pending: dict[tuple, list] = {}
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        key = tuple(image.shape[-2:])
+        group = pending.setdefault(key, [])
+        group.append((image, target))
+        if len(group) == batch_size:
+            yield pending.pop(key)
+    yield from pending.values()
+
+
+@torch.no_grad()
+def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
+                         progress: bool = True) -> list[dict]:
+    """COCO result dicts (xywh boxes in original pixels, category ids) for every image."""
+    model_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if model_classes is not None and model_classes != dataset.num_classes:
+        raise YolosError(f"the model predicts {model_classes} classes but the dataset "
+                         f"{dataset.annotation_file} has num_classes={dataset.num_classes}; "
+                         f"fine-tune the model on it first")
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(dataset), desc="evaluate", unit="img")
+    results: list[dict] = []
+    try:
+        for batch in _batches(dataset, max(1, batch_size)):
+            pixel_values = torch.stack([im for im, _ in batch]).to(device)
+            outputs = model(pixel_values)
+            sizes = torch.stack([t["orig_size"] for _, t in batch]).to(device)
+            for (_, target), det in zip(batch, _postprocess(outputs, sizes)):
+                boxes = xyxy_to_xywh(det["boxes"].float()).cpu().tolist()
+                scores = det["scores"].float().cpu().tolist()
+                labels = det["labels"].cpu().tolist()
+                for box, score, label in zip(boxes, scores, labels):
+                    results.append({
+                        "image_id": int(target["image_id"]),
+                        "category_id": int(dataset.label_to_category_id(label)),
+                        "bbox": box,
+                        "score": float(score),
+                    })
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    return results
+
+
+def evaluate(model, dataset, batch_size: int = 1, device="cpu", progress: bool = True,
+             print_summary: bool = False) -> tuple[dict, list[dict]]:
+    """``(stats, results)``: COCO AP/AR (see :data:`yolos.evaluation.coco_eval.STAT_NAMES`)
+    of ``model`` on ``dataset`` (a :class:`yolos.data.coco.CocoDetection` built with eval
+    transforms), evaluated on the dataset's images only, and the raw COCO results."""
+    results = predict_coco_results(model, dataset, batch_size=batch_size, device=device,
+                                   progress=progress)
+    stats = coco_evaluate(dataset.annotation_file, results, image_ids=dataset.ids,
+                          print_summary=print_summary)
+    return stats, results

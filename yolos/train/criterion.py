@@ -1,0 +1,96 @@
+"""The set prediction loss of DETR/YOLOS (ORIG ``SetCriterion``, transformers ``ImageLoss``).
+
+With ``indices`` from the Hungarian matcher:
+* ``loss_ce``: cross-entropy over all T predictions, unmatched ones target the no-object index
+  ``num_classes`` whose class weight is ``eos_coef`` (a weighted mean, i.e. divided by the sum
+  of the weights of the targets);
+* ``loss_bbox``: ``sum |pred - tgt|`` over matched cxcywh boxes / ``num_boxes``;
+* ``loss_giou``: ``sum (1 - GIoU)`` over matched xyxy boxes / ``num_boxes``;
+* ``loss = weight_ce * loss_ce + weight_bbox * loss_bbox + weight_giou * loss_giou``;
+* logged only (no gradient): ``class_error`` (100 - top-1 accuracy of matched predictions, %)
+  and ``cardinality_error`` (mean |#non-no-object predictions - #targets|).
+
+``num_boxes`` is the number of target boxes in the batch, summed over ranks and divided by the
+world size when torch.distributed is initialized, clamped to >= 1 (DETR; transformers only does
+this under Accelerate). The loss terms are computed in fp32 whatever the autocast dtype.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..box_ops import cxcywh_to_xyxy
+from .matcher import HungarianMatcher, batched_generalized_box_iou
+
+
+def average_num_boxes(targets: list[dict], device) -> float:
+    """Target boxes per rank, averaged over ranks (all-reduce), at least 1."""
+    num = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num)
+        world = dist.get_world_size()
+    return torch.clamp(num / world, min=1).item()
+
+
+class SetCriterion(nn.Module):
+    def __init__(self, num_classes: int, matcher: HungarianMatcher | None = None,
+                 eos_coef: float = 0.1, weight_ce: float = 1.0, weight_bbox: float = 5.0,
+                 weight_giou: float = 2.0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.matcher = matcher if matcher is not None else HungarianMatcher()
+        self.eos_coef = eos_coef
+        self.weights = {"loss_ce": weight_ce, "loss_bbox": weight_bbox, "loss_giou": weight_giou}
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        """``outputs``: ``logits [B, T, num_classes+1]``, ``pred_boxes [B, T, 4]`` (cxcywh);
+        ``targets``: per image ``labels [N_i]`` int64 and ``boxes [N_i, 4]`` (cxcywh, normalized
+        by the unpadded image). Returns scalar tensors (``loss`` carries the gradient)."""
+        logits, pred_boxes = outputs["logits"], outputs["pred_boxes"]
+        if logits.shape[-1] != self.num_classes + 1:
+            raise ValueError(f"logits have {logits.shape[-1]} classes, the criterion expects "
+                             f"num_classes + 1 = {self.num_classes + 1}")
+        device = logits.device
+        indices = self.matcher(outputs, targets)
+        num_boxes = average_num_boxes(targets, device)
+
+        batch_idx = torch.cat([torch.full_like(p, i) for i, (p, _) in enumerate(indices)]).to(device)
+        pred_idx = torch.cat([p for p, _ in indices]).to(device)
+        tgt_labels = torch.cat([t["labels"].to(device)[j.to(device)]
+                                for t, (_, j) in zip(targets, indices)])
+        tgt_boxes = torch.cat([t["boxes"].to(device)[j.to(device)]
+                               for t, (_, j) in zip(targets, indices)]).float()
+
+        with torch.autocast(device_type=device.type, enabled=False):
+            logits32 = logits.float()
+            target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
+                                        device=device)
+            target_classes[batch_idx, pred_idx] = tgt_labels
+            loss_ce = F.cross_entropy(logits32.transpose(1, 2), target_classes,
+                                      weight=self.empty_weight.to(device))
+
+            src_boxes = pred_boxes[batch_idx, pred_idx].float()
+            loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
+            giou = batched_generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None],
+                                               cxcywh_to_xyxy(tgt_boxes)[:, None])
+            loss_giou = (1 - giou.reshape(-1)).sum() / num_boxes
+
+        losses = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
+        losses["loss"] = sum(self.weights[k] * v for k, v in losses.items())
+
+        with torch.no_grad():
+            if len(tgt_labels):
+                correct = (logits32[batch_idx, pred_idx].argmax(-1) == tgt_labels).float().mean()
+                losses["class_error"] = 100 - 100 * correct
+            else:
+                losses["class_error"] = torch.tensor(100.0, device=device)
+            n_pred = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
+            n_tgt = torch.tensor([float(len(t["labels"])) for t in targets], device=device)
+            losses["cardinality_error"] = F.l1_loss(n_pred, n_tgt)
+        return losses
