@@ -42,6 +42,7 @@ class TrainConfig:
     eval_max_size: int | None = None
     augment: bool = True
     num_det_tokens: int | None = None  # only when building from scratch
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (from scratch), e.g. tests
     max_train_images: int | None = None  # subset (debugging / overfitting)
     repeat: int = 1  # repeat the training set this many times per epoch (tiny datasets)
     progress: bool = True

@@ -1,0 +1,87 @@
+"""``yolos train``: fine-tune or train YOLOS on a COCO-format dataset (torchrun for several GPUs/processes)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like '96,112,128', got {text!r}") from None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train / fine-tune on a COCO-format dataset",
+        description="Train YOLOS (ORIG recipe: AdamW, wd 1e-4, per-epoch cosine, clip 0.1). "
+        "Several processes: torchrun --nproc_per_node=N $(which yolos) train ...",
+    )
+    p.add_argument("--model", default="micro", help="variant to build (yolos-ti, yolos-s, yolos-b, micro, ...)")
+    p.add_argument("--init", default=None,
+                   help="start from a YOLOS checkpoint / hub id (new class head if the classes differ) "
+                        "or a DeiT/ViT ImageNet checkpoint (backbone init)")
+    p.add_argument("--init-kind", default="auto", choices=["auto", "yolos", "imagenet"])
+    p.add_argument("--data", required=True, help="dataset YAML or COCO folder")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--out", default="runs/train", help="run directory (logs, checkpoints)")
+    p.add_argument("--batch-size", type=int, default=None, help="per process (default: the variant's recipe)")
+    p.add_argument("--lr", type=float, default=None, help="default: the variant's recipe")
+    p.add_argument("--min-lr", type=float, default=1e-7)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--clip-max-norm", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (loss and matching stay fp32)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute blocks in backward (saves memory)")
+    p.add_argument("--detach-det-tokens", action="store_true",
+                   help="keep the [DET] tokens at their random init (paper, Table 7)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--save-every-steps", type=int, default=0, help="also write the training state every N steps")
+    p.add_argument("--log-every-steps", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
+    p.add_argument("--train-sizes", type=_sizes, default=None,
+                   help="training short sides, e.g. '96,112,128' (default: the variant's scales)")
+    p.add_argument("--train-max-size", type=int, default=None)
+    p.add_argument("--eval-size", type=int, default=None, help="evaluation short side")
+    p.add_argument("--eval-max-size", type=int, default=None)
+    p.add_argument("--no-augment", action="store_true", help="no flips/crops; resize to the largest train size")
+    p.add_argument("--num-det-tokens", type=int, default=None, help="from scratch only")
+    p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=1, help="repeat the training set N times per epoch")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train.config import TrainConfig
+    from ..train.loop import fit
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, model=args.model, init=args.init, init_kind=args.init_kind,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        weight_decay=args.weight_decay, clip_max_norm=args.clip_max_norm,
+        warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, bf16=args.bf16,
+        grad_checkpointing=args.grad_checkpointing, detach_det_tokens=args.detach_det_tokens,
+        device=args.device, workers=args.workers, seed=args.seed,
+        save_every_steps=args.save_every_steps, log_every_steps=args.log_every_steps,
+        eval_every=args.eval_every, resume=args.resume, train_sizes=args.train_sizes,
+        train_max_size=args.train_max_size, eval_size=args.eval_size,
+        eval_max_size=args.eval_max_size, augment=not args.no_augment,
+        num_det_tokens=args.num_det_tokens, max_train_images=args.max_train_images,
+        repeat=args.repeat, progress=not args.no_progress,
+    )
+    summary = fit(cfg)
+    if not summary["is_main"]:
+        return 0
+    if summary.get("val"):
+        v = summary["val"]
+        print(f"done: best AP {summary['best_ap']:.4f}; last AP {v['AP']:.4f} AP50 {v['AP50']:.4f}; "
+              f"checkpoints in {summary['out']}")
+    else:
+        print(f"done: checkpoints in {summary['out']}")
+    return 0

@@ -1,0 +1,90 @@
+"""``yolos val``: COCO AP of a checkpoint on a COCO-format dataset (faster-coco-eval).
+
+All T detections per image go to the evaluator at score threshold 0 (spec section 6); batch
+size 1 by default, because padding changes YOLOS' predictions (no pixel mask).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STAT_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+             "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("val", help="COCO evaluation of a checkpoint",
+                       description="Evaluate a checkpoint (path, hub id or run directory) with COCO AP/AR.")
+    p.add_argument("--model", required=True,
+                   help="checkpoint: our .safetensors, a transformers dir / hub id, an original .pth")
+    p.add_argument("--data", required=True, help="dataset YAML or COCO folder (its val split is used)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--eval-size", type=int, default=None, help="short side (default: the variant's eval size)")
+    p.add_argument("--eval-max-size", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="directory for results.json (COCO result format) and stats.json")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _eval_transforms(model, args):
+    from ..model import get_variant, infer_variant_name
+    from ..train.config import TrainConfig
+    from ..train.loop import _transforms
+
+    name = model.config.variant or infer_variant_name(model.config)
+    try:
+        get_variant(name or "")
+    except KeyError:
+        name = None
+    if name is None:  # unknown shape: evaluate at the size its position embeddings were built for
+        name = "micro"
+        args.eval_size = args.eval_size or min(model.config.image_size)
+        args.eval_max_size = args.eval_max_size or max(model.config.image_size)
+    cfg = TrainConfig(eval_size=args.eval_size, eval_max_size=args.eval_max_size)
+    return _transforms(cfg, name, "val")
+
+
+def build_val_dataset(model, data: str, transforms):
+    """The val split, in the model's label space (COCO's 91 ids for COCO categories)."""
+    from ..data.coco import CocoDetection
+    from ..data.dataset_config import resolve_dataset
+    from ..errors import DatasetError
+
+    dc = resolve_dataset(data)
+    if not dc.val_annotations:
+        raise DatasetError(f"{data}: the dataset has no val split")
+    ds = CocoDetection(dc.val_images, dc.val_annotations, transforms=transforms, names=dc.names)
+    if ds.num_classes != model.config.num_classes:
+        raise DatasetError(
+            f"{dc.val_annotations}: labels span {ds.num_classes} classes, but the model predicts "
+            f"{model.config.num_classes}; evaluate on the dataset it was trained for"
+        )
+    return ds
+
+
+def run(args) -> int:
+    from ..checkpoint import from_pretrained
+    from ..train import distributed as D
+    from ..train.loop import run_evaluation
+
+    di = D.init_distributed(args.device)
+    try:
+        model = from_pretrained(args.model).to(di.device).eval()
+        dataset = build_val_dataset(model, args.data, _eval_transforms(model, args))
+        stats, results = run_evaluation(model, dataset, batch_size=args.batch_size, device=di.device,
+                                        progress=not args.no_progress, dist_info=di)
+        if di.is_main:
+            print(f"{args.model} on {len(dataset)} images:")
+            for k in STAT_KEYS:
+                if k in stats:
+                    print(f"  {k:10s} {stats[k]:.4f}")
+            if args.out:
+                out = Path(args.out)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "results.json").write_text(json.dumps(results))
+                (out / "stats.json").write_text(json.dumps(stats, indent=1))
+                print(f"results written to {out / 'results.json'}")
+    finally:
+        D.cleanup()
+    return 0

@@ -1,0 +1,102 @@
+"""One training epoch (ORIG ``engine.py::train_one_epoch``), resumable mid-epoch."""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import YolosError
+from .distributed import all_reduce_flag, all_reduce_mean
+
+LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
+
+
+class NonFiniteLossError(YolosError):
+    """The loss became NaN/inf; the message names the epoch and step."""
+
+
+def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+            for t in targets]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    schedule,
+    *,
+    epoch: int,
+    device: torch.device,
+    start_step: int = 0,
+    global_step: int = 0,
+    clip_max_norm: float = 0.1,
+    bf16: bool = False,
+    on_step: Callable[[int, int, dict], None] | None = None,
+    progress: bool = False,
+) -> tuple[dict, int]:
+    """Train over ``loader`` (which already skips the ``start_step`` batches done before a resume).
+
+    Each step: forward (bf16 autocast if asked; the criterion casts to fp32 itself), the
+    finite-loss check (all ranks stop together), backward, global-norm clipping, AdamW step.
+    ``on_step(step_in_epoch_done, global_step_done, step_metrics)`` runs after every optimizer
+    step (checkpointing and step logging live there).
+
+    Returns ``(epoch means of the logged losses averaged over ranks, global_step)``.
+    """
+    model.train()
+    criterion.train()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    step = start_step
+    t0 = time.perf_counter()
+    iterator = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, total=len(loader), desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
+    for pixel_values, targets in iterator:
+        lr = schedule.apply(optimizer, epoch, global_step)
+        pixel_values = pixel_values.to(device, non_blocking=True)
+        targets = move_targets(targets, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(pixel_values)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        losses = criterion(outputs, targets)
+        loss = losses["loss"]
+        # One host sync per step (as ORIG): the loss value for the check and the running means.
+        values = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
+        bad = not math.isfinite(values["loss"])
+        if all_reduce_flag(bad, device):
+            raise NonFiniteLossError(
+                f"non-finite loss ({values['loss']}) at epoch {epoch}, step {step} "
+                f"(global step {global_step}): {values}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_max_norm and clip_max_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], clip_max_norm
+            )
+            values["grad_norm"] = float(norm)
+        optimizer.step()
+        step += 1
+        global_step += 1
+        count += 1
+        for k, v in values.items():
+            sums[k] += v
+        if progress:
+            iterator.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
+        if on_step is not None:
+            on_step(step, global_step, dict(values, lr=lr))
+    means = {k: v / max(count, 1) for k, v in sums.items()}
+    means = all_reduce_mean(means, device)
+    means["lr"] = schedule.lr(epoch, max(global_step - 1, 0))
+    means["steps"] = count
+    means["time_s"] = time.perf_counter() - t0
+    return means, global_step

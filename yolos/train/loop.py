@@ -1,0 +1,436 @@
+"""``fit``: the whole training run (data, model, optimizer, epochs, evaluation, logs, checkpoints).
+
+Run directory (``TrainConfig.out``)::
+
+    log.jsonl          one JSON line per epoch (+ every ``log_every_steps`` steps)
+    metrics.png        losses, lr and AP per epoch
+    last.safetensors   model after the latest epoch (single-file format, config inside)
+    best.safetensors   model with the best val AP so far
+    state.pt           training state (weights_only-loadable; see checkpointing.py)
+
+Determinism: the sample order of epoch ``e`` is a permutation seeded by ``(seed, e)`` and every
+sample's augmentation is seeded by ``(seed, e, index)``, independent of workers and ranks, so a
+resumed run (which skips the batches already done) sees exactly the data of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import CheckpointError, DatasetError
+from ..model import create_model, get_variant
+from . import distributed as D
+from .checkpointing import load_training_state, save_training_state, set_rng_state
+from .config import TrainConfig
+from .engine import NonFiniteLossError, train_one_epoch
+from .optim import LRSchedule, build_optimizer
+
+STATE_FILE = "state.pt"
+
+
+# --------------------------------------------------------------------------- data order
+class SeededDataset(Dataset):
+    """``dataset`` repeated ``repeat`` times; item ``i`` of epoch ``e`` is produced with the
+    python/numpy/torch generators seeded from ``(seed, e, i)`` (then restored), so random
+    augmentation is a pure function of the position in the run."""
+
+    def __init__(self, dataset, seed: int, repeat: int = 1):
+        self.dataset, self.seed, self.repeat, self.epoch = dataset, seed, max(1, repeat), 0
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.repeat
+
+    def __getitem__(self, i: int):
+        s = (self.seed * 1_000_003 + self.epoch * 10_007 + i) % (2**31)
+        py, npst = random.getstate(), np.random.get_state()
+        random.seed(s)
+        np.random.seed(s)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s)
+                return self.dataset[i % len(self.dataset)]
+        finally:
+            random.setstate(py)
+            np.random.set_state(npst)
+
+
+class ResumableSampler(Sampler[int]):
+    """DistributedSampler semantics (seeded permutation per epoch, padded to a multiple of the
+    world size, rank ``r`` takes positions ``r::world``) plus a start offset in batches.
+
+    With rank-strided positions, global step ``s`` covers positions ``[s*B*W, (s+1)*B*W)`` of the
+    permutation whatever the world size, so N processes at batch B see the same global batches
+    as one process at batch N*B.
+    """
+
+    def __init__(self, size: int, *, batch_size: int, world_size: int = 1, rank: int = 0,
+                 seed: int = 0, shuffle: bool = True):
+        self.size, self.batch_size, self.world_size, self.rank = size, batch_size, world_size, rank
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch, self.start_batch = 0, 0
+        self.per_rank = math.ceil(size / world_size)
+        self.drop_last = self.per_rank >= batch_size
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def batches_per_epoch(self) -> int:
+        if self.drop_last:
+            return self.per_rank // self.batch_size
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        total = self.per_rank * self.world_size
+        order += order[: total - len(order)] if total > len(order) else []
+        mine = order[self.rank:total:self.world_size]
+        if self.drop_last:
+            mine = mine[: self.batches_per_epoch() * self.batch_size]
+        return mine[self.start_batch * self.batch_size:]
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+# --------------------------------------------------------------------------- building blocks
+def _transforms(cfg: TrainConfig, variant_name: str, split: str):
+    """ORIG augmentation (train) or the fixed eval resize of a variant, with the size overrides."""
+    from ..data import transforms as T
+
+    v = get_variant(variant_name)
+    if split == "train":
+        scales = list(cfg.train_sizes or v.train_scales)
+        max_size = cfg.train_max_size or max(v.train_max_size, max(scales))
+        if not cfg.augment:  # deterministic: one resize to the largest training size
+            return T.make_transforms("val", eval_size=(max(scales), max_size))
+        crop_resize, crop_size = T.crop_branch_for_scales(scales)
+        return T.make_transforms("train", scales=scales, max_size=max_size,
+                                 crop_resize=crop_resize, crop_size=crop_size)
+    size = cfg.eval_size or v.eval_short_side
+    max_size = cfg.eval_max_size or max(v.eval_long_side_orig, size)
+    return T.make_transforms("val", eval_size=(size, max_size))
+
+
+def _resolve_model_source(cfg: TrainConfig) -> str:
+    """'scratch', 'yolos' (a detector checkpoint / hub id) or 'imagenet' (DeiT/ViT backbone)."""
+    if not cfg.init:
+        return "scratch"
+    if cfg.init_kind in ("yolos", "imagenet"):
+        return cfg.init_kind
+    if cfg.init_kind != "auto":
+        raise ValueError(f"init_kind must be auto, yolos or imagenet, not {cfg.init_kind!r}")
+    p = Path(cfg.init)
+    if p.is_dir() or not p.exists():
+        return "yolos"  # transformers directory or hub id
+    from ..checkpoint.safe_io import read_state_dict
+
+    state, meta = read_state_dict(p)
+    if "yolos_config" in meta or any("det_token" in k for k in state):
+        return "yolos"
+    return "imagenet"
+
+
+def same_label_space(model_config, dataset) -> bool:
+    """True when the model's class head already means the dataset's labels (same count, same
+    names wherever the model has names): then a checkpoint is fine-tuned with its head kept."""
+    if model_config.num_classes != dataset.num_classes:
+        return False
+    names = model_config.class_names or {}
+    return all(names.get(label, name) == name for label, name in dataset.class_names.items())
+
+
+def build_datasets(cfg: TrainConfig, variant_name: str):
+    """(DatasetConfig, train, val or None). Labels: COCO's 91-id space when the categories are
+    COCO's, contiguous 0..K-1 otherwise (CocoDetection's auto mode)."""
+    from ..data.coco import CocoDetection
+    from ..data.dataset_config import resolve_dataset
+
+    dc = resolve_dataset(cfg.data)
+    train = CocoDetection(dc.train_images, dc.train_annotations, names=dc.names,
+                          transforms=_transforms(cfg, variant_name, "train"))
+    if cfg.max_train_images:
+        train.ids = train.ids[: cfg.max_train_images]
+    val = None
+    if dc.val_annotations:
+        val = CocoDetection(dc.val_images, dc.val_annotations, names=dc.names,
+                            transforms=_transforms(cfg, variant_name, "val"))
+    return dc, train, val
+
+
+def build_model(cfg: TrainConfig, state: dict | None, log):
+    """The model to train and the datasets matching its label space."""
+    from ..config import ModelConfig
+    from ..model import YOLOS
+
+    if state is not None:  # resume: the architecture comes from the state
+        model = YOLOS(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+        dc, train, val = build_datasets(cfg, cfg.extra.get("variant", cfg.model))
+        return model, dc, train, val
+    source = _resolve_model_source(cfg)
+    variant = cfg.model
+    if source == "yolos":
+        from ..checkpoint import from_pretrained
+
+        model = from_pretrained(cfg.init).train()
+        variant = model.config.variant or cfg.model
+        dc, train, val = build_datasets(cfg, variant)
+        if same_label_space(model.config, train):
+            log(f"keeping the checkpoint's class head ({model.config.num_classes} classes)")
+        else:
+            model.reset_heads(train.num_classes, dict(train.class_names))
+            log(f"new class head for {train.num_classes} classes (checkpoint had {len(model.config.class_names or {}) or '?'} names)")
+    else:
+        dc, train, val = build_datasets(cfg, variant)
+        overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names)}
+        if cfg.num_det_tokens:
+            overrides["num_det_tokens"] = cfg.num_det_tokens
+        overrides.update(cfg.model_overrides)
+        model = create_model(variant, **overrides)
+        if source == "imagenet":
+            from ..checkpoint.deit import load_imagenet_backbone
+
+            report = load_imagenet_backbone(model, cfg.init, seed=cfg.seed)
+            log(f"backbone initialized from {cfg.init}: {report}")
+    cfg.extra["variant"] = variant
+    return model, dc, train, val
+
+
+# --------------------------------------------------------------------------- logging
+class RunLog:
+    """log.jsonl writer (rank 0). On resume, lines past the checkpoint's step are dropped so
+    the log reads as one uninterrupted run."""
+
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
+        self.path = out / "log.jsonl"
+        self.enabled = enabled
+        if enabled and resume_step is not None and self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("global_step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        elif enabled and resume_step is None and self.path.exists():
+            self.path.unlink()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def epochs(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        return [r for r in rows if r.get("type") == "epoch"]
+
+
+def plot_metrics(records: list[dict], path: Path) -> None:
+    """metrics.png: losses, lr and val AP per epoch (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return
+    ep = [r["epoch"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou"):
+        axes[0].plot(ep, [r["train"].get(key, float("nan")) for r in records], label=key)
+    axes[0].set_title("train loss")
+    axes[0].legend()
+    axes[1].plot(ep, [r["train"].get("lr", float("nan")) for r in records])
+    axes[1].set_title("learning rate")
+    for key in ("AP", "AP50", "AP75"):
+        pts = [(r["epoch"], r["val"][key]) for r in records if r.get("val") and key in r["val"]]
+        if pts:
+            axes[2].plot(*zip(*pts), marker="o", label=key)
+    axes[2].set_title("val AP")
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    tmp = path.with_name(".metrics.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model, path: Path) -> None:
+    from ..checkpoint.native import save_native
+
+    tmp = path.with_name(f".{path.stem}.tmp.safetensors")
+    save_native(getattr(model, "module", model), tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- evaluation
+def run_evaluation(model, dataset, *, batch_size: int, device, progress: bool, dist_info):
+    """COCO stats on ``dataset``; with several ranks each predicts a strided shard of the images
+    and the results are gathered before scoring (every rank gets the same stats)."""
+    from ..evaluation.coco_eval import coco_evaluate, gather_results
+    from ..evaluation.evaluate import predict_coco_results
+
+    net = getattr(model, "module", model)
+    shard = dataset
+    if dist_info.distributed:
+        shard = copy.copy(dataset)
+        shard.ids = dataset.ids[dist_info.rank::dist_info.world_size]
+    results = predict_coco_results(net, shard, batch_size=batch_size, device=device,
+                                   progress=progress and dist_info.is_main)
+    results = gather_results(results)
+    stats = coco_evaluate(dataset.annotation_file, results, image_ids=dataset.ids)
+    return stats, results
+
+
+# --------------------------------------------------------------------------- fit
+def fit(cfg: TrainConfig, log=print) -> dict:
+    """Train according to ``cfg``; returns a summary (best AP, final epoch, paths)."""
+    di = D.init_distributed(cfg.device)
+    out = Path(cfg.out)
+    say = log if di.is_main else (lambda *a, **k: None)
+    try:
+        return _fit(cfg, di, out, say)
+    finally:
+        D.cleanup()
+
+
+def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
+    state = None
+    if cfg.resume:
+        path = out / STATE_FILE
+        if not path.exists():
+            raise CheckpointError(f"{path}: --resume given but there is no training state to resume from")
+        state = load_training_state(path)
+        saved = dict(state["config"])
+        # The run continues with its own settings; only bookkeeping flags may change.
+        for k in ("resume", "progress", "workers", "device", "out"):
+            saved[k] = getattr(cfg, k)
+        cfg = TrainConfig.from_dict(saved)
+        say(f"resuming {path} at epoch {state['epoch']}, step {state['step_in_epoch']} "
+            f"(global step {state['global_step']})")
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if di.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    model, dc, train_ds, val_ds = build_model(cfg, state, say)
+    variant = get_variant(cfg.extra.get("variant", cfg.model))
+    lr = cfg.lr if cfg.lr is not None else variant.lr
+    batch_size = cfg.batch_size or variant.batch_size
+    cfg.lr, cfg.batch_size = lr, batch_size
+    if len(train_ds) == 0:
+        raise DatasetError(f"{dc.train_annotations}: no training images")
+
+    model.grad_checkpointing = cfg.grad_checkpointing
+    if cfg.detach_det_tokens:
+        model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
+    model.to(di.device)
+    net = model
+    if di.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[di.device.index] if di.device.type == "cuda" else None
+        )
+
+    from .criterion import SetCriterion
+    from .matcher import HungarianMatcher
+
+    criterion = SetCriterion(model.config.num_classes, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2),
+                             eos_coef=0.1).to(di.device)
+    optimizer = build_optimizer(net, lr=lr, weight_decay=cfg.weight_decay)
+    schedule = LRSchedule(lr, cfg.epochs, cfg.min_lr, cfg.warmup_epochs, cfg.warmup_lr, cfg.warmup_steps)
+
+    seeded = SeededDataset(train_ds, cfg.seed, cfg.repeat)
+    sampler = ResumableSampler(len(seeded), batch_size=batch_size, world_size=di.world_size,
+                               rank=di.rank, seed=cfg.seed, shuffle=True)
+    from ..data.collate import collate_fn
+
+    loader = DataLoader(seeded, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
+                        num_workers=cfg.workers, drop_last=sampler.drop_last,
+                        pin_memory=di.device.type == "cuda")
+
+    start_epoch, start_step, global_step, best_ap = 0, 0, 0, -1.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        start_epoch, start_step = state["epoch"], state["step_in_epoch"]
+        global_step, best_ap = state["global_step"], state["best_ap"]
+        set_rng_state(state["rng"])
+    runlog = RunLog(out, di.is_main, global_step if state is not None else None)
+    cfg_dict = cfg.to_dict()
+    say(f"training {model.config.variant or cfg.model}: {model.num_parameters() / 1e6:.2f}M params, "
+        f"{train_ds.num_classes} classes, {len(seeded)} train images, batch {batch_size} x "
+        f"{di.world_size} process(es), lr {lr:g}, {cfg.epochs} epochs, device {di.device}")
+
+    def checkpoint(epoch: int, step_in_epoch: int, gstep: int) -> None:
+        if di.is_main:
+            save_training_state(out / STATE_FILE, model=model, optimizer=optimizer, scheduler=schedule,
+                                epoch=epoch, step_in_epoch=step_in_epoch, global_step=gstep,
+                                best_ap=best_ap, config=cfg_dict)
+
+    last_stats = None
+    for epoch in range(start_epoch, cfg.epochs):
+        seeded.epoch = epoch
+        sampler.set_epoch(epoch, start_step if epoch == start_epoch else 0)
+        steps_per_epoch = sampler.batches_per_epoch()
+
+        def on_step(step: int, gstep: int, values: dict, epoch=epoch) -> None:
+            if cfg.log_every_steps and gstep % cfg.log_every_steps == 0:
+                runlog.write({"type": "step", "epoch": epoch, "step": step, "global_step": gstep,
+                              **{k: round(v, 6) for k, v in values.items()}})
+            if cfg.save_every_steps and gstep % cfg.save_every_steps == 0 and step < steps_per_epoch:
+                checkpoint(epoch, step, gstep)
+
+        try:
+            train_stats, global_step = train_one_epoch(
+                net, criterion, loader, optimizer, schedule, epoch=epoch, device=di.device,
+                start_step=sampler.start_batch, global_step=global_step,
+                clip_max_norm=cfg.clip_max_norm, bf16=cfg.bf16, on_step=on_step,
+                progress=cfg.progress and di.is_main,
+            )
+        except NonFiniteLossError as err:
+            kept = out / STATE_FILE
+            where = f"the last good checkpoint is kept at {kept}" if kept.exists() else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"{err}; training stopped, {where}") from None
+        val_stats = None
+        is_last = epoch + 1 == cfg.epochs
+        if val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
+            val_stats, _ = run_evaluation(net, val_ds, batch_size=1, device=di.device,
+                                       progress=cfg.progress, dist_info=di)
+            last_stats = val_stats
+        record = {"type": "epoch", "epoch": epoch, "global_step": global_step,
+                  "train": {k: round(v, 6) for k, v in train_stats.items()},
+                  "val": val_stats, "time": time.time()}
+        runlog.write(record)
+        if di.is_main:
+            save_model_atomic(model, out / "last.safetensors")
+            ap = val_stats["AP"] if val_stats else -1.0
+            if val_stats is None or ap > best_ap or not (out / "best.safetensors").exists():
+                if val_stats is not None:
+                    best_ap = max(best_ap, ap)
+                save_model_atomic(model, out / "best.safetensors")
+            plot_metrics(runlog.epochs(), out / "metrics.png")
+            msg = f"epoch {epoch}: loss {train_stats.get('loss', float('nan')):.4f}"
+            if val_stats:
+                msg += f", val AP {val_stats['AP']:.4f} AP50 {val_stats['AP50']:.4f}"
+            say(msg)
+        checkpoint(epoch + 1, 0, global_step)
+        D.barrier()
+    return {"out": str(out), "best_ap": best_ap, "val": last_stats, "global_step": global_step,
+            "epochs": cfg.epochs, "is_main": di.is_main}
