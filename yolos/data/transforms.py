@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random as _random
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -159,9 +160,9 @@ class ToTensorNormalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, image, target):
-        data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        x = data.view(image.height, image.width, 3).permute(2, 0, 1).float().div_(255)
-        x = (x - self.mean) / self.std
+        # /255 in float32 then (x - mean) / std, in ORIG's order (to_tensor, normalize)
+        arr = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+        x = (torch.from_numpy(np.ascontiguousarray(arr)) - self.mean) / self.std
         target = dict(target)
         h, w = x.shape[-2:]
         target["boxes"] = xyxy_to_cxcywh(target["boxes"]) / torch.tensor(
