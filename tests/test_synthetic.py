@@ -1,0 +1,64 @@
+"""The seeded shapes dataset: determinism, exact boxes, visible objects, CLI, loadable as COCO."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from yolos.data import CocoDetection, write_synthetic_dataset
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a = write_synthetic_dataset(tmp_path / "a", num_images=12, image_size=64, seed=3)
+    b = write_synthetic_dataset(tmp_path / "b", num_images=12, image_size=64, seed=3)
+    c = write_synthetic_dataset(tmp_path / "c", num_images=12, image_size=64, seed=4)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+    assert (tmp_path / "a/images/000005.jpg").read_bytes() == (tmp_path / "b/images/000005.jpg").read_bytes()
+
+
+def test_boxes_are_inside_and_cover_visible_objects(tmp_path):
+    path = write_synthetic_dataset(tmp_path, num_images=30, image_size=96, max_objects=4, seed=1)
+    data = json.loads(path.read_text())
+    assert [c["id"] for c in data["categories"]] == [1, 2, 3]
+    assert len(data["images"]) == 30 and len(data["annotations"]) >= 30
+    by_image = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    for info in data["images"]:
+        img = np.asarray(Image.open(tmp_path / "images" / info["file_name"]).convert("RGB"), dtype=np.float64)
+        outside = np.ones(img.shape[:2], dtype=bool)
+        for ann in by_image.get(info["id"], []):
+            x, y, w, h = ann["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96 and w > 0 and h > 0
+            assert 0 < ann["area"] <= w * h
+            outside[y:y + h, x:x + w] = False
+        background = img[outside].mean(0)
+        for ann in by_image.get(info["id"], []):
+            x, y, w, h = ann["bbox"]
+            # the box's central pixel rows/cols belong to the shape for all three shapes
+            centre = img[y + h // 2 - 1: y + h // 2 + 2, x + w // 2 - 1: x + w // 2 + 2].reshape(-1, 3)
+            assert np.abs(centre.mean(0) - background).sum() > 100
+            # tight: shape-coloured pixels reach every side of the box (2 px slack for JPEG
+            # blurring a one-pixel triangle apex)
+            ys, xs = np.nonzero(np.abs(img[y:y + h, x:x + w] - background).sum(2) > 100)
+            assert ys.min() <= 2 and ys.max() >= h - 3 and xs.min() <= 2 and xs.max() >= w - 3
+
+
+def test_cli_and_loading(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "yolos.data.synthetic", str(out), "--num-images", "5",
+                           "--image-size", "48", "--shapes", "square"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "annotations.json").read_text())
+    assert data["categories"] == [{"id": 1, "name": "square", "supercategory": "shape"}]
+    ds = CocoDetection(out / "images", out / "annotations.json")
+    assert ds.num_classes == 1 and len(ds) == 5
+    x, t = ds[0]
+    assert x.shape == (3, 48, 48) and (t["labels"] == 0).all()
+    # a square's area is its whole box
+    assert all(a["area"] == a["bbox"][2] * a["bbox"][3] for a in data["annotations"])
