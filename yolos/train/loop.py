@@ -260,8 +260,8 @@ def plot_metrics(records: list[dict], path: Path) -> None:
         pts = [(r["epoch"], r["val"][key]) for r in records if r.get("val") and key in r["val"]]
         if pts:
             axes[2].plot(*zip(*pts), marker="o", label=key)
+            axes[2].legend()
     axes[2].set_title("val AP")
-    axes[2].legend()
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.tight_layout()
@@ -384,7 +384,7 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
                                 epoch=epoch, step_in_epoch=step_in_epoch, global_step=gstep,
                                 best_ap=best_ap, config=cfg_dict)
 
-    last_stats = None
+    last_stats, last_plot = None, 0.0
     for epoch in range(start_epoch, cfg.epochs):
         seeded.epoch = epoch
         sampler.set_epoch(epoch, start_step if epoch == start_epoch else 0)
@@ -425,7 +425,9 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
                 if val_stats is not None:
                     best_ap = max(best_ap, ap)
                 save_model_atomic(model, out / "best.safetensors")
-            plot_metrics(runlog.epochs(), out / "metrics.png")
+            if is_last or time.perf_counter() - last_plot > 30:  # plotting costs ~1 s; not every tiny epoch
+                plot_metrics(runlog.epochs(), out / "metrics.png")
+                last_plot = time.perf_counter()
             msg = f"epoch {epoch}: loss {train_stats.get('loss', float('nan')):.4f}"
             if val_stats:
                 msg += f", val AP {val_stats['AP']:.4f} AP50 {val_stats['AP50']:.4f}"
