@@ -1,0 +1,144 @@
+"""Turn any supported image source into an RGB ``PIL.Image`` (uint8, EXIF orientation applied).
+
+Accepted sources:
+    * ``str`` / ``pathlib.Path``: a file PIL can decode (JPEG, PNG, BMP, TIFF, WebP, ...);
+    * ``PIL.Image.Image`` in any common mode (RGB, RGBA, L, LA, P, 1, CMYK, I;16, I, F);
+    * ``numpy.ndarray`` ``[H, W]`` or ``[H, W, C]`` (C in 1, 3, 4; RGB order, *not* OpenCV's BGR):
+      uint8 as is, uint16 scaled by 1/257, bool as 0/255, floats taken to be in ``[0, 1]``;
+    * ``torch.Tensor`` ``[C, H, W]`` or ``[H, W]`` with the same dtype rules (torchvision's layout).
+
+Anything that is not a usable image raises :class:`yolos.errors.ImageError` naming the source.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageError
+
+MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
+
+
+def describe(source) -> str:
+    """A short name for a source, used in error messages."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        name = getattr(source, "filename", "") or ""
+        return name or f"PIL image {source.mode} {source.size[0]}x{source.size[1]}"
+    shape = getattr(source, "shape", None)
+    if shape is not None:
+        return f"{type(source).__name__} of shape {tuple(shape)}"
+    return repr(source)[:80]
+
+
+def _open_path(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now so that truncated files fail here, not later
+            return ImageOps.exif_transpose(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: not a readable image ({err})") from None
+
+
+def _scale_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """uint8 view of an array by the dtype rules in the module docstring."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        # 65535 / 257 = 255 exactly: the usual 16 -> 8 bit mapping.
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: image contains NaN or infinite values")
+        return (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ImageError(
+                f"{name}: integer image of dtype {arr.dtype} has values outside 0..255"
+            )
+        return arr.astype(np.uint8)
+    raise ImageError(f"{name}: unsupported image dtype {arr.dtype}")
+
+
+def _from_array(arr: np.ndarray, name: str) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(_scale_to_uint8(arr, name))).convert("RGB")
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ImageError(f"{name}: expected an [H, W] or [H, W, 3|4] image array")
+    arr = np.ascontiguousarray(_scale_to_uint8(arr, name)[..., :3])  # alpha dropped, as in convert("RGB")
+    return Image.fromarray(arr)
+
+
+def _to_rgb(im: Image.Image, name: str) -> Image.Image:
+    """RGB uint8 from any PIL mode; high bit depths are scaled, not clipped as convert() would."""
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im)
+        # "I" holds 16-bit PNGs on some Pillow versions: treat values above 255 as 16-bit.
+        if arr.dtype != np.uint16:
+            arr = arr.astype(np.int64)
+            if arr.size and arr.max() > 255:
+                arr = np.clip(arr, 0, 65535).astype(np.uint16)
+            else:
+                arr = np.clip(arr, 0, 255).astype(np.uint8)
+        return _from_array(arr, name)
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if arr.size and np.nanmax(arr) > 1.0:
+            arr = arr / 255.0
+        return _from_array(arr, name)
+    try:
+        # Like transformers' pipeline, alpha is dropped (not composited) so results match it.
+        return im.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise ImageError(f"{name}: cannot convert image mode {im.mode} to RGB ({err})") from None
+
+
+def load_image(source) -> Image.Image:
+    """Load ``source`` (see the module docstring) as an RGB ``PIL.Image``.
+
+    Raises:
+        ImageError: the file is missing, not an image, truncated, of an unsupported layout, or
+            smaller than one 16x16 patch; the message names the source.
+    """
+    name = describe(source)
+    if isinstance(source, (str, Path)):
+        im = _open_path(Path(source))
+    elif isinstance(source, Image.Image):
+        try:
+            source.load()
+            im = ImageOps.exif_transpose(source)  # copy; the caller's image is left alone
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"{name}: not a readable image ({err})") from None
+    elif isinstance(source, np.ndarray):
+        im = _from_array(source, name)
+    elif type(source).__module__.startswith("torch"):
+        t = source.detach().cpu()
+        if t.ndim == 3:
+            if t.shape[0] not in (1, 3, 4):
+                raise ImageError(f"{name}: expected a [C, H, W] tensor with C in 1, 3, 4")
+            t = t.permute(1, 2, 0)
+        elif t.ndim != 2:
+            raise ImageError(f"{name}: expected a [C, H, W] or [H, W] tensor")
+        if t.dtype.is_floating_point:
+            t = t.float()  # numpy has no bfloat16
+        im = _from_array(t.numpy(), name)
+    else:
+        raise ImageError(f"{name}: unsupported image source type {type(source).__name__}")
+    im = _to_rgb(im, name)
+    if min(im.size) < MIN_SIDE:
+        raise ImageError(
+            f"{name}: image is {im.size[0]}x{im.size[1]} pixels, too small for one "
+            f"{MIN_SIDE}x{MIN_SIDE} patch"
+        )
+    return im
