@@ -10,25 +10,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..box_ops import cxcywh_to_xyxy, xyxy_to_xywh
+from ..box_ops import xyxy_to_xywh
 from ..errors import YolosError
+from ..inference.postprocess import postprocess
 from .coco_eval import coco_evaluate
 
 
 def _postprocess(outputs: dict, target_sizes: Tensor) -> list[dict]:
-    """All T detections per image: softmax over C+1, best real class, xyxy in pixels."""
-    try:
-        from ..inference.postprocess import postprocess
-    except ImportError:
-        postprocess = None
-    if postprocess is not None:
-        return postprocess(outputs, target_sizes, threshold=0.0)
-    prob = outputs["logits"].float().softmax(-1)[..., :-1]
-    scores, labels = prob.max(-1)
-    boxes = cxcywh_to_xyxy(outputs["pred_boxes"].float())
-    h, w = target_sizes.float().unbind(1)
-    boxes = boxes * torch.stack((w, h, w, h), 1)[:, None, :]
-    return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, boxes)]
+    """All T detections per image (scores, labels, xyxy boxes in original pixels). The
+    threshold is -1, not 0: a float32 softmax can underflow to exactly 0, and ORIG's
+    ``PostProcess`` has no threshold at all."""
+    return postprocess(outputs, target_sizes, threshold=-1.0)
 
 
 def _batches(dataset, batch_size: int):
