@@ -47,11 +47,17 @@ def _explicit_sdpa(q, k, v, *args, **kwargs):
 
 @pytest.mark.parametrize("size", [(96, 160), (128, 112), (100, 150)])
 def test_matches_torch_flop_counter_on_a_forward_pass(monkeypatch, size):
+    from yolos.model import vit
+
     monkeypatch.setattr(F, "scaled_dot_product_attention", _explicit_sdpa)
+    # plain F.linear (torch's counter has no formula for the oneDNN fast path, when present)
+    monkeypatch.setattr(vit, "ONEDNN_LINEAR", False, raising=False)
     model = create_model("micro", mid_pos_embed=True).eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.randn(1, 3, *size))
+        # output_attentions: the last block computes every row, as in the paper's model (the
+        # fast inference path lets only the [DET] rows of the last block attend)
+        model(torch.randn(1, 3, *size), output_attentions=True)
     # torch counts 2 FLOPs per multiply-add; the paper (fvcore) counts one
     assert counter.get_total_flops() / 2 == fl.detector_flops(model.config, size).total
     per_op = {str(k): v / 2 for k, v in counter.get_flop_counts()["Global"].items()}
