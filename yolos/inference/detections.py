@@ -1,0 +1,160 @@
+"""``Detections``: what :func:`yolos.predict` returns for one image, with drawing and export."""
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from ..box_ops import xyxy_to_xywh
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """A stable, saturated colour per class id: hues spaced by the golden ratio so that
+    neighbouring ids (often co-occurring classes) get far-apart colours."""
+    hue = (label * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _text_color(bg: tuple[int, int, int]) -> tuple[int, int, int]:
+    # Relative luminance (ITU-R BT.601): black text on light fills, white on dark ones.
+    return (0, 0, 0) if 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2] > 150 else (255, 255, 255)
+
+
+@dataclass
+class Detections:
+    """Detections in one image, in original-image pixels.
+
+    Attributes:
+        boxes: ``[N, 4]`` float, ``(xmin, ymin, xmax, ymax)`` in pixels of the original image.
+        scores: ``[N]`` float in (threshold, 1].
+        labels: ``[N]`` int64 class ids (COCO checkpoints: the sparse category ids 1..90).
+        label_names: ``N`` class names (the id as text when the model has no names).
+        image_size: ``(h, w)`` of the original image.
+        image: the RGB image when it was given in memory (kept for :meth:`plot`), else None.
+        path: the file it was read from, else None.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    label_names: list[str]
+    image_size: tuple[int, int]
+    image: Image.Image | None = field(default=None, repr=False)
+    path: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for name in self.label_names:
+            counts[name] = counts.get(name, 0) + 1
+        summary = ", ".join(f"{name} ({n})" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        where = f" in {self.path}" if self.path else ""
+        h, w = self.image_size
+        return f"Detections({len(self)} objects{where}, {w}x{h}{': ' + summary if summary else ''})"
+
+    @property
+    def xywh(self) -> Tensor:
+        """``[N, 4]`` boxes as COCO ``(x, y, w, h)``."""
+        return xyxy_to_xywh(self.boxes)
+
+    def to_dict(self) -> list[dict]:
+        """``[{"score", "label" (name), "box": {"xmin", "ymin", "xmax", "ymax"}}]``, the shape of
+        transformers' object-detection pipeline output (integer pixel boxes, as it truncates)."""
+        out = []
+        for score, name, box in zip(self.scores.tolist(), self.label_names, self.boxes.int().tolist()):
+            xmin, ymin, xmax, ymax = box
+            out.append(
+                {"score": score, "label": name,
+                 "box": {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}}
+            )
+        return out
+
+    def to_coco(self, image_id: int, label_to_category_id=None) -> list[dict]:
+        """COCO result entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
+
+        ``label_to_category_id`` maps model labels to dataset category ids (a dict or a
+        callable); by default the label *is* the category id, as for COCO checkpoints.
+        """
+        if label_to_category_id is None:
+            to_cat = int
+        elif callable(label_to_category_id):
+            to_cat = label_to_category_id
+        else:
+            to_cat = label_to_category_id.__getitem__
+        return [
+            {"image_id": image_id, "category_id": int(to_cat(label)), "bbox": box, "score": score}
+            for label, box, score in zip(self.labels.tolist(), self.xywh.tolist(), self.scores.tolist())
+        ]
+
+    def plot(
+        self,
+        image=None,
+        line_width: int | None = None,
+        font_size: int | None = None,
+        show_scores: bool = True,
+    ) -> Image.Image:
+        """Draw the boxes with ``"name score"`` tags on a copy of the image.
+
+        ``image`` defaults to the one kept at prediction time (or re-read from :attr:`path`).
+        Each class has its own colour; tags are filled boxes with black or white text chosen
+        for contrast, so they stay readable on any background.
+        """
+        from .images import load_image  # deferred: only plotting needs the loader
+
+        if image is None:
+            image = self.image if self.image is not None else self.path
+        if image is None:
+            raise ValueError("Detections.plot needs an image: none was kept at prediction time")
+        canvas = load_image(image).copy()
+        if canvas.size != (self.image_size[1], self.image_size[0]):
+            raise ValueError(
+                f"image is {canvas.size[0]}x{canvas.size[1]} but the detections are for "
+                f"{self.image_size[1]}x{self.image_size[0]}"
+            )
+        side = max(canvas.size)
+        lw = line_width or max(2, round(side / 400))
+        font = ImageFont.load_default(size=font_size or max(12, round(side / 50)))
+        draw = ImageDraw.Draw(canvas)
+        # Highest scores last so they sit on top where boxes overlap.
+        order = self.scores.argsort().tolist()
+        for i in order:
+            x0, y0, x1, y1 = self.boxes[i].tolist()
+            color = class_color(int(self.labels[i]))
+            draw.rectangle((x0, y0, x1, y1), outline=color, width=lw)
+            text = self.label_names[i] + (f" {float(self.scores[i]):.2f}" if show_scores else "")
+            l, t, r, b = draw.textbbox((0, 0), text, font=font)
+            tw, th = r - l, b - t
+            pad = max(1, lw // 2 + 1)
+            # Tag above the box, or inside its top edge when the box touches the image top.
+            ty = y0 - th - 2 * pad if y0 - th - 2 * pad >= 0 else y0
+            tx = min(max(x0, 0), max(canvas.size[0] - tw - 2 * pad, 0))
+            draw.rectangle((tx, ty, tx + tw + 2 * pad, ty + th + 2 * pad), fill=color)
+            draw.text((tx + pad - l, ty + pad - t), text, fill=_text_color(color), font=font)
+        return canvas
+
+    def save(self, path, **plot_kwargs) -> Path:
+        """Write :meth:`plot` to ``path`` (format from the extension)."""
+        path = Path(path)
+        image = self.plot(**plot_kwargs)
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            image.save(path, quality=90)
+        else:
+            image.save(path)
+        return path
+
+    def cpu(self) -> "Detections":
+        return Detections(
+            self.boxes.cpu(), self.scores.cpu(), self.labels.cpu(), self.label_names,
+            self.image_size, self.image, self.path,
+        )
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], **kwargs) -> "Detections":
+        return cls(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), [], image_size, **kwargs)

@@ -1,0 +1,169 @@
+"""Prediction from any image sources to :class:`Detections`, batched without padding.
+
+Batching design: YOLOS has no attention mask, so zero padding becomes real tokens that every
+[DET] token attends to, and the position-embedding grid is resampled to the padded size. A padded
+batch therefore gives *different* detections than the same images one at a time (spec section 4;
+hustvl/YOLOS#10, detr#217). :func:`predict` never pads: images are bucketed by their resized
+``(h, w)`` and only images of one bucket share a forward pass, so batched prediction equals
+single-image prediction (up to float summation order). Buckets run as soon as they hold
+``batch_size`` images; to bound memory when many sizes are in flight, the fullest bucket is
+also flushed once ``4 * batch_size`` images are waiting. Results come back in input order.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ImageError
+from .defaults import eval_sizes
+from .detections import Detections
+from .images import describe, load_image
+from .postprocess import postprocess
+from .preprocess import _map, preprocess, target_size
+
+WAITING_FACTOR = 4  # flush the fullest bucket once WAITING_FACTOR * batch_size images wait
+
+
+def _sources(images) -> Iterable:
+    """A list/iterable of single-image sources from whatever the user passed."""
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)  # [B, C, H, W]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)  # [B, H, W, C]
+    if isinstance(images, (str, Path, np.ndarray, torch.Tensor, Image.Image)):
+        return [images]
+    return images
+
+
+def _chunks(items: Iterable, n: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def iter_predict(
+    model,
+    images,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    top_k: int | None = None,
+    short_side: int | None = None,
+    long_side: int | None = None,
+    rule: str = "hf",
+    device=None,
+    on_error: Callable[[int, object, ImageError], None] | None = None,
+) -> Iterator[tuple[int, Detections]]:
+    """Stream ``(input index, Detections)`` in completion order (see :func:`predict`).
+
+    ``on_error(index, source, error)``, when given, receives images that cannot be read and
+    they are skipped; without it the :class:`ImageError` propagates.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    default_short, default_long = eval_sizes(model.config)
+    short_side = short_side or default_short
+    long_side = long_side or default_long
+    if device is not None:
+        model.to(device)
+    param = next(model.parameters())
+    names = model.config.label_name
+
+    def run(items: list[tuple[int, object, object]]) -> list[tuple[int, Detections]]:
+        batch = preprocess([pil for _, _, pil in items], short_side, long_side, rule)
+        pixel_values = batch["pixel_values"].to(param.device, param.dtype, non_blocking=True)
+        with torch.inference_mode():
+            outputs = model(pixel_values)
+        # One bucket = one resized size, so no padding: normalized boxes scale to the original.
+        decoded = postprocess(outputs, batch["original_sizes"], threshold=threshold, top_k=top_k)
+        out = []
+        for (index, source, pil), size, det in zip(items, batch["original_sizes"], decoded):
+            is_path = isinstance(source, (str, Path))
+            labels = det["labels"].cpu()
+            out.append((index, Detections(
+                boxes=det["boxes"].cpu(), scores=det["scores"].cpu(), labels=labels,
+                label_names=[names(int(l)) for l in labels], image_size=tuple(size),
+                image=None if is_path else pil, path=str(source) if is_path else None,
+            )))
+        return out
+
+    def load(item: tuple[int, object]):
+        index, source = item
+        try:
+            pil = load_image(source)
+            return index, source, pil, target_size(pil, short_side, long_side, rule, describe(source))
+        except ImageError as err:
+            return index, source, err, None
+
+    buckets: dict[tuple[int, int], list] = {}
+    waiting = 0
+    was_training = model.training
+    model.eval()
+    try:
+        # Decode a batch worth of files at a time, on threads (PIL releases the GIL).
+        for chunk in _chunks(enumerate(_sources(images)), batch_size):
+            for index, source, pil, size in _map(load, chunk):
+                if size is None:
+                    if on_error is None:
+                        raise pil
+                    on_error(index, source, pil)
+                    continue
+                bucket = buckets.setdefault(size, [])
+                bucket.append((index, source, pil))
+                waiting += 1
+                if len(bucket) == batch_size:
+                    waiting -= len(bucket)
+                    yield from run(buckets.pop(size))
+                elif waiting >= WAITING_FACTOR * batch_size:
+                    fullest = max(buckets, key=lambda k: len(buckets[k]))
+                    waiting -= len(buckets[fullest])
+                    yield from run(buckets.pop(fullest))
+        for size in list(buckets):
+            yield from run(buckets.pop(size))
+    finally:
+        model.train(was_training)
+
+
+def predict(
+    model,
+    images,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    top_k: int | None = None,
+    short_side: int | None = None,
+    long_side: int | None = None,
+    rule: str = "hf",
+    device=None,
+) -> list[Detections]:
+    """Detect objects; one :class:`Detections` per input image, in input order.
+
+    Args:
+        model: a :class:`yolos.YOLOS` (put in eval mode for the call, restored after).
+        images: one source or a list (paths, PIL images, ``[H, W, C]`` arrays, ``[C, H, W]``
+            tensors; a ``[B, C, H, W]`` tensor is B images).
+        threshold: keep detections with score strictly above it (0.5 as transformers' pipeline;
+            YOLOS scores run low, 0.3 is a reasonable value for inspection).
+        batch_size: images per forward pass. Only images with the same resized size are
+            batched together (see the module docstring), so results do not depend on it.
+        top_k: keep at most the k highest-scoring detections per image.
+        short_side, long_side: resize target; default from the model's variant
+            (:func:`yolos.inference.defaults.eval_sizes`: S/B 800/1333, Ti 512/1333). hustvl/YOLOS's
+            own evaluation sizes are e.g. ``short_side=512, long_side=853, rule="orig"`` for Ti.
+        rule: ``"hf"`` or ``"orig"`` resize rounding (:func:`yolos.inference.resize.resize_shape`).
+        device: move the model there first (default: wherever the model is).
+    """
+    results: dict[int, Detections] = dict(
+        iter_predict(
+            model, images, threshold=threshold, batch_size=batch_size, top_k=top_k,
+            short_side=short_side, long_side=long_side, rule=rule, device=device,
+        )
+    )
+    return [results[i] for i in sorted(results)]
