@@ -113,9 +113,11 @@ def test_loss_equals_transformers(counts):
     for key in ("loss_ce", "loss_bbox", "loss_giou", "cardinality_error"):
         assert torch.allclose(ours[key], ref[key], atol=1e-5, rtol=0), key
     assert torch.allclose(ours["loss"], loss, atol=1e-5, rtol=0)
-    g_ours = torch.autograd.grad(ours["loss"], outputs["logits"], retain_graph=True)[0]
-    g_ref = torch.autograd.grad(loss, outputs["logits"])[0]
-    assert torch.allclose(g_ours, g_ref, atol=1e-6)
+    inputs = [outputs["logits"], outputs["pred_boxes"]]
+    g_ours = torch.autograd.grad(ours["loss"], inputs, retain_graph=True)
+    g_ref = torch.autograd.grad(loss, inputs)
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_class_error_and_no_target_batch():
@@ -170,3 +172,17 @@ def test_num_boxes_and_results_are_reduced_across_ranks():
         num, results = got[rank]
         assert num == pytest.approx((7 + 1) / 2)
         assert sorted(r["image_id"] for r in results) == [5, 7, 9]
+
+
+@pytest.mark.gpu
+def test_cuda_matching_under_autocast_equals_cpu():
+    outputs, targets = random_problem([4, 0, 9, 2], num_queries=20, seed=7)
+    cpu = HungarianMatcher()(outputs, targets)
+    cuda_out = {k: v.cuda() for k, v in outputs.items()}
+    cuda_tgt = [{k: v.cuda() for k, v in t.items()} for t in targets]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        gpu = HungarianMatcher()(cuda_out, cuda_tgt)
+        losses = SetCriterion(7, HungarianMatcher())(cuda_out, cuda_tgt)
+    for (p1, t1), (p2, t2) in zip(cpu, gpu):
+        assert torch.equal(p1, p2) and torch.equal(t1, t2)
+    assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
