@@ -74,9 +74,9 @@ def validate_coco_dict(data, source: str = "<dict>") -> None:
         image_id = _need(img, "id", f"images[{i}]", source, int)
         where = f"image id {image_id}"
         _need(img, "file_name", where, source, str)
-        for key in ("height", "width"):
+        for key in ("height", "width"):  # informational only: the decoded image's size is used
             if key in img:
-                _need(img, key, where, source, int)
+                _need(img, key, where, source, (int, float))
         if image_id in image_ids:
             raise DatasetError(f"{source}: duplicate image id {image_id}")
         image_ids.add(image_id)
@@ -108,8 +108,8 @@ def validate_coco_dict(data, source: str = "<dict>") -> None:
                                    f"non-finite value {v!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             raise DatasetError(f"{source}: {where} field 'bbox' has a negative size {bbox}")
-        if "iscrowd" in ann:
-            _need(ann, "iscrowd", where, source, int)
+        if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
+            raise DatasetError(f"{source}: {where} field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
         if "area" in ann:
             _need(ann, "area", where, source, (int, float))
 
