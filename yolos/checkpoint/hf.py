@@ -109,6 +109,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
     if id2label:
         num_classes = len(id2label)
         class_names = {int(k): v for k, v in id2label.items()}
+        if all(v == f"LABEL_{k}" for k, v in class_names.items()):
+            class_names = None  # transformers' placeholder labels carry no names
     else:
         num_classes = int(hf.get("num_labels", 2))
         class_names = None

@@ -1,0 +1,175 @@
+"""Start detection training from an ImageNet DeiT / ViT checkpoint (spec section 7).
+
+Accepted: timm and facebookresearch/deit key names (``cls_token, pos_embed, patch_embed.proj,
+blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm``), distilled or not, as a
+bare state dict or wrapped as ``{"model": state_dict}``, in a ``.pth`` or ``.safetensors`` file.
+
+What ORIG's ``finetune_det`` does, and so do we:
+  * distilled DeiT (``pos_embed`` = [cls, dist, grid]): the first entry is dropped, so DeiT's
+    dist-token position embedding becomes the cls slot's (the cls *token* stays DeiT's);
+  * the patch grid (14x14, 15x15, 24x24, ...) is bicubically resampled to the detection grid
+    ``model.config.grid_size`` (Ti 50x83, S 32x54, B 50x84);
+  * [DET] tokens, their position embeddings and the mid position embeddings are freshly drawn
+    (trunc-normal, std .02), both heads freshly initialized;
+  * the classifier ``head``, ``head_dist`` and ``dist_token`` are dropped (and reported).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+from ..model import YOLOS, resample_pos_embed
+from .safe_io import read_state_dict, unwrap_state_dict
+
+_DROPPED = re.compile(r"^(head|head_dist|pre_logits|fc_norm)\.|^dist_token$")
+_BACKBONE = re.compile(r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)"
+                       r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$")
+
+
+@dataclass
+class BackboneLoadReport:
+    """What :func:`load_imagenet_backbone` did."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)  # copied from the checkpoint
+    dropped: list[str] = field(default_factory=list)  # in the checkpoint, unused by YOLOS
+    initialized: list[str] = field(default_factory=list)  # freshly drawn
+    distilled: bool = False
+    src_grid: tuple[int, int] = (0, 0)
+    dst_grid: tuple[int, int] = (0, 0)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.source}: {len(self.loaded)} tensors loaded, position grid "
+            f"{self.src_grid[0]}x{self.src_grid[1]} -> {self.dst_grid[0]}x{self.dst_grid[1]}"
+            f"{' (distilled: dist-token position used for cls)' if self.distilled else ''}; "
+            f"dropped {self.dropped or 'nothing'}; freshly initialized {self.initialized}"
+        )
+
+
+def _grid_of(num_tokens: int, source) -> tuple[int, int, bool]:
+    """``(grid_h, grid_w, distilled)`` for a square-grid ``pos_embed`` of ``num_tokens``."""
+    for prefix, distilled in ((1, False), (2, True)):
+        side = math.isqrt(num_tokens - prefix)
+        if side * side == num_tokens - prefix:
+            return side, side, distilled
+    raise CheckpointError(
+        f"{source}: pos_embed has {num_tokens} tokens, which is neither 1 + n*n (ViT/DeiT) nor "
+        f"2 + n*n (distilled DeiT); pass src_grid=(h, w) for a non-square grid"
+    )
+
+
+def load_imagenet_backbone(
+    model: YOLOS,
+    path_or_state_dict,
+    src_grid: tuple[int, int] | None = None,
+    seed: int | None = None,
+) -> BackboneLoadReport:
+    """Copy an ImageNet ViT/DeiT into ``model``'s backbone in place and re-draw the rest.
+
+    Args:
+        model: a YOLOS whose width, depth, heads and patch size match the checkpoint
+            (e.g. ``create_model("yolos-ti")`` for DeiT-Ti).
+        path_or_state_dict: a file path (``.pth``/``.safetensors``) or a state dict.
+        src_grid: the checkpoint's patch grid when it is not square.
+        seed: seeds the fresh initialization (None: the global RNG).
+
+    Returns:
+        A :class:`BackboneLoadReport`. Raises CheckpointError naming the source when a
+        backbone tensor is missing, unknown or of the wrong shape.
+    """
+    if isinstance(path_or_state_dict, dict):
+        source = "state dict"
+        state = unwrap_state_dict(path_or_state_dict, source)
+    else:
+        source = str(path_or_state_dict)
+        state, _ = read_state_dict(path_or_state_dict)
+    report = BackboneLoadReport(source=source)
+
+    keep = {}
+    for key, value in state.items():
+        if _DROPPED.search(key):
+            report.dropped.append(key)
+        elif _BACKBONE.match(key):
+            keep[key] = value
+        else:
+            raise CheckpointError(
+                f"{source}: unexpected key {key!r} for a DeiT/ViT backbone (layer-scale, "
+                f"register tokens, relative position or other ViT variants are not YOLOS)"
+            )
+    if "pos_embed" not in keep or "cls_token" not in keep:
+        raise CheckpointError(f"{source}: no pos_embed / cls_token; not a DeiT/ViT checkpoint")
+
+    pos = keep.pop("pos_embed").float()
+    if src_grid is None:
+        gh, gw, distilled = _grid_of(pos.shape[1], source)
+    else:
+        gh, gw = src_grid
+        distilled = pos.shape[1] == 2 + gh * gw
+        if pos.shape[1] not in (1 + gh * gw, 2 + gh * gw):
+            raise CheckpointError(f"{source}: pos_embed has {pos.shape[1]} tokens, not 1 or 2 + {gh}x{gw}")
+    if distilled:  # ORIG finetune_det: pos_embed[:, 1:] -> the dist position becomes cls's
+        pos = pos[:, 1:]
+    report.distilled = distilled
+    report.src_grid, report.dst_grid = (gh, gw), model.config.grid_size
+
+    own = model.state_dict()
+    backbone_keys = [k for k in own if _BACKBONE.match(k) and k != "pos_embed"]
+    missing = [k for k in backbone_keys if k not in keep]
+    unexpected = [k for k in keep if k not in own]
+    shapes = [f"{k}: {tuple(keep[k].shape)} vs {tuple(own[k].shape)}"
+              for k in backbone_keys if k in keep and keep[k].shape != own[k].shape]
+    if pos.shape[-1] != model.config.hidden_size:
+        shapes.append(f"pos_embed width {pos.shape[-1]} vs {model.config.hidden_size}")
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{source} does not fit this YOLOS backbone (width {model.config.hidden_size}, "
+            f"depth {model.config.depth}): missing {missing[:6]}, unexpected {unexpected[:6]}, "
+            f"shape mismatches {shapes[:6]}"
+        )
+
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key in backbone_keys:
+            own[key].copy_(keep[key])
+        report.loaded = backbone_keys + ["pos_embed[cls + grid]"]
+
+        t = model.config.num_det_tokens
+        grid_pe = resample_pos_embed(pos, (gh, gw), model.config.grid_size, 1, 0)
+        det_pe = _trunc_normal((1, t, pos.shape[-1]), generator)
+        model.pos_embed.copy_(torch.cat([grid_pe, det_pe], dim=1))
+        model.det_tokens.copy_(_trunc_normal(tuple(model.det_tokens.shape), generator))
+        report.initialized = ["det_tokens", "pos_embed[det]"]
+        if model.mid_pos_embed is not None:
+            model.mid_pos_embed.copy_(_trunc_normal(tuple(model.mid_pos_embed.shape), generator))
+            report.initialized.append("mid_pos_embed")
+        for name, head in (("class_head", model.class_head), ("box_head", model.box_head)):
+            for layer in head.layers:
+                _default_linear_init(layer, generator)
+            report.initialized.append(name)
+    return report
+
+
+def _trunc_normal(shape, generator, std=0.02) -> Tensor:
+    # timm's trunc_normal_(std=.02) with bounds +-2 (in absolute units, i.e. +-100 std): with a
+    # generator for reproducibility, as nn.init.trunc_normal_ takes one.
+    t = torch.empty(shape)
+    nn.init.trunc_normal_(t, std=std, a=-2.0, b=2.0, generator=generator)
+    return t
+
+
+def _default_linear_init(layer: nn.Linear, generator) -> None:
+    # PyTorch's default Linear init (ORIG never re-initializes the DETR heads).
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(layer.in_features)
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+__all__ = ["load_imagenet_backbone", "BackboneLoadReport"]

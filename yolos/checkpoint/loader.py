@@ -1,0 +1,208 @@
+"""``from_pretrained``: one entry point for every checkpoint format, loaded strictly.
+
+=============================  ==================================================================
+what                           how it is recognized
+=============================  ==================================================================
+transformers directory         a folder with ``config.json`` + ``model.safetensors`` (or sharded
+                               ``model.safetensors.index.json``, or ``pytorch_model.bin``)
+hub id / variant name          ``hustvl/yolos-small``, ``yolos-s``: downloaded by huggingface_hub
+native file                    ``.safetensors`` with ``yolos_config`` metadata (``YOLOS.save``)
+original hustvl/YOLOS          ``.pth`` with ``{"model": {"backbone.*", "class_embed.*", ...}}``
+=============================  ==================================================================
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..model import YOLOS, get_variant, infer_variant_name
+from .hf import config_from_hf, hf_to_ours
+from .native import CONFIG_KEY, config_from_metadata, load_native
+from .original import is_original_state_dict, model_from_original_state_dict
+from .safe_io import (
+    empty_model, load_pickle, load_safetensors, load_strict, read_safetensors_metadata,
+    unwrap_state_dict,
+)
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
+    """Load a YOLOS detector from a file, a directory, a hub id or a variant name.
+
+    Args:
+        name_or_path: a transformers directory, a native ``.safetensors``, an original
+            ``.pth``, a hub id (``"hustvl/yolos-small"``) or a variant name (``"yolos-s"``).
+        device: where to put the model (returned in eval mode).
+        overrides: ModelConfig fields to set. For original checkpoints they fill in what the
+            shapes cannot tell (``image_size=``, ``num_heads=``); elsewhere they must agree
+            with the stored shapes (e.g. ``class_names=`` is always fine).
+
+    Raises:
+        CheckpointError: naming the file (or hub id), for missing/unexpected keys, shape
+            mismatches, unsafe pickles, unreadable files or an unreachable hub.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return load_hf_directory(path, device=device, **overrides)
+    if path.is_file():
+        return load_file(path, device=device, **overrides)
+    name = str(name_or_path)
+    looks_like_path = (
+        path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+        or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    )
+    if looks_like_path:
+        raise CheckpointError(f"checkpoint not found: {name}")
+    try:
+        repo_id = get_variant(name).hub_id or ""
+    except KeyError:
+        repo_id = name if "/" in name else ""
+    if not repo_id:
+        raise CheckpointError(
+            f"{name!r} is neither an existing file or directory, a hub id (owner/name) nor a "
+            f"released variant name (yolos-ti, yolos-s, yolos-s-300, yolos-s-dwr, yolos-b)"
+        )
+    return load_hf_directory(download_from_hub(repo_id), device=device, **overrides)
+
+
+# ----------------------------------------------------------------------------- files
+def load_file(path: Path, device="cpu", **overrides) -> YOLOS:
+    """A single file: native ``.safetensors``, or an original ``.pth`` / ``.safetensors``."""
+    if path.suffix == ".safetensors":
+        metadata = read_safetensors_metadata(path)
+        if CONFIG_KEY in metadata:
+            return load_native(path, device=device, **overrides)
+        state, _ = load_safetensors(path)
+        if is_original_state_dict(state):
+            return model_from_original_state_dict(state, path, device=device, **overrides)
+        if any(k.startswith("vit.") for k in state):
+            raise CheckpointError(
+                f"{path} holds transformers weights but no config: pass the directory that "
+                f"has its config.json beside it"
+            )
+        config_from_metadata(metadata, path)  # raises, explaining what is accepted
+    state = unwrap_state_dict(load_pickle(path), path)
+    if is_original_state_dict(state):
+        return model_from_original_state_dict(state, path, device=device, **overrides)
+    if any(k.startswith("vit.") for k in state):
+        raise CheckpointError(
+            f"{path} holds transformers weights but no config: pass its directory (with "
+            f"config.json) instead of the file"
+        )
+    if "blocks.0.attn.qkv.weight" in state and "det_tokens" not in state:
+        raise CheckpointError(
+            f"{path} looks like an ImageNet ViT/DeiT classifier, not a detector: build the "
+            f"model with yolos.create_model(...) and call "
+            f"yolos.checkpoint.load_imagenet_backbone(model, path)"
+        )
+    raise CheckpointError(
+        f"{path}: unrecognized checkpoint keys (e.g. {sorted(state)[:3]}); expected an original "
+        f"hustvl/YOLOS .pth ('backbone.*'), a transformers directory or a YOLOS.save() file"
+    )
+
+
+def load_hf_directory(directory, device="cpu", **overrides) -> YOLOS:
+    """transformers' ``save_pretrained`` layout (also what the hub serves)."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(
+            f"{directory} has no config.json: not a transformers YOLOS directory (a single "
+            f"checkpoint file can be passed directly)"
+        )
+    try:
+        hf = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {config_file}: {e}") from None
+    if hf.get("model_type", "yolos") != "yolos":
+        raise CheckpointError(f"{config_file}: model_type is {hf.get('model_type')!r}, not 'yolos'")
+    try:
+        config = config_from_hf(hf)
+        config = config.replace(**{"variant": infer_variant_name(config), **overrides})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
+
+    weights, state = _read_hf_weights(directory)
+    try:
+        ours = hf_to_ours(state)
+    except KeyError as e:
+        raise CheckpointError(f"{weights}: {e.args[0]}") from None
+    model = empty_model(config)
+    load_strict(model, ours, weights)
+    return model.to(device).eval()
+
+
+def _read_hf_weights(directory: Path):
+    single = directory / "model.safetensors"
+    if single.is_file():
+        return single, load_safetensors(single)[0]
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():  # sharded save_pretrained output
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"cannot read {index}: {e}") from None
+        state = {}
+        for shard in shards:
+            state.update(load_safetensors(directory / shard)[0])
+        return index, state
+    pickled = directory / "pytorch_model.bin"
+    if pickled.is_file():
+        return pickled, unwrap_state_dict(load_pickle(pickled), pickled)
+    raise CheckpointError(
+        f"{directory} has a config.json but no weights (model.safetensors or pytorch_model.bin)"
+    )
+
+
+# ------------------------------------------------------------------------------- hub
+def download_from_hub(repo_id: str) -> Path:
+    """Fetch ``config.json`` and the weights of ``repo_id`` into the huggingface_hub cache
+    (a cached copy is used offline) and return the snapshot directory."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        )
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        raise CheckpointError(
+            f"downloading {repo_id!r} needs huggingface_hub (pip install huggingface_hub)"
+        ) from None
+
+    def unreachable(err) -> CheckpointError:
+        return CheckpointError(
+            f"could not reach the Hugging Face hub for {repo_id!r} and it is not in the local "
+            f"cache ({type(err).__name__}). Download it on a connected machine with "
+            f"`huggingface-cli download {repo_id} --local-dir DIR`, copy DIR here and call "
+            f"yolos.from_pretrained(\"DIR\") (or `--weights DIR` on the command line)"
+        )
+
+    try:
+        config = Path(hf_hub_download(repo_id, "config.json"))
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"no hub repository {repo_id!r} (or it is private/gated)") from None
+    except LocalEntryNotFoundError as e:  # offline, or no connection and nothing cached
+        raise unreachable(e) from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"hub repository {repo_id!r} has no config.json") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise unreachable(e) from None
+
+    first_error = None
+    for filename in HF_WEIGHT_FILES:
+        try:
+            hf_hub_download(repo_id, filename)
+            return config.parent
+        except LocalEntryNotFoundError as e:
+            first_error = first_error or e
+        except EntryNotFoundError:
+            continue
+        except (HfHubHTTPError, OSError) as e:
+            first_error = first_error or e
+    if first_error is not None:
+        raise unreachable(first_error)
+    raise CheckpointError(f"hub repository {repo_id!r} has neither of {HF_WEIGHT_FILES}")
+
+
+__all__ = ["from_pretrained", "load_file", "load_hf_directory", "download_from_hub"]

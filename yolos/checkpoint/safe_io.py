@@ -1,0 +1,152 @@
+"""Reading tensors from files without ever running code stored in them.
+
+``.pth``/``.pt``/``.bin`` files are pickles: a plain ``torch.load`` can execute anything the
+file's author wrote. Every pickle here goes through ``torch.load(weights_only=True)``, whose
+unpickler only rebuilds tensors and plain containers; the single extra class allowed is
+``argparse.Namespace`` (an attribute bag, no code), because training scripts in the DETR family
+(hustvl/YOLOS included) store their ``args`` next to the weights. ``.safetensors`` files hold no
+code at all.
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    return path
+
+
+def load_pickle(path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with readable errors.
+
+    Raises:
+        CheckpointError: the file is missing, is not a torch file, or needs arbitrary code
+            (a class or function outside tensors/containers) to be unpickled.
+    """
+    path = _existing(path)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
+        # torch's message names the forbidden global (e.g. "posix.system"); keep that line.
+        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
+        raise CheckpointError(
+            f"refusing to load {path}: it needs arbitrary code to be unpickled, which could run "
+            f"anything on this machine (only tensors and plain containers are accepted, via "
+            f"torch.load(weights_only=True)). {detail} If you trust the file, convert it yourself "
+            f"to safetensors, or save only its state_dict."
+        ) from None
+    except Exception as e:  # torch raises KeyError/RuntimeError/EOFError/... on non-torch files
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}"
+        ) from None
+
+
+def load_safetensors(path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a ``.safetensors`` file, on the CPU."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
+    return tensors, metadata
+
+
+def read_safetensors_metadata(path) -> dict[str, str]:
+    """The header metadata only (cheap: no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
+
+
+def unwrap_state_dict(obj: object, path, keys=("model", "state_dict", "module")) -> dict[str, Tensor]:
+    """The state dict inside a training checkpoint (``{"model": sd, "optimizer": ..., ...}``)
+    or ``obj`` itself when it already is one; a DDP ``module.`` prefix is removed."""
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path} holds no state dict (expected a dict of tensors, "
+                              f"or one under the key 'model')")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: entries that are not tensors: {not_tensors[:5]}")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def read_state_dict(path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """``(state_dict, safetensors metadata or {})`` of a ``.safetensors`` or pickle file."""
+    path = _existing(path)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return load_safetensors(path)
+    return unwrap_state_dict(load_pickle(path), path), {}
+
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict[str, Tensor], source) -> None:
+    """``model.load_state_dict(state_dict)`` with every key and shape checked first.
+
+    Raises:
+        CheckpointError: naming ``source`` and listing missing keys, unexpected keys and shape
+            mismatches (the first few of each, with counts), instead of torch's RuntimeError.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model; " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def empty_model(config):
+    """A YOLOS with uninitialized storage, for a strict load that overwrites every tensor
+    (drawing a random init first costs seconds for yolos-b and is thrown away)."""
+    from ..model import YOLOS
+
+    with torch.device("meta"):
+        model = YOLOS(config)
+    if any(True for _ in model.buffers()):  # buffers may be non-persistent: initialize properly
+        return YOLOS(config)
+    return model.to_empty(device="cpu")
+
+
+__all__ = ["load_pickle", "load_safetensors", "load_strict", "read_safetensors_metadata",
+           "read_state_dict", "unwrap_state_dict", "empty_model"]
