@@ -1,7 +1,6 @@
 """Batching variable-size images: zero padding at the bottom/right (ORIG / transformers)."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
