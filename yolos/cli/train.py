@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-augment", action="store_true", help="no flips/crops; resize to the largest train size")
     p.add_argument("--num-det-tokens", type=int, default=None, help="from scratch only")
     p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--max-val-images", type=int, default=None,
+                   help="evaluate on the first N val images (with --max-train-images on a train-only "
+                        "folder: the training images themselves)")
     p.add_argument("--repeat", type=int, default=1, help="repeat the training set N times per epoch")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -72,7 +75,7 @@ def run(args) -> int:
         eval_every=args.eval_every, resume=args.resume, train_sizes=args.train_sizes,
         train_max_size=args.train_max_size, eval_size=args.eval_size,
         eval_max_size=args.eval_max_size, augment=not args.no_augment,
-        num_det_tokens=args.num_det_tokens, max_train_images=args.max_train_images,
+        num_det_tokens=args.num_det_tokens, max_train_images=args.max_train_images, max_val_images=args.max_val_images,
         repeat=args.repeat, progress=not args.no_progress,
     )
     summary = fit(cfg)

@@ -44,6 +44,7 @@ class TrainConfig:
     num_det_tokens: int | None = None  # only when building from scratch
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (from scratch), e.g. tests
     max_train_images: int | None = None  # subset (debugging / overfitting)
+    max_val_images: int | None = None  # first N val images (by id)
     repeat: int = 1  # repeat the training set this many times per epoch (tiny datasets)
     progress: bool = True
     extra: dict = field(default_factory=dict)

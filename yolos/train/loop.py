@@ -170,6 +170,8 @@ def build_datasets(cfg: TrainConfig, variant_name: str):
     if dc.val_annotations:
         val = CocoDetection(dc.val_images, dc.val_annotations, names=dc.names,
                             transforms=_transforms(cfg, variant_name, "val"))
+        if cfg.max_val_images:
+            val.ids = val.ids[: cfg.max_val_images]
     return dc, train, val
 
 
