@@ -1,0 +1,106 @@
+"""Shared helpers for the benchmark scripts: identical-weight model pairs, alternating timing,
+environment lines for RESULTS.md.
+
+Every script measures ``yolos`` against its peer (transformers, PIL processor, pycocotools) in
+the same process, alternating the two so that load from other processes on the machine hits
+both alike, and reports medians.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from yolos import create_model
+from yolos.checkpoint.hf import save_hf_directory
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
+    """Fill every parameter with N(0, std) (LayerNorm weights 1 + N(0, std)), so that both
+    implementations run on weights of the real shapes and realistic magnitudes."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * std
+            if "norm" in name and name.endswith("weight"):
+                noise += 1.0
+            p.copy_(noise)
+    return model
+
+
+def model_pair(variant: str, attn_implementation: str = "sdpa", seed: int = 0, **overrides):
+    """``(ours, theirs)``: our YOLOS and transformers' YolosForObjectDetection holding the very
+    same random weights (through the transformers directory format), both in eval mode."""
+    from transformers import YolosForObjectDetection
+
+    ours = randomize_(create_model(variant, **overrides), seed=seed).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_hf_directory(ours, tmp)
+        theirs = YolosForObjectDetection.from_pretrained(
+            tmp, attn_implementation=attn_implementation
+        ).eval()
+    return ours, theirs
+
+
+def hf_with_attention(theirs, attn_implementation: str):
+    """Switch an already loaded transformers model between ``eager`` and ``sdpa``."""
+    theirs.set_attn_implementation(attn_implementation)
+    return theirs
+
+
+def time_alternating(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time (s) of each callable, calling them in turn ``repeats`` times."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def environment() -> str:
+    """One line naming the machine and library versions, printed at the top of each script."""
+    import os
+
+    import transformers
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{time.strftime('%Y-%m-%d')} | {cpu_name()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()} | {device} | torch {torch.__version__}, "
+        f"transformers {transformers.__version__} | load avg {load:.2f}"
+    )
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A markdown table."""
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])

@@ -1,0 +1,93 @@
+"""Export: ONNX (run in onnxruntime) and TorchScript match the PyTorch model; no bicubic op in the
+graph; dynamic batch; bad sizes are refused with a clear message."""
+import numpy as np
+import pytest
+import torch
+
+from yolos import YolosError, create_model
+from yolos.cli import main as cli_main
+from yolos.export import export_model
+
+SIZE = (96, 128)  # not the micro's 128x128 training grid: the embeddings must be resampled
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    model = create_model("micro").eval()
+    with torch.no_grad():  # realistic, non-trivial embeddings so a wrong resample would show
+        model.pos_embed.normal_(0, 0.5)
+    return model
+
+
+def test_onnx_matches_pytorch_dynamic_batch_and_has_no_resize(micro, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path = export_model(micro, tmp_path / "m.onnx", format="onnx", size=SIZE)
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "Resize" not in ops and "Upsample" not in ops, ops  # embeddings are constants
+    assert [i.name for i in graph.input] == ["pixel_values"]
+    assert [o.name for o in graph.output] == ["logits", "pred_boxes"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, *SIZE)
+        with torch.no_grad():
+            ref = micro(x)
+        logits, boxes = session.run(None, {"pixel_values": x.numpy()})
+        assert logits.shape == tuple(ref["logits"].shape)
+        np.testing.assert_allclose(logits, ref["logits"].numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(boxes, ref["pred_boxes"].numpy(), rtol=0, atol=1e-4)
+
+
+def test_torchscript_loads_and_matches(micro, tmp_path):
+    path = export_model(micro, tmp_path / "m.pt", format="torchscript", size=SIZE)
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(3, 3, *SIZE)  # traced with batch 2: batch must stay dynamic
+    with torch.no_grad():
+        logits, boxes = loaded(x)
+        ref = micro(x)
+    torch.testing.assert_close(logits, ref["logits"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(boxes, ref["pred_boxes"], rtol=0, atol=1e-4)
+
+
+def test_mid_position_embeddings_are_baked_too(tmp_path):
+    # a micro-sized model with mid embeddings (as yolos-s has) exercises the second constant
+    torch.manual_seed(0)
+    model = create_model("micro", mid_pos_embed=True).eval()
+    with torch.no_grad():
+        model.mid_pos_embed.normal_(0, 0.5)
+    path = export_model(model, tmp_path / "mid.pt", format="torchscript", size=(112, 80))
+    x = torch.randn(1, 3, 112, 80)
+    with torch.no_grad():
+        logits, _ = torch.jit.load(str(path))(x)
+        torch.testing.assert_close(logits, model(x)["logits"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(100, 128), (96, 130)])
+def test_size_not_multiple_of_patch_is_refused(micro, tmp_path, size):
+    with pytest.raises(YolosError, match=rf"{size[0]}x{size[1]}.*multiple of the patch size 16"):
+        export_model(micro, tmp_path / "bad.onnx", size=size)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_unknown_format_is_refused(micro, tmp_path):
+    with pytest.raises(YolosError, match="tflite"):
+        export_model(micro, tmp_path / "m.tflite", format="tflite", size=SIZE)
+
+
+def test_cli_export_torchscript(tmp_path, capsys):
+    out = tmp_path / "cli.pt"
+    code = cli_main(["export", "--model", "micro", "--format", "torchscript", "--size", "64", "96",
+                     "--out", str(out)])
+    assert code == 0 and out.exists()
+    assert str(out) in capsys.readouterr().out
+    logits, boxes = torch.jit.load(str(out))(torch.randn(2, 3, 64, 96))
+    assert logits.shape[:2] == (2, 10) and boxes.shape == (2, 10, 4)
+
+
+def test_cli_export_bad_size_is_one_line_error(tmp_path, capsys):
+    code = cli_main(["export", "--model", "micro", "--format", "onnx", "--size", "65", "96",
+                     "--out", str(tmp_path / "x.onnx")])
+    assert code == 2
+    assert "multiple of the patch size" in capsys.readouterr().err
