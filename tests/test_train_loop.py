@@ -156,3 +156,13 @@ def test_grad_checkpointing_gives_the_same_gradients():
     (out["pred_boxes"].sum() + out["logits"].sum()).backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, ref[n], rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path):
+    data = make_shapes(tmp_path / "ds", n=4)
+    out = tmp_path / "run"
+    fit(tiny_config(data, out, epochs=1, eval_every=0, bf16=True))
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["model"]["blocks.0.attn.qkv.weight"].dtype == torch.float32
+    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert torch.isfinite(torch.tensor(rows[-1]["train"]["loss"]))
