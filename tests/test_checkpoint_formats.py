@@ -176,6 +176,8 @@ def test_missing_paths_and_unknown_names():
         from_pretrained("nowhere/x.pth")
     with pytest.raises(CheckpointError, match="released variant name"):
         from_pretrained("yolos-huge")
+    with pytest.raises(CheckpointError, match="no released checkpoint"):
+        from_pretrained("micro")
 
 
 # -------------------------------------------------------------------------- original .pth

@@ -56,9 +56,16 @@ def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
     if looks_like_path:
         raise CheckpointError(f"checkpoint not found: {name}")
     try:
-        repo_id = get_variant(name).hub_id or ""
+        variant = get_variant(name)
     except KeyError:
         repo_id = name if "/" in name else ""
+    else:
+        if variant.hub_id is None:
+            raise CheckpointError(
+                f"variant {name!r} has no released checkpoint; yolos.create_model({name!r}) "
+                f"builds it with random weights"
+            )
+        repo_id = variant.hub_id
     if not repo_id:
         raise CheckpointError(
             f"{name!r} is neither an existing file or directory, a hub id (owner/name) nor a "
@@ -175,7 +182,7 @@ def download_from_hub(repo_id: str) -> Path:
             f"could not reach the Hugging Face hub for {repo_id!r} and it is not in the local "
             f"cache ({type(err).__name__}). Download it on a connected machine with "
             f"`huggingface-cli download {repo_id} --local-dir DIR`, copy DIR here and call "
-            f"yolos.from_pretrained(\"DIR\") (or `--weights DIR` on the command line)"
+            f"yolos.from_pretrained(\"DIR\") (or `--model DIR` on the command line)"
         )
 
     try:
