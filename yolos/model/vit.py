@@ -2,8 +2,9 @@
 
 CPU inference speed: on the CPUs we measured (AMD EPYC), PyTorch's fp32 ``F.linear`` goes to MKL,
 which takes an AVX2 path on non-Intel CPUs, while oneDNN uses AVX-512 there and fuses the bias and
-the GELU. :func:`linear` therefore calls oneDNN when nothing needs autograd; results are fp32 with
-another summation order (differences ~1e-6). Set ``ONEDNN_LINEAR = False`` to turn it off.
+the GELU. :func:`linear` therefore calls oneDNN for fp32 CPU tensors (in training through a small
+autograd function whose backward is two more oneDNN GEMMs); results are fp32 with another
+summation order (differences ~1e-6). Set ``ONEDNN_LINEAR = False`` to turn it off.
 """
 from __future__ import annotations
 
@@ -34,17 +35,48 @@ def _exporting() -> bool:
     )
 
 
+def _mm(a: Tensor, b: Tensor, bias: Tensor | None = None, attr: str = "none") -> Tensor:
+    """``a @ b.T (+ bias)`` through oneDNN; ``a [..., K]``, ``b [N, K]`` contiguous."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, attr, [], "none" if attr == "gelu" else "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with oneDNN GEMMs in forward and backward (fp32, CPU)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _mm(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, weight.shape[0]).contiguous()  # [M, out]
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm(g, weight.t().contiguous()).reshape(x.shape)  # g @ W
+        if ctx.needs_input_grad[1]:
+            gw = _mm(g.t().contiguous(), x.reshape(-1, x.shape[-1]).t().contiguous())  # g^T @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor:
-    """``F.linear`` (then exact erf-GELU when ``gelu``), through oneDNN for fp32 CPU inference."""
+    """``F.linear`` (then exact erf-GELU when ``gelu``), through oneDNN for fp32 CPU tensors."""
     if (
         ONEDNN_LINEAR and _HAS_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
         and weight.dtype == torch.float32 and weight.is_contiguous()
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and not _exporting()
+        and not torch.is_autocast_enabled("cpu") and not _exporting()
     ):
-        return torch.ops.mkldnn._linear_pointwise(
-            x.contiguous(), weight, bias, "gelu" if gelu else "none", [], "none" if gelu else ""
-        )
+        x = x.contiguous()
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad)):
+            out = _OneDNNLinear.apply(x, weight, bias)
+            return F.gelu(out) if gelu else out
+        return _mm(x, weight, bias, "gelu" if gelu else "none")
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
 

@@ -1,0 +1,93 @@
+"""Training step: forward + set loss + backward, yolos (YOLOS + SetCriterion) vs transformers'
+YolosForObjectDetection with its own loss (``labels=``), identical weights and batch, same process,
+alternating, medians. Also checks that the two losses agree.
+
+    python benchmarks/train_step.py [--cases ti micro] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import environment, model_pair, table, time_alternating
+
+CASES = {
+    "ti": ("yolos-ti", 512, 672, 2),
+    "micro": ("micro", 128, 128, 8),
+}
+
+
+def make_targets(batch: int, num_classes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    targets = []
+    for _ in range(batch):
+        n = int(torch.randint(1, 8, (1,), generator=g))
+        cxcy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+        wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
+        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=g),
+                        "boxes": torch.cat([cxcy, wh], 1)})
+    return targets
+
+
+def run_case(key, repeats):
+    from yolos.train.criterion import SetCriterion
+
+    variant, h, w, batch = CASES[key]
+    ours, theirs = model_pair(variant, "sdpa")
+    ours.train()
+    theirs.train()
+    criterion = SetCriterion(ours.config.num_classes)
+    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(1))
+    targets = make_targets(batch, ours.config.num_classes)
+    hf_labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+
+    def step_ours():
+        ours.zero_grad(set_to_none=True)
+        loss = criterion(ours(x), targets)["loss"]
+        loss.backward()
+        return loss.item()
+
+    def step_theirs(mode):
+        def call():
+            theirs.set_attn_implementation(mode)
+            theirs.zero_grad(set_to_none=True)
+            loss = theirs(pixel_values=x, labels=hf_labels).loss
+            loss.backward()
+            return loss.item()
+        return call
+
+    losses = {"ours": step_ours(), "hf": step_theirs("sdpa")()}
+    grad_diff = max(
+        (a.grad - b.grad).abs().max().item()
+        for a, b in [(ours.blocks[0].mlp.fc1.weight, theirs.vit.encoder.layer[0].intermediate.dense.weight)]
+    )
+    times = time_alternating(
+        {"ours": step_ours, "hf-sdpa": step_theirs("sdpa"), "hf-eager": step_theirs("eager")},
+        repeats=repeats, warmup=1,
+    )
+    return f"{variant} {h}x{w} b{batch}", times, losses, grad_diff
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(environment())
+    rows = []
+    for key in args.cases:
+        case, t, losses, grad_diff = run_case(key, args.repeats)
+        peer = min(("hf-sdpa", "hf-eager"), key=t.get)
+        print(f"  {case}: {({k: round(v, 4) for k, v in t.items()})} losses {losses}", flush=True)
+        rows.append([case, f"{t['ours']:.3f}", f"{t['hf-eager']:.3f}", f"{t['hf-sdpa']:.3f}",
+                     f"{t[peer] / t['ours']:.2f}x vs {peer[3:]}",
+                     f"{abs(losses['ours'] - losses['hf']):.1e}", f"{grad_diff:.1e}"])
+    print(table(rows, ["case", "yolos s/step", "transformers eager s/step", "transformers sdpa s/step",
+                       "speed-up vs faster peer", "|loss diff|", "max |grad diff| (fc1, layer 0)"]))
+
+
+if __name__ == "__main__":
+    main()
