@@ -91,3 +91,54 @@ def test_cli_export_bad_size_is_one_line_error(tmp_path, capsys):
                      "--out", str(tmp_path / "x.onnx")])
     assert code == 2
     assert "multiple of the patch size" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ speed paths and yolos benchmark
+def test_fast_cpu_paths_match_plain_pytorch_forward_and_backward():
+    """The oneDNN linears and the [DET]-only last block (used by export's reference model and by
+    the benchmarks) give the plain F.linear / full-sequence results, gradients included."""
+    from yolos.model import vit
+
+    torch.manual_seed(0)
+    model = create_model("micro", mid_pos_embed=True).train()
+    x = torch.randn(2, 3, 96, 112)
+
+    def run(fast: bool):
+        vit.ONEDNN_LINEAR = fast
+        try:
+            model.zero_grad(set_to_none=True)
+            out = model(x)
+            (out["logits"].square().mean() + out["pred_boxes"].sum()).backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            return out, grads
+        finally:
+            vit.ONEDNN_LINEAR = True
+
+    fast, fast_grads = run(True)
+    plain, plain_grads = run(False)
+    torch.testing.assert_close(fast["logits"], plain["logits"], rtol=0, atol=1e-5)
+    assert fast_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    model.eval()
+    with torch.no_grad():  # full-sequence last block (taken when attention maps are requested)
+        full = model(x, output_attentions=True)["logits"]
+        torch.testing.assert_close(model(x)["logits"], full, rtol=0, atol=1e-5)
+
+
+def test_cli_benchmark_on_real_images(coco_val80, capsys):
+    code = cli_main(["benchmark", "--model", "micro", "--data", str(coco_val80), "--images", "3",
+                     "--warmup", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "first 3 images" in out and "model only" in out and "end to end" in out
+    fps = [float(line.split(":")[1].split()[0]) for line in out.splitlines()
+           if line.strip().startswith(("model only", "end to end"))]
+    assert len(fps) == 2 and fps[0] > fps[1] > 0  # end to end includes the model
+
+
+def test_cli_benchmark_random_input_and_bad_folder(tmp_path, capsys):
+    assert cli_main(["benchmark", "--model", "micro", "--images", "2", "--size", "64", "64"]) == 0
+    assert "random input 64x64" in capsys.readouterr().out
+    assert cli_main(["benchmark", "--model", "micro", "--data", str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
