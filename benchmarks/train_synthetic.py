@@ -138,7 +138,8 @@ def main(argv=None) -> int:
 
     criterion = SetCriterion(1, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2), eos_coef=0.1)
     opt_ours = build_optimizer(ours, lr=LR, weight_decay=WD)
-    opt_theirs = torch.optim.AdamW(hf_param_groups(theirs), lr=LR, betas=(0.9, 0.999), eps=1e-8)
+    # fused AdamW for both (our trainer uses it), so the comparison is model + loss only
+    opt_theirs = torch.optim.AdamW(hf_param_groups(theirs), lr=LR, betas=(0.9, 0.999), eps=1e-8, fused=True)
 
     def step_ours(x, targets):
         loss = criterion(ours(x), targets)["loss"]

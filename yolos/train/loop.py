@@ -377,7 +377,8 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
     runlog = RunLog(out, di.is_main, global_step if state is not None else None)
     cfg_dict = cfg.to_dict()
     say(f"training {model.config.variant or cfg.model}: {model.num_parameters() / 1e6:.2f}M params, "
-        f"{train_ds.num_classes} classes, {len(seeded)} train images, batch {batch_size} x "
+        f"{train_ds.num_classes} classes, {len(train_ds)} train images"
+        f"{f' x {cfg.repeat} repeats' if cfg.repeat > 1 else ''}, batch {batch_size} x "
         f"{di.world_size} process(es), lr {lr:g}, {cfg.epochs} epochs, device {di.device}")
 
     def checkpoint(epoch: int, step_in_epoch: int, gstep: int) -> None:
