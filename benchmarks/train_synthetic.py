@@ -60,13 +60,12 @@ class Contender:
 
 
 def hf_param_groups(model):
-    """The ORIG grouping on transformers' names: heads all decayed; in the backbone no decay for
-    1-D tensors, biases and the cls/detection tokens and position embeddings."""
+    """Our grouping (yolos.train.optim.param_groups) on transformers' names: no decay for 1-D
+    tensors, biases and the cls/detection tokens and position embeddings."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        head = name.startswith(("class_labels_classifier", "bbox_predictor"))
-        skip = not head and (p.ndim <= 1 or name.endswith(".bias") or any(
-            k in name for k in ("cls_token", "detection_tokens", "position_embeddings")))
+        skip = p.ndim <= 1 or name.endswith(".bias") or any(
+            k in name for k in ("cls_token", "detection_tokens", "position_embeddings"))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}]
 
