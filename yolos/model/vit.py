@@ -30,9 +30,16 @@ def _exporting() -> bool:
     compiler = getattr(torch, "compiler", None)
     return (
         torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        or bool(compiler and compiler.is_compiling())
+        or bool(compiler and getattr(compiler, "is_compiling", lambda: False)())
         or bool(compiler and getattr(compiler, "is_exporting", lambda: False)())
     )
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def _mm(a: Tensor, b: Tensor, bias: Tensor | None = None, attr: str = "none") -> Tensor:
@@ -69,7 +76,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -
     if (
         ONEDNN_LINEAR and _HAS_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
         and weight.dtype == torch.float32 and weight.is_contiguous()
-        and not torch.is_autocast_enabled("cpu") and not _exporting()
+        and not _cpu_autocast() and not _exporting()
     ):
         x = x.contiguous()
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
