@@ -57,6 +57,11 @@ class Contender:
         self.name, self.model, self.step_fn, self.outputs_fn = name, model, step_fn, outputs_fn
         self.train_time, self.steps, self.next_eval = 0.0, 0, 0.0
         self.curve: list[tuple[float, int, float, float]] = []  # (train seconds, steps, AP, AP50)
+        # (train seconds, mean training loss since the previous evaluation): the same loss
+        # definition for both (ours equals transformers' to 1e-5, tests/test_loss.py), and far
+        # less noisy than AP while both are still on the early plateau.
+        self.loss_curve: list[tuple[float, float]] = []
+        self.loss_sum, self.loss_n = 0.0, 0
 
 
 def hf_param_groups(model):
@@ -94,14 +99,18 @@ def evaluate(contender: Contender, val_images, val_ds) -> tuple[float, float]:
     return stats["AP"], stats["AP50"]
 
 
-def time_to_reach(curve, target: float) -> float | None:
-    """Training seconds at which AP first reaches ``target`` (linear between evaluations)."""
-    prev = (0.0, 0.0)
-    for t, _, ap, _ in curve:
-        if ap >= target:
-            t0, ap0 = prev
-            return t0 + (t - t0) * (target - ap0) / (ap - ap0) if ap > ap0 else t
-        prev = (t, ap)
+def time_to_reach(points, target: float, lower_is_better: bool = False) -> float | None:
+    """Training seconds at which a ``[(seconds, value), ...]`` curve first reaches ``target``
+    (linear interpolation between points; ``lower_is_better`` for losses)."""
+    sign = -1.0 if lower_is_better else 1.0
+    prev = None
+    for t, v in points:
+        if sign * v >= sign * target:
+            if prev is None or sign * v <= sign * prev[1]:
+                return t
+            t0, v0 = prev
+            return t0 + (t - t0) * (target - v0) / (v - v0)
+        prev = (t, v)
     return None
 
 
@@ -187,13 +196,19 @@ def main(argv=None) -> int:
                 loss = c.step_fn(x, targets)
                 c.train_time += time.perf_counter() - t0
                 c.steps += 1
-                if not math.isfinite(float(loss.detach())):
+                value = float(loss.detach())
+                if not math.isfinite(value):
                     raise RuntimeError(f"{c.name}: non-finite loss at step {c.steps}")
+                c.loss_sum, c.loss_n = c.loss_sum + value, c.loss_n + 1
                 if c.train_time >= c.next_eval or c.train_time >= budget:
                     ap, ap50 = evaluate(c, val_x, val_ds)
                     c.curve.append((c.train_time, c.steps, ap, ap50))
+                    mean_loss = c.loss_sum / c.loss_n
+                    c.loss_curve.append((c.train_time, mean_loss))
+                    c.loss_sum, c.loss_n = 0.0, 0
                     c.next_eval += eval_every
-                    print(f"  {c.name:12s} {c.train_time:7.1f} s  step {c.steps:5d}  AP {ap:.4f}  AP50 {ap50:.4f}", flush=True)
+                    print(f"  {c.name:12s} {c.train_time:7.1f} s  step {c.steps:5d}  loss {mean_loss:.4f}"
+                          f"  AP {ap:.4f}  AP50 {ap50:.4f}", flush=True)
 
     a, b = contenders
     print()
@@ -203,15 +218,20 @@ def main(argv=None) -> int:
         t, steps, ap, ap50 = c.curve[-1]
         print(f"{c.name:12s} final AP {ap:.4f}  AP50 {ap50:.4f}  after {steps} steps "
               f"({steps / t:.2f} steps/s, {t:.0f} s of training)")
-    t_a = time_to_reach(a.curve, b.curve[-1][2])
-    t_b = time_to_reach(b.curve, b.curve[-1][2])
     fmt = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
-    print(f"time to reach transformers' final AP {b.curve[-1][2]:.4f}: yolos {fmt(t_a)}, transformers {fmt(t_b)}"
-          + (f"  -> {t_b / t_a:.2f}x less time" if t_a and t_b else ""))
-    t_a2, t_b2 = time_to_reach(a.curve, a.curve[-1][2]), time_to_reach(b.curve, a.curve[-1][2])
-    print(f"time to reach yolos' final AP {a.curve[-1][2]:.4f}: yolos {fmt(t_a2)}, transformers {fmt(t_b2)}")
+    ap_points = {c.name: [(t, ap) for t, _, ap, _ in c.curve] for c in contenders}
+    for what, points, lower in (("AP", ap_points, False),
+                                ("training loss", {c.name: c.loss_curve for c in contenders}, True)):
+        for target_owner in (b, a):
+            target = points[target_owner.name][-1][1]
+            t_a = time_to_reach(points[a.name], target, lower)
+            t_b = time_to_reach(points[b.name], target, lower)
+            ratio = f"  -> yolos needs {t_a / t_b:.2f}x the time" if t_a and t_b else ""
+            print(f"time to reach {target_owner.name}'s final {what} {target:.4f}: "
+                  f"yolos {fmt(t_a)}, transformers {fmt(t_b)}{ratio}")
     if args.json:
-        Path(args.json).write_text(json.dumps({c.name: c.curve for c in contenders}, indent=1))
+        Path(args.json).write_text(json.dumps(
+            {c.name: {"ap_curve": c.curve, "loss_curve": c.loss_curve} for c in contenders}, indent=1))
     return 0
 
 
