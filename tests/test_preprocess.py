@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import shared_data
+from conftest import shared_data
 from yolos.errors import ImageError
 from yolos.inference.preprocess import preprocess
 
