@@ -179,7 +179,9 @@ def test_resolve_yaml_and_roboflow_layout(tmp_path, coco_val80):
     yaml_path.write_text(f"path: {coco_val80}\ntrain:\n  images: val2017\n"
                          f"  annotations: annotations/instances_val2017.json\nnames: [a, b]\n")
     cfg = resolve_dataset(yaml_path)
-    assert cfg.train_images == coco_val80 / "val2017" and cfg.val_images == cfg.train_images
+    # resolved: the shared data folder may be reached through a symbolic link
+    assert cfg.train_images.resolve() == (coco_val80 / "val2017").resolve()
+    assert cfg.val_images == cfg.train_images
     assert cfg.names == ["a", "b"]
 
     yaml_path.write_text("train:\n  images: nowhere\n  annotations: x.json\n")
