@@ -20,13 +20,7 @@ from yolos.model import create_model
 BUNDLED = Path(__file__).resolve().parents[1] / "yolos" / "assets" / "yolos-micro-shapes.safetensors"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models on a shared 2-core machine: intra-op threads only contend
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_train_loop import make_shapes  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 COMMON = ["--model", "micro", "--batch-size", "4", "--workers", "0", "--train-sizes", "64",

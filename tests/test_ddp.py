@@ -58,11 +58,7 @@ def _config(data, out, batch_size, **kw):
     return cfg
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):

@@ -46,11 +46,7 @@ def _config(data, out, **kw):
     return cfg
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):

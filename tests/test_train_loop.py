@@ -11,14 +11,7 @@ from yolos.train.loop import ResumableSampler, SeededDataset, fit
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine is shared: two torch threads contending with other processes are 10x
-    # slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, mlp_dim=64, image_size=(64, 64), num_det_tokens=6)
