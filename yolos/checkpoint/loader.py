@@ -75,6 +75,19 @@ def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
 
 
 # ----------------------------------------------------------------------------- files
+def _model_from_original(state: dict, path: Path, device, overrides: dict) -> YOLOS | None:
+    """The model for an original hustvl/YOLOS state dict, None for other key sets; transformers
+    keys without their config.json are refused here (the config can't be inferred)."""
+    if is_original_state_dict(state):
+        return model_from_original_state_dict(state, path, device=device, **overrides)
+    if any(k.startswith("vit.") for k in state):
+        raise CheckpointError(
+            f"{path} holds transformers weights but no config: pass the directory that has "
+            f"its config.json beside it instead of the file"
+        )
+    return None
+
+
 def load_file(path: Path, device="cpu", **overrides) -> YOLOS:
     """A single file: native ``.safetensors``, or an original ``.pth`` / ``.safetensors``."""
     if path.suffix == ".safetensors":
@@ -82,22 +95,14 @@ def load_file(path: Path, device="cpu", **overrides) -> YOLOS:
         if CONFIG_KEY in metadata:
             return load_native(path, device=device, **overrides)
         state, _ = load_safetensors(path)
-        if is_original_state_dict(state):
-            return model_from_original_state_dict(state, path, device=device, **overrides)
-        if any(k.startswith("vit.") for k in state):
-            raise CheckpointError(
-                f"{path} holds transformers weights but no config: pass the directory that "
-                f"has its config.json beside it"
-            )
+        model = _model_from_original(state, path, device, overrides)
+        if model is not None:
+            return model
         config_from_metadata(metadata, path)  # raises, explaining what is accepted
     state = unwrap_state_dict(load_pickle(path), path)
-    if is_original_state_dict(state):
-        return model_from_original_state_dict(state, path, device=device, **overrides)
-    if any(k.startswith("vit.") for k in state):
-        raise CheckpointError(
-            f"{path} holds transformers weights but no config: pass its directory (with "
-            f"config.json) instead of the file"
-        )
+    model = _model_from_original(state, path, device, overrides)
+    if model is not None:
+        return model
     if "blocks.0.attn.qkv.weight" in state and "det_tokens" not in state:
         raise CheckpointError(
             f"{path} looks like an ImageNet ViT/DeiT classifier, not a detector: build the "
