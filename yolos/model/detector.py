@@ -75,21 +75,20 @@ class YOLOS(nn.Module):
     def position_embeddings(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         """Initial ``[1, S, D]`` and mid ``[L-1, 1, S, D]`` (or None) embeddings for an input grid.
 
-        Resampled on every call while training (they are learned); in inference (no grad) the
-        result is cached per grid size and invalidated when the parameters change in place.
+        Resampled on every call while training (they are learned). In inference (no grad) the
+        result is cached per grid size, device and dtype. A cached entry keeps a copy of the
+        embeddings it was resampled from and is served only while they are still equal: no
+        version counter or pointer can say that reliably (fused AdamW updates in place without
+        bumping ``_version``; ``load_state_dict`` copies into the same storage). The check is
+        one comparison of the stored grid (~3% of the resample's cost for yolos-s).
         """
-        cacheable = not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
         mid = self.mid_pos_embed
-        key = (
-            tuple(grid),
-            self.pos_embed._version,
-            None if mid is None else mid._version,
-            self.pos_embed.device,
-            self.pos_embed.dtype,
-            self.pos_embed.data_ptr(),
-        )
+        cacheable = not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
+        key = (tuple(grid), self.pos_embed.device, self.pos_embed.dtype)
         if cacheable and key in self._pos_cache:
-            return self._pos_cache[key]
+            src_pe, src_mid, pe, mid_pe = self._pos_cache[key]
+            if torch.equal(src_pe, self.pos_embed) and (mid is None or torch.equal(src_mid, mid)):
+                return pe, mid_pe
         src, t = self.config.grid_size, self.config.num_det_tokens
         pe = resample_pos_embed(self.pos_embed, src, grid, 1, t)
         mid_pe = None
@@ -99,7 +98,10 @@ class YOLOS(nn.Module):
         if cacheable:
             if len(self._pos_cache) > 32:  # bound memory with many input sizes
                 self._pos_cache.clear()
-            self._pos_cache[key] = (pe, mid_pe)
+            with torch.no_grad():
+                snapshot = (self.pos_embed.detach().clone(),
+                            None if mid is None else mid.detach().clone())
+            self._pos_cache[key] = (*snapshot, pe, mid_pe)
         return pe, mid_pe
 
     # ------------------------------------------------------------------ forward
@@ -108,6 +110,7 @@ class YOLOS(nn.Module):
         pixel_values: Tensor,
         output_attentions: bool = False,
         output_det_features: bool = False,
+        output_patch_features: bool = False,
     ) -> dict[str, Tensor]:
         """Run the detector.
 
@@ -117,6 +120,8 @@ class YOLOS(nn.Module):
                 ``[B, heads, S, S]`` with ``S = 1 + (H//p)*(W//p) + T`` (slower explicit path).
             output_det_features: also return ``det_features`` ``[B, T, D]``, the [DET] outputs
                 after the final LayerNorm (what the heads read).
+            output_patch_features: also return ``patch_features`` ``[B, (H//p)*(W//p), D]``,
+                the patch outputs after the final LayerNorm, row-major (dense pretraining tasks).
 
         Returns:
             ``{"logits": [B, T, num_classes + 1], "pred_boxes": [B, T, 4]}``; boxes are
@@ -126,7 +131,7 @@ class YOLOS(nn.Module):
         grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
         pos, mid = self.position_embeddings(grid)
         return self.forward_with_pos_embed(
-            pixel_values, pos, mid, output_attentions, output_det_features
+            pixel_values, pos, mid, output_attentions, output_det_features, output_patch_features
         )
 
     def forward_with_pos_embed(
@@ -136,6 +141,7 @@ class YOLOS(nn.Module):
         mid: Tensor | None,
         output_attentions: bool = False,
         output_det_features: bool = False,
+        output_patch_features: bool = False,
     ) -> dict[str, Tensor]:
         """Forward with position embeddings already resampled to the input grid (export bakes
         them in as constants through this entry point)."""
@@ -152,8 +158,9 @@ class YOLOS(nn.Module):
             want_attn = output_attentions and i == last
             # Only the [DET] outputs of the last block are read: let just those rows attend and
             # skip the MLP for the others (same numbers, ~1/12 less work). Full rows when the
-            # last layer's attention maps are asked for.
-            queries = t if i == last and not output_attentions else None
+            # last layer's attention maps or the patch outputs are asked for.
+            full_rows = output_attentions or output_patch_features
+            queries = t if i == last and not full_rows else None
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x, _ = torch.utils.checkpoint.checkpoint(block, x, False, queries, use_reentrant=False)
             else:
@@ -162,12 +169,15 @@ class YOLOS(nn.Module):
                     attention = attn
             if mid is not None and i < last:
                 x = x + mid[i]
-        det = self.norm(x)[:, -t:]  # [B, T, D]
+        x = self.norm(x)
+        det = x[:, -t:]  # [B, T, D]
         out = {"logits": self.class_head(det), "pred_boxes": self.box_head(det).sigmoid()}
         if output_attentions:
             out["attentions"] = attention
         if output_det_features:
             out["det_features"] = det
+        if output_patch_features:
+            out["patch_features"] = x[:, 1:-t]
         return out
 
     # ---------------------------------------------------------------- helpers
