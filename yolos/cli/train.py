@@ -23,6 +23,11 @@ def add_parser(sub) -> None:
                    help="start from a YOLOS checkpoint / hub id (new class head if the classes differ) "
                         "or a DeiT/ViT ImageNet checkpoint (backbone init)")
     p.add_argument("--init-kind", default="auto", choices=["auto", "yolos", "imagenet"])
+    p.add_argument("--recipe", default="paper", choices=["paper", "scratch"],
+                   help="paper: the original recipe (default; for fine-tuning from DeiT or YOLOS). "
+                        "scratch: for random weights: lr 1e-3 with 300 warmup steps, heads at the data's "
+                        "priors, bf16 autocast, patch size 8 (see docs/training.md). Options given "
+                        "explicitly win over the recipe's")
     p.add_argument("--data", required=True, help="dataset YAML or COCO folder")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", default="runs/train", help="run directory (logs, checkpoints)")
@@ -32,8 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--clip-max-norm", type=float, default=0.1)
     p.add_argument("--warmup-epochs", type=int, default=0)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (loss and matching stay fp32)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear warmup over N optimizer steps "
+                   "(default: the recipe's; paper 0)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (loss and matching stay fp32; default: the recipe's, paper off)")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute blocks in backward (saves memory)")
     p.add_argument("--detach-det-tokens", action="store_true",
                    help="keep the [DET] tokens at their random init (paper, Table 7)")
@@ -51,6 +58,11 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-max-size", type=int, default=None)
     p.add_argument("--no-augment", action="store_true", help="no flips/crops; resize to the largest train size")
     p.add_argument("--num-det-tokens", type=int, default=None, help="from scratch only")
+    p.add_argument("--patch-size", type=int, default=None, help="from scratch only (default: the recipe's, "
+                   "else the variant's)")
+    p.add_argument("--head-priors", action=argparse.BooleanOptionalAction, default=None,
+                   help="from scratch: start the class and box heads at the training data's priors "
+                        "(default: the recipe's)")
     p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--max-val-images", type=int, default=None,
                    help="evaluate on the first N val images (with --max-train-images on a train-only "
@@ -66,6 +78,7 @@ def run(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, init=args.init, init_kind=args.init_kind,
+        recipe=args.recipe, patch_size=args.patch_size, head_priors=args.head_priors,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, clip_max_norm=args.clip_max_norm,
         warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, bf16=args.bf16,

@@ -11,6 +11,16 @@ YAML (relative paths are taken from ``path:``, itself relative to the YAML file)
       annotations: val/annotations.json
     names: {1: widget, 2: gadget}  # optional display names by category id (or a list, in id order)
 
+A train split may be rendered instead of read (:class:`yolos.data.synthetic.SyntheticShapes`,
+fresh images every epoch); it then needs a ``val:`` split on disk, such as one written by
+``python -m yolos.data.synthetic`` with the same shapes::
+
+    train:
+      synthetic: {num_images: 8000, image_size: 128, max_objects: 8, min_size: 12, max_size: 64, seed: 1}
+    val:
+      images: val/images
+      annotations: val/annotations.json
+
 Folders recognized by :func:`resolve_dataset` (checked in this order):
 
 * COCO: ``annotations/instances_<split>.json`` with images in ``<split>/`` or ``images/<split>/``
@@ -31,17 +41,21 @@ from ..errors import DatasetError
 
 @dataclass
 class DatasetConfig:
-    train_images: Path
-    train_annotations: Path
+    train_images: Path | None
+    train_annotations: Path | None
     val_images: Path
     val_annotations: Path
     # Display-name override, passed to CocoDetection(names=...): {category id: name}, or a
     # list of names for the categories in ascending id order.
     names: dict[int, str] | list[str] | None = None
+    # A rendered train split: the mapping under ``train: synthetic:`` (then no train paths).
+    train_synthetic: dict | None = None
+    source: str = "<dataset>"  # the YAML or folder it came from, for messages
 
     def __post_init__(self):
         for name in ("train_images", "train_annotations", "val_images", "val_annotations"):
-            setattr(self, name, Path(getattr(self, name)))
+            value = getattr(self, name)
+            setattr(self, name, None if value is None else Path(value))
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -91,10 +105,22 @@ class DatasetConfig:
                 out.append(p)
             return out
 
+        names = _parse_names(data.get("names"), path)
+        entry = data["train"]
+        if isinstance(entry, dict) and "synthetic" in entry:
+            spec = entry["synthetic"]
+            if not isinstance(spec, dict):
+                raise DatasetError(f"{path}: field 'train.synthetic' must be a mapping of generator "
+                                   f"options, got {spec!r}")
+            if data.get("val") is None:
+                raise DatasetError(f"{path}: a synthetic 'train' split needs a 'val' split on disk "
+                                   f"(write one with python -m yolos.data.synthetic)")
+            val = split("val")
+            return cls(None, None, val[0], val[1], names, train_synthetic=dict(spec),
+                       source=str(path))
         train = split("train")
         val = split("val") if data.get("val") is not None else train
-        names = _parse_names(data.get("names"), path)
-        return cls(train[0], train[1], val[0], val[1], names)
+        return cls(train[0], train[1], val[0], val[1], names, source=str(path))
 
     @classmethod
     def from_folder(cls, folder) -> "DatasetConfig":
@@ -110,12 +136,12 @@ class DatasetConfig:
         if train is None and val is None:
             train = val = next(iter(splits.values()))
         train, val = train or val, val or train
-        return cls(train[0], train[1], val[0], val[1])
+        return cls(train[0], train[1], val[0], val[1], source=str(folder))
 
     def check(self) -> None:
         for name in ("train_images", "train_annotations", "val_images", "val_annotations"):
             p = getattr(self, name)
-            if not p.exists():
+            if p is not None and not p.exists():
                 raise DatasetError(f"{name}: {p} does not exist")
 
 

@@ -14,6 +14,7 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/train"
     model: str = "micro"
+    recipe: str = "paper"  # paper | scratch (yolos.train.recipe.RECIPES); fills unset options
     init: str | None = None  # DeiT/ViT checkpoint, or YOLOS checkpoint / hub id
     init_kind: str = "auto"  # auto | yolos | imagenet
     epochs: int = 10
@@ -24,8 +25,8 @@ class TrainConfig:
     clip_max_norm: float = 0.1
     warmup_epochs: int = 0
     warmup_lr: float = 1e-6
-    warmup_steps: int = 0
-    bf16: bool = False
+    warmup_steps: int | None = None  # None: the recipe's choice (paper: 0)
+    bf16: bool | None = None  # None: the recipe's choice (paper: off)
     grad_checkpointing: bool = False
     detach_det_tokens: bool = False
     device: str | None = None
@@ -42,6 +43,8 @@ class TrainConfig:
     eval_max_size: int | None = None
     augment: bool = True
     num_det_tokens: int | None = None  # only when building from scratch
+    patch_size: int | None = None  # only when building from scratch
+    head_priors: bool | None = None  # start the heads at the data's priors (from scratch only)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (from scratch), e.g. tests
     max_train_images: int | None = None  # subset (debugging / overfitting)
     max_val_images: int | None = None  # first N val images (by id)

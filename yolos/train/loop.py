@@ -44,7 +44,18 @@ class SeededDataset(Dataset):
     augmentation is a pure function of the position in the run."""
 
     def __init__(self, dataset, seed: int, repeat: int = 1):
-        self.dataset, self.seed, self.repeat, self.epoch = dataset, seed, max(1, repeat), 0
+        self.dataset, self.seed, self.repeat, self._epoch = dataset, seed, max(1, repeat), 0
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        # Datasets that render their items (SyntheticShapes) draw new ones per epoch.
+        self._epoch = value
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(value)
 
     def __len__(self) -> int:
         return len(self.dataset) * self.repeat
@@ -157,21 +168,34 @@ def same_label_space(model_config, dataset) -> bool:
 
 def build_datasets(cfg: TrainConfig, variant_name: str):
     """(DatasetConfig, train, val or None). Labels: COCO's 91-id space when the categories are
-    COCO's, contiguous 0..K-1 otherwise (CocoDetection's auto mode)."""
+    COCO's, contiguous 0..K-1 otherwise (CocoDetection's auto mode). A synthetic train split
+    renders its images (fresh every epoch unless ``fresh: false``) with labels that must match
+    the val split's categories."""
     from ..data.coco import CocoDetection
     from ..data.dataset_config import resolve_dataset
 
     dc = resolve_dataset(cfg.data)
-    train = CocoDetection(dc.train_images, dc.train_annotations, names=dc.names,
-                          transforms=_transforms(cfg, variant_name, "train"))
-    if cfg.max_train_images:
-        train.ids = train.ids[: cfg.max_train_images]
+    train_transforms = _transforms(cfg, variant_name, "train")
+    if dc.train_synthetic is not None:
+        from ..data.synthetic import synthetic_from_config
+
+        train = synthetic_from_config(dc.train_synthetic, dc.source, train_transforms)
+        if cfg.max_train_images:
+            train.num_images = min(train.num_images, cfg.max_train_images)
+    else:
+        train = CocoDetection(dc.train_images, dc.train_annotations, names=dc.names,
+                              transforms=train_transforms)
+        if cfg.max_train_images:
+            train.ids = train.ids[: cfg.max_train_images]
     val = None
     if dc.val_annotations:
         val = CocoDetection(dc.val_images, dc.val_annotations, names=dc.names,
                             transforms=_transforms(cfg, variant_name, "val"))
         if cfg.max_val_images:
             val.ids = val.ids[: cfg.max_val_images]
+        if dc.train_synthetic is not None and val.class_names != train.class_names:
+            raise DatasetError(f"{dc.source}: the synthetic train split's classes {train.class_names} "
+                               f"differ from the val split's {val.class_names} ({dc.val_annotations})")
     return dc, train, val
 
 
@@ -203,8 +227,16 @@ def build_model(cfg: TrainConfig, state: dict | None, log):
         overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names)}
         if cfg.num_det_tokens:
             overrides["num_det_tokens"] = cfg.num_det_tokens
+        if cfg.patch_size:
+            overrides["patch_size"] = cfg.patch_size
         overrides.update(cfg.model_overrides)
         model = create_model(variant, **overrides)
+        if cfg.head_priors and source == "scratch":
+            from .recipe import dataset_priors, init_head_priors
+
+            objects, side = dataset_priors(train)
+            init_head_priors(model, objects, side)
+            log(f"heads start at the data's priors: {objects:.2f} objects per image, box side {side:.3f}")
         if source == "imagenet":
             from ..checkpoint.deit import load_imagenet_backbone
 
@@ -324,6 +356,10 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
         for k in ("resume", "progress", "workers", "device", "out"):
             saved[k] = getattr(cfg, k)
         cfg = TrainConfig.from_dict(saved)
+    from .recipe import resolve_recipe
+
+    cfg = resolve_recipe(cfg)
+    if state is not None:
         say(f"resuming {path} at epoch {state['epoch']}, step {state['step_in_epoch']} "
             f"(global step {state['global_step']})")
     random.seed(cfg.seed)

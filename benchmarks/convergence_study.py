@@ -1,0 +1,244 @@
+"""What makes a small YOLOS leave DETR's plateau fast when trained from scratch.
+
+Every run trains the same task for the same wall-clock budget of training time (evaluation not
+counted): 128x128 images with 1-8 shapes (square, circle, triangle; 8 colours; sides 12-64 px)
+on textured backgrounds, rendered fresh for every step unless a run asks for a fixed set. Each
+run changes one lever against ``baseline`` (the paper's recipe applied to a model from random
+weights) or removes one from ``scratch`` (all the levers that helped), so both the gain of a
+lever on its own and its share in the final recipe are measured. Every run is evaluated with
+COCO AP (faster-coco-eval, all [DET] predictions) on the same held-out images from a seed never
+used in training, every ``--eval-every`` seconds of training. The learning rate follows a
+linear warmup and then a cosine to zero over the time budget.
+
+    python benchmarks/convergence_study.py --budget-seconds 240 --out docs/convergence.jsonl
+    python benchmarks/convergence_study.py --runs baseline scratch --budget-seconds 60
+
+Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
+(interpolated between evaluations) and the final AP / AP50 of each run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, table  # noqa: E402
+
+from yolos.data.coco import CocoDetection  # noqa: E402
+from yolos.data.collate import collate_fn  # noqa: E402
+from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset  # noqa: E402
+from yolos.evaluation.evaluate import evaluate  # noqa: E402
+from yolos.model import create_model  # noqa: E402
+from yolos.train.criterion import SetCriterion  # noqa: E402
+from yolos.train.matcher import HungarianMatcher  # noqa: E402
+from yolos.train.optim import build_optimizer  # noqa: E402
+from yolos.train.recipe import init_head_priors, init_scratch_weights, init_sincos_pos_embed  # noqa: E402
+
+SPEC = ShapesSpec(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=64)
+VAL_SEED = 987_654  # never used for training images
+BOX_PRIOR = 0.2  # a typical side (25 px) over the image side (128 px)
+
+BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, box_prior=False,
+                patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, sincos=False,
+                scratch_init=False)
+SCRATCH = dict(BASELINE, lr=1e-3, warmup=300, class_prior=True, box_prior=True, patch=8)
+
+RUNS: dict[str, dict] = {
+    "baseline": BASELINE,
+    "+lr 1e-3, warmup 300": dict(BASELINE, lr=1e-3, warmup=300),
+    "+class prior": dict(BASELINE, class_prior=True),
+    "+box prior": dict(BASELINE, box_prior=True),
+    "+patch 8": dict(BASELINE, patch=8),
+    "+sin-cos positions": dict(BASELINE, sincos=True),
+    "scratch, sin-cos": dict(SCRATCH, sincos=True),
+    "scratch, sin-cos, patch 16": dict(SCRATCH, sincos=True, patch=16),
+    "scratch, patch 16, 12 [DET]": dict(SCRATCH, patch=16, det_tokens=12),
+    "scratch, patch 16, scratch init": dict(SCRATCH, patch=16, scratch_init=True),
+    "scratch, scratch init": dict(SCRATCH, scratch_init=True),
+    "scratch": SCRATCH,
+    "scratch, lr 3e-4": dict(SCRATCH, lr=3e-4),
+    "scratch, lr 2e-3": dict(SCRATCH, lr=2e-3),
+    "scratch, no warmup": dict(SCRATCH, warmup=0),
+    "scratch, batch 16": dict(SCRATCH, batch=16),
+    "scratch, batch 64": dict(SCRATCH, batch=64),
+    "scratch, 10 [DET]": dict(SCRATCH, det_tokens=10),
+    "scratch, 40 [DET]": dict(SCRATCH, det_tokens=40),
+    "scratch, no class prior": dict(SCRATCH, class_prior=False),
+    "scratch, no box prior": dict(SCRATCH, box_prior=False),
+    "scratch, patch 16": dict(SCRATCH, patch=16),
+    "scratch, fixed 2000 images": dict(SCRATCH, fixed_images=2000),
+    "scratch, width 192, depth 6": dict(SCRATCH, width=192, depth=6),
+    "scratch, width 96, depth 3": dict(SCRATCH, width=96, depth=3),
+    "scratch, 25% patch-class pretraining": dict(SCRATCH, pretrain=0.25),
+}
+
+
+def build_model(run: dict, seed: int):
+    torch.manual_seed(seed)
+    model = create_model(
+        "micro", patch_size=run["patch"], hidden_size=run["width"], depth=run["depth"],
+        mlp_dim=4 * run["width"], num_heads=4, num_det_tokens=run["det_tokens"],
+        num_classes=len(SPEC.shapes), class_names=dict(enumerate(SPEC.shapes)),
+    )
+    if run["scratch_init"]:
+        init_scratch_weights(model)
+    elif run["sincos"]:
+        init_sincos_pos_embed(model, scale=1.0)
+    if run["class_prior"] or run["box_prior"]:
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        init_head_priors(model, objects_per_image=(SPEC.min_objects + SPEC.max_objects) / 2 * 0.9,
+                         box_size=BOX_PRIOR)
+        if not run["class_prior"]:
+            model.class_head.load_state_dict({k[len("class_head."):]: v for k, v in saved.items()
+                                              if k.startswith("class_head.")})
+        if not run["box_prior"]:
+            model.box_head.load_state_dict({k[len("box_head."):]: v for k, v in saved.items()
+                                            if k.startswith("box_head.")})
+    return model
+
+
+def batches(run: dict, seed: int):
+    """Endless training batches: fresh images (seeded by step) or a fixed set, reshuffled."""
+    data = SyntheticShapes(SPEC, num_images=run["fixed_images"] or 10**9, seed=seed,
+                           fresh=not run["fixed_images"])
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=run["batch"], collate_fn=collate_fn, num_workers=0,
+        sampler=torch.utils.data.RandomSampler(data, replacement=not run["fixed_images"],
+                                               num_samples=10**8,
+                                               generator=torch.Generator().manual_seed(seed)),
+    )
+    yield from loader
+
+
+def patch_labels(targets: list[dict], grid: int, num_classes: int) -> torch.Tensor:
+    """``[B, grid*grid]`` class of the box covering each patch centre (``num_classes`` = none):
+    the dense classification task of the pretraining lever."""
+    centres = (torch.arange(grid) + 0.5) / grid
+    out = torch.full((len(targets), grid, grid), num_classes, dtype=torch.long)
+    for b, t in enumerate(targets):
+        for (cx, cy, w, h), label in zip(t["boxes"].tolist(), t["labels"].tolist()):
+            xs = (centres >= cx - w / 2) & (centres <= cx + w / 2)
+            ys = (centres >= cy - h / 2) & (centres <= cy + h / 2)
+            out[b][ys[:, None] & xs[None, :]] = label
+    return out.flatten(1)
+
+
+def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log) -> dict:
+    model = build_model(run, seed).train()
+    k = model.config.num_classes
+    criterion = SetCriterion(k, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2), eos_coef=0.1)
+    pretrain_head = torch.nn.Linear(run["width"], k + 1) if run["pretrain"] else None
+    params = list(model.parameters()) + (list(pretrain_head.parameters()) if pretrain_head else [])
+    optimizer = build_optimizer(model, lr=run["lr"], weight_decay=1e-4)
+    if pretrain_head is not None:
+        optimizer.add_param_group({"params": list(pretrain_head.parameters()), "weight_decay": 0.0})
+    pretrain_until = run["pretrain"] * budget
+
+    curve, train_time, step, next_eval = [], 0.0, 0, eval_every
+    data = batches(run, seed)
+    while train_time < budget:
+        t0 = time.perf_counter()  # rendering counts: it is part of every run's training time
+        x, targets = next(data)
+        phase_budget = pretrain_until if train_time < pretrain_until else budget - pretrain_until
+        phase_t = train_time if train_time < pretrain_until else train_time - pretrain_until
+        lr = run["lr"] * 0.5 * (1 + math.cos(math.pi * min(phase_t / phase_budget, 1.0)))
+        if step < run["warmup"]:
+            lr *= (step + 1) / run["warmup"]
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if train_time < pretrain_until:  # dense patch classification on the ViT
+                out = model(x, output_patch_features=True)
+                grid = x.shape[-1] // run["patch"]
+                logits = pretrain_head(out["patch_features"].float())
+                loss = torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1), patch_labels(targets, grid, k).flatten())
+            else:
+                out = model(x)
+                loss = criterion({kk: v.float() for kk, v in out.items()}, targets)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optimizer.step()
+        train_time += time.perf_counter() - t0
+        step += 1
+        if not math.isfinite(float(loss.detach())):
+            log(f"  {name}: non-finite loss at step {step}")
+            break
+        if train_time >= next_eval or train_time >= budget:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                stats, _ = evaluate(model, val, batch_size=64, progress=False)
+            curve.append((round(train_time, 1), step, round(stats["AP"], 4), round(stats["AP50"], 4)))
+            log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(loss):.3f}  "
+                f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
+            next_eval += eval_every
+    return {"name": name, "run": run, "curve": curve, "steps": step, "budget_s": budget}
+
+
+def time_to(curve, key_index: int, target: float):
+    """(seconds, steps) when ``curve[i][key_index]`` first reaches ``target`` (interpolated)."""
+    prev = (0.0, 0, 0.0, 0.0)
+    for point in curve:
+        if point[key_index] >= target:
+            v0, v1 = prev[key_index], point[key_index]
+            f = 1.0 if v1 == v0 else (target - v0) / (v1 - v0)
+            return prev[0] + f * (point[0] - prev[0]), round(prev[1] + f * (point[1] - prev[1]))
+        prev = point
+    return None
+
+
+def summary_table(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        hit = time_to(r["curve"], 3, 0.5)
+        ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
+        rows.append([r["name"], "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
+                     f"{ap:.3f}", f"{ap50:.3f}", str(r["steps"])])
+    return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "steps"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", nargs="+", default=list(RUNS), help=f"any of: {' | '.join(RUNS)}")
+    p.add_argument("--budget-seconds", type=float, default=240.0, help="training time per run")
+    p.add_argument("--eval-every", type=float, default=None, help="seconds of training (default budget/8)")
+    p.add_argument("--val-images", type=int, default=300)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="append one JSON line per run here")
+    args = p.parse_args(argv)
+    unknown = [r for r in args.runs if r not in RUNS]
+    if unknown:
+        p.error(f"--runs: unknown {unknown}; known: {list(RUNS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(environment(), flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="yolos-study-"))
+    ann = write_synthetic_dataset(tmp / "val", args.val_images, SPEC.image_size, SPEC.min_objects,
+                                  SPEC.max_objects, SPEC.shapes, VAL_SEED, SPEC.min_size, SPEC.max_size)
+    val = CocoDetection(tmp / "val" / "images", ann)
+    eval_every = args.eval_every or args.budget_seconds / 8
+    print(f"budget {args.budget_seconds:.0f} s of training per run, evaluation on {len(val)} held-out "
+          f"images every {eval_every:.0f} s, {torch.get_num_threads()} threads, bf16 autocast", flush=True)
+    results = []
+    for name in args.runs:
+        result = train_run(name, RUNS[name], val, args.budget_seconds, eval_every, args.seed,
+                           lambda m: print(m, flush=True))
+        results.append(result)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+    print()
+    print(summary_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Training recipes: option resolution, the head priors, the sin-cos start, data priors, and the
+rendered (synthetic) training split of a dataset YAML."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from yolos.data.coco import CocoDetection
+from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
+from yolos.errors import DatasetError
+from yolos.model import create_model
+from yolos.train.config import TrainConfig
+from yolos.train.recipe import (RECIPES, dataset_priors, init_head_priors, init_sincos_pos_embed,
+                                resolve_recipe)
+
+
+def test_paper_recipe_keeps_the_original_defaults():
+    cfg = resolve_recipe(TrainConfig(data="x"))
+    assert (cfg.lr, cfg.warmup_steps, cfg.bf16, cfg.head_priors, cfg.patch_size) == (None, 0, False, False, None)
+
+
+def test_scratch_recipe_fills_unset_options_and_explicit_ones_win():
+    cfg = resolve_recipe(TrainConfig(data="x", recipe="scratch"))
+    for key, value in RECIPES["scratch"].items():
+        assert getattr(cfg, key) == value
+    mine = resolve_recipe(TrainConfig(data="x", recipe="scratch", lr=5e-4, bf16=False, warmup_steps=0))
+    assert (mine.lr, mine.bf16, mine.warmup_steps) == (5e-4, False, 0)
+    assert mine.head_priors is True  # still the recipe's where unset
+    assert resolve_recipe(mine) == mine  # idempotent (a resumed run resolves again)
+
+
+def test_unknown_recipe_names_the_option():
+    with pytest.raises(ValueError, match="--recipe"):
+        resolve_recipe(TrainConfig(data="x", recipe="fast"))
+
+
+def test_head_priors_give_the_stated_probabilities_and_boxes():
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=20, num_classes=3).eval()
+    init_head_priors(model, objects_per_image=5.0, box_size=0.15)
+    with torch.no_grad():
+        out = model(torch.randn(4, 3, 128, 128))
+    prob = out["logits"].softmax(-1)
+    # the bias alone gives exactly p(no object) = 1 - 5/20 = 0.75 and 0.25/3 per class; the
+    # random weights move each token around it
+    assert abs(prob[..., -1].mean().item() - 0.75) < 0.1
+    assert abs(prob[..., 0].mean().item() - 0.25 / 3) < 0.05
+    wh = out["pred_boxes"][..., 2:]
+    assert abs(wh.median().item() - 0.15) < 0.05
+    assert wh.std().item() > 1e-3  # tokens still start with distinct boxes
+    bias = model.class_head.layers[-1].bias
+    assert torch.allclose(bias.softmax(0), torch.tensor([0.25 / 3] * 3 + [0.75]), atol=1e-6)
+
+
+def test_sincos_start_matches_the_formula():
+    model = create_model("micro", mid_pos_embed=True, hidden_size=128, num_heads=4)
+    det_before = model.pos_embed[0, -model.config.num_det_tokens:].clone()
+    init_sincos_pos_embed(model, scale=1.0)
+    gh, gw = model.config.grid_size
+    row, col = 2, 5
+    cell = model.pos_embed[0, 1 + row * gw + col]
+    i = 3  # a channel in each quarter, computed by hand
+    omega = 1 / 10000 ** (i / 32)
+    expected = [math.sin(row * omega), math.cos(row * omega), math.sin(col * omega), math.cos(col * omega)]
+    got = [cell[i].item(), cell[32 + i].item(), cell[64 + i].item(), cell[96 + i].item()]
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert torch.equal(model.pos_embed[0, -model.config.num_det_tokens:], det_before)
+    assert torch.equal(model.mid_pos_embed[2, 0, 1 + row * gw + col], cell)
+
+
+def test_dataset_priors_from_annotations(tmp_path):
+    ann = write_synthetic_dataset(tmp_path, num_images=10, image_size=64, max_objects=4, seed=2)
+    data = json.loads(ann.read_text())
+    ds = CocoDetection(tmp_path / "images", ann)
+    objects, side = dataset_priors(ds)
+    assert objects == pytest.approx(len(data["annotations"]) / 10)
+    sides = sorted(math.sqrt(a["bbox"][2] * a["bbox"][3]) / 64 for a in data["annotations"])
+    assert side == pytest.approx(sides[len(sides) // 2])
+    # the same priors from the decoded targets (the path rendered datasets take)
+    objects2, side2 = dataset_priors(torch.utils.data.Subset(ds, range(10)))
+    assert objects2 == pytest.approx(objects) and side2 == pytest.approx(side, rel=1e-5)
+
+
+def test_synthetic_shapes_fresh_and_fixed():
+    spec = ShapesSpec(64, 1, 5, min_size=8, max_size=24)
+    fresh, fixed = SyntheticShapes(spec, 8, seed=1), SyntheticShapes(spec, 8, seed=1, fresh=False)
+    a = fresh[3][0]
+    fresh.set_epoch(1)
+    fixed.set_epoch(1)
+    assert not torch.equal(a, fresh[3][0])  # a new image in the next epoch
+    fixed_a = fixed[3][0]
+    fixed.set_epoch(7)
+    assert torch.equal(fixed_a, fixed[3][0])
+    fresh.set_epoch(0)
+    assert torch.equal(a, fresh[3][0])  # a pure function of (seed, epoch, index)
+    x, t = fresh[5]
+    assert x.shape == (3, 64, 64) and t["boxes"].shape[1] == 4 and len(t["labels"]) == len(t["boxes"])
+    assert ((t["boxes"] > 0) & (t["boxes"] <= 1)).all()
+
+
+def test_synthetic_labels_match_a_written_folder(tmp_path):
+    spec = ShapesSpec(64, 1, 3, shapes=("circle", "triangle"))
+    ann = write_synthetic_dataset(tmp_path, 4, 64, 1, 3, spec.shapes, seed=0)
+    assert CocoDetection(tmp_path / "images", ann).class_names == SyntheticShapes(spec, 4).class_names
+
+
+def _yaml(tmp_path, train: str, val: bool = True):
+    write_synthetic_dataset(tmp_path / "val", 4, 64, 1, 3, seed=9)
+    text = f"train:\n  {train}\n" + ("val:\n  images: val/images\n  annotations: val/annotations.json\n" if val else "")
+    path = tmp_path / "data.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_synthetic_train_split_in_a_dataset_yaml(tmp_path):
+    from yolos.train.loop import SeededDataset, build_datasets
+
+    path = _yaml(tmp_path, "synthetic: {num_images: 12, image_size: 64, max_objects: 3, seed: 4}")
+    _, train, val = build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]), "micro")
+    assert isinstance(train, SyntheticShapes) and len(train) == 12 and train.class_names == val.class_names
+    seeded = SeededDataset(train, seed=0)
+    first = seeded[2][0]
+    seeded.epoch = 1
+    assert train.epoch == 1 and not torch.equal(first, seeded[2][0])
+
+
+@pytest.mark.parametrize("train, message", [
+    ("synthetic: {image_size: 64}", "train.synthetic.num_images"),
+    ("synthetic: {num_images: 4, colour: red}", "train.synthetic.colour"),
+    ("synthetic: {num_images: 4, max_size: big}", "train.synthetic.max_size"),
+    ("synthetic: {num_images: 4, shapes: [hexagon]}", "train.synthetic"),
+    ("synthetic: {num_images: 4, image_size: 64, shapes: [square]}", "differ from the val split"),
+    ("synthetic: 5", "train.synthetic"),
+])
+def test_synthetic_split_errors_name_the_field(tmp_path, train, message):
+    from yolos.train.loop import build_datasets
+
+    path = _yaml(tmp_path, train)
+    with pytest.raises(DatasetError, match=message):
+        build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]), "micro")
+
+
+def test_synthetic_split_needs_a_val_split(tmp_path):
+    from yolos.data.dataset_config import resolve_dataset
+
+    with pytest.raises(DatasetError, match="needs a 'val' split"):
+        resolve_dataset(_yaml(tmp_path, "synthetic: {num_images: 4}", val=False))
