@@ -10,7 +10,7 @@ COCO AP (faster-coco-eval, all [DET] predictions) on the same held-out images fr
 used in training, every ``--eval-every`` seconds of training. The learning rate follows a
 linear warmup and then a cosine to zero over the time budget.
 
-    python benchmarks/convergence_study.py --budget-seconds 240 --out docs/convergence.jsonl
+    python benchmarks/convergence_study.py --budget-seconds 240 --threads 1 --out docs/convergence.jsonl
     python benchmarks/convergence_study.py --runs baseline scratch --budget-seconds 60
 
 Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
@@ -39,43 +39,36 @@ from yolos.model import create_model  # noqa: E402
 from yolos.train.criterion import SetCriterion  # noqa: E402
 from yolos.train.matcher import HungarianMatcher  # noqa: E402
 from yolos.train.optim import build_optimizer  # noqa: E402
-from yolos.train.recipe import init_head_priors, init_scratch_weights, init_sincos_pos_embed  # noqa: E402
+from yolos.train.recipe import init_box_anchors, init_head_priors, init_scratch_weights  # noqa: E402
 
 SPEC = ShapesSpec(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=64)
 VAL_SEED = 987_654  # never used for training images
 BOX_PRIOR = 0.2  # a typical side (25 px) over the image side (128 px)
 
 BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, box_prior=False,
-                patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, sincos=False,
-                scratch_init=False)
-SCRATCH = dict(BASELINE, lr=1e-3, warmup=300, class_prior=True, box_prior=True, patch=8)
+                patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
+                anchors=False)
+# yolos train --recipe scratch (yolos.train.recipe.RECIPES["scratch"])
+SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
+               anchors=True)
 
 RUNS: dict[str, dict] = {
-    "baseline": BASELINE,
-    "+lr 1e-3, warmup 300": dict(BASELINE, lr=1e-3, warmup=300),
-    "+class prior": dict(BASELINE, class_prior=True),
-    "+box prior": dict(BASELINE, box_prior=True),
-    "+patch 8": dict(BASELINE, patch=8),
-    "+sin-cos positions": dict(BASELINE, sincos=True),
-    "scratch, sin-cos": dict(SCRATCH, sincos=True),
-    "scratch, sin-cos, patch 16": dict(SCRATCH, sincos=True, patch=16),
-    "scratch, patch 16, 12 [DET]": dict(SCRATCH, patch=16, det_tokens=12),
-    "scratch, patch 16, scratch init": dict(SCRATCH, patch=16, scratch_init=True),
-    "scratch, scratch init": dict(SCRATCH, scratch_init=True),
-    "scratch": SCRATCH,
+    "baseline (paper recipe, random init)": BASELINE,
+    "scratch recipe": SCRATCH,
     "scratch, lr 3e-4": dict(SCRATCH, lr=3e-4),
-    "scratch, lr 2e-3": dict(SCRATCH, lr=2e-3),
+    "scratch, lr 3e-3": dict(SCRATCH, lr=3e-3),
     "scratch, no warmup": dict(SCRATCH, warmup=0),
-    "scratch, batch 16": dict(SCRATCH, batch=16),
     "scratch, batch 64": dict(SCRATCH, batch=64),
     "scratch, 10 [DET]": dict(SCRATCH, det_tokens=10),
     "scratch, 40 [DET]": dict(SCRATCH, det_tokens=40),
     "scratch, no class prior": dict(SCRATCH, class_prior=False),
     "scratch, no box prior": dict(SCRATCH, box_prior=False),
-    "scratch, patch 16": dict(SCRATCH, patch=16),
+    "scratch, ORIG init, no anchors": dict(SCRATCH, scratch_init=False, anchors=False),
+    "scratch, no anchors": dict(SCRATCH, anchors=False),
+    "scratch, patch 8": dict(SCRATCH, patch=8),
     "scratch, fixed 2000 images": dict(SCRATCH, fixed_images=2000),
     "scratch, width 192, depth 6": dict(SCRATCH, width=192, depth=6),
-    "scratch, width 96, depth 3": dict(SCRATCH, width=96, depth=3),
+    "scratch, width 64, depth 4": dict(SCRATCH, width=64),
     "scratch, 25% patch-class pretraining": dict(SCRATCH, pretrain=0.25),
 }
 
@@ -89,8 +82,6 @@ def build_model(run: dict, seed: int):
     )
     if run["scratch_init"]:
         init_scratch_weights(model)
-    elif run["sincos"]:
-        init_sincos_pos_embed(model, scale=1.0)
     if run["class_prior"] or run["box_prior"]:
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         init_head_priors(model, objects_per_image=(SPEC.min_objects + SPEC.max_objects) / 2 * 0.9,
@@ -101,6 +92,9 @@ def build_model(run: dict, seed: int):
         if not run["box_prior"]:
             model.box_head.load_state_dict({k[len("box_head."):]: v for k, v in saved.items()
                                             if k.startswith("box_head.")})
+    if run["anchors"]:
+        sample = SyntheticShapes(SPEC, 32, seed=seed + 1)
+        init_box_anchors(model, collate_fn([sample[i] for i in range(32)])[0], BOX_PRIOR)
     return model
 
 
@@ -142,6 +136,7 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
     pretrain_until = run["pretrain"] * budget
 
     curve, train_time, step, next_eval = [], 0.0, 0, eval_every
+    tail_loss, tail_n = 0.0, 0  # detection loss over the last 10% of the budget
     data = batches(run, seed)
     while train_time < budget:
         t0 = time.perf_counter()  # rendering counts: it is part of every run's training time
@@ -169,6 +164,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
         optimizer.step()
         train_time += time.perf_counter() - t0
         step += 1
+        if train_time >= 0.9 * budget and train_time >= pretrain_until:
+            tail_loss, tail_n = tail_loss + float(loss.detach()), tail_n + 1
         if not math.isfinite(float(loss.detach())):
             log(f"  {name}: non-finite loss at step {step}")
             break
@@ -179,7 +176,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(loss):.3f}  "
                 f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
             next_eval += eval_every
-    return {"name": name, "run": run, "curve": curve, "steps": step, "budget_s": budget}
+    return {"name": name, "run": run, "curve": curve, "steps": step, "budget_s": budget,
+            "final_loss": tail_loss / max(tail_n, 1)}
 
 
 def time_to(curve, key_index: int, target: float):
@@ -200,8 +198,8 @@ def summary_table(results: list[dict]) -> str:
         hit = time_to(r["curve"], 3, 0.5)
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
         rows.append([r["name"], "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
-                     f"{ap:.3f}", f"{ap50:.3f}", str(r["steps"])])
-    return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "steps"])
+                     f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"])])
+    return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "loss, last 10%", "steps"])
 
 
 def main(argv=None) -> int:
@@ -213,7 +211,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="append one JSON line per run here")
+    p.add_argument("--table", default=None, help="print only the table of the runs in this JSON-lines file")
     args = p.parse_args(argv)
+    if args.table:
+        print(summary_table([json.loads(ln) for ln in Path(args.table).read_text().splitlines() if ln.strip()]))
+        return 0
     unknown = [r for r in args.runs if r not in RUNS]
     if unknown:
         p.error(f"--runs: unknown {unknown}; known: {list(RUNS)}")

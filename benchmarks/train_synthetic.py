@@ -1,72 +1,77 @@
-"""Training speed to a given AP: yolos vs transformers' YolosForObjectDetection, same budget.
+"""Wall-clock time to a working detector: yolos against transformers' YolosForObjectDetection.
 
-Both train the micro shape (width 128, 4 layers, 4 heads, 10 [DET] tokens, 16 px patches) from
-the *same initial weights* on the same seeded synthetic data (128x128 images with 1-3 squares,
-one class), batch 32 in the same order, AdamW lr 3e-4 / wd 1e-4 (no decay on norms, biases and
-token/position embeddings), gradient clipping 0.1, fp32, on CPU. Ours uses its own set loss
-(``yolos.train.criterion``); transformers uses its own (``labels=...``), with the same matcher
-costs (1/5/2), loss weights (1/5/2) and no-object weight 0.1.
+Both train the same small YOLOS shape from random weights on the same task, each starting from
+the initialization its users get when they train from scratch: ours from ``yolos train --recipe
+scratch`` (``yolos.train.recipe``: scratch init, anchors, head priors), transformers' from
+``YolosForObjectDetection(config)`` (its ``_init_weights``), with its own loss (``labels=...``).
+Everything else is the same regime for both: the task (128x128 images with 1-8 shapes of
+12-64 px, rendered fresh for every step, the same batches for both), batch, AdamW with the same
+parameter groups, learning rate with linear warmup and a cosine to zero over the budget, gradient
+clipping 0.1, bf16 autocast, the matcher costs (1/5/2), loss weights (1/5/2) and no-object
+weight 0.1.
 
-Training alternates between the two in slices of a few seconds, each on its own training clock,
-so load from other processes on the machine hits both alike. Each is evaluated (COCO AP by
-faster-coco-eval, all 10 detections per image) every ``--eval-every`` seconds of its own
-training time; the evaluation time is not counted. At the end the script prints both final APs
-and the training time each needed to reach the other's final AP (linear interpolation between
-evaluation points).
+Both run in one process: training alternates in slices of a few seconds, each on its own clock
+(rendering the batch included, evaluation excluded), so load from elsewhere hits both alike. Both
+are evaluated by the same code (COCO AP by faster-coco-eval over all [DET] predictions) on the
+same held-out images every ``--eval-every`` seconds of their own training. Printed: time and
+steps to AP50 0.5, the final AP of each, and the time each needs to reach the other's final AP.
 
-    python benchmarks/train_synthetic.py --budget-minutes 8
+    python benchmarks/train_synthetic.py --budget-minutes 10
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from yolos.data.coco import CocoDetection
-from yolos.data.synthetic import write_synthetic_dataset
-from yolos.data.transforms import make_transforms
-from yolos.evaluation.coco_eval import coco_evaluate
-from yolos.model import create_model
-from yolos.train.criterion import SetCriterion
-from yolos.train.matcher import HungarianMatcher
-from yolos.train.optim import build_optimizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment  # noqa: E402
+from convergence_study import SPEC, VAL_SEED, time_to  # noqa: E402
 
-LR, WD, CLIP, BATCH, SIZE = 3e-4, 1e-4, 0.1, 32, 128
+from yolos.data.coco import CocoDetection  # noqa: E402
+from yolos.data.collate import collate_fn  # noqa: E402
+from yolos.data.synthetic import SyntheticShapes, write_synthetic_dataset  # noqa: E402
+from yolos.evaluation.evaluate import evaluate  # noqa: E402
+from yolos.model import create_model  # noqa: E402
+from yolos.train.criterion import SetCriterion  # noqa: E402
+from yolos.train.matcher import HungarianMatcher  # noqa: E402
+from yolos.train.optim import build_optimizer  # noqa: E402
+from yolos.train.recipe import RECIPES, prepare_scratch_model  # noqa: E402
 
-
-def load_split(folder: Path):
-    """All images as one ``[N, 3, 128, 128]`` tensor plus targets (preloaded: the data pipeline
-    is identical for both contenders and out of the measurement)."""
-    ds = CocoDetection(folder / "images", folder / "annotations.json",
-                       transforms=make_transforms("val", eval_size=(SIZE, SIZE)))
-    images, targets = zip(*(ds[i] for i in range(len(ds))))
-    return torch.stack(images), list(targets), ds
+WD, CLIP = 1e-4, 0.1
 
 
 class Contender:
-    """One model + optimizer + its own loss, with a private training clock."""
+    """One model with its own optimizer, loss and training clock."""
 
-    def __init__(self, name, model, step_fn, outputs_fn):
-        self.name, self.model, self.step_fn, self.outputs_fn = name, model, step_fn, outputs_fn
+    def __init__(self, name: str, model, step_fn, eval_model):
+        self.name, self.model, self.step_fn, self.eval_model = name, model, step_fn, eval_model
         self.train_time, self.steps, self.next_eval = 0.0, 0, 0.0
-        self.curve: list[tuple[float, int, float, float]] = []  # (train seconds, steps, AP, AP50)
-        # (train seconds, mean training loss since the previous evaluation): the same loss
-        # definition for both (ours equals transformers' to 1e-5, tests/test_loss.py), and far
-        # less noisy than AP while both are still on the early plateau.
-        self.loss_curve: list[tuple[float, float]] = []
-        self.loss_sum, self.loss_n = 0.0, 0
+        self.curve: list[tuple[float, int, float, float]] = []  # (seconds, steps, AP, AP50)
+
+
+class HFOutputs(torch.nn.Module):
+    """transformers' model behind our evaluation code's contract (logits/pred_boxes dict)."""
+
+    def __init__(self, model, num_classes: int):
+        super().__init__()
+        self.model = model
+        self.config = SimpleNamespace(num_classes=num_classes)
+
+    def forward(self, pixel_values):
+        out = self.model(pixel_values=pixel_values)
+        return {"logits": out.logits, "pred_boxes": out.pred_boxes}
 
 
 def hf_param_groups(model):
-    """Our grouping (yolos.train.optim.param_groups) on transformers' names: no decay for 1-D
-    tensors, biases and the cls/detection tokens and position embeddings."""
+    """Our grouping (yolos.train.optim.param_groups) on transformers' names."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         skip = p.ndim <= 1 or name.endswith(".bias") or any(
@@ -75,163 +80,137 @@ def hf_param_groups(model):
     return [{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-@torch.no_grad()
-def evaluate(contender: Contender, val_images, val_ds) -> tuple[float, float]:
-    """COCO AP/AP50 on the val split: every [DET] prediction, threshold 0, same code for both."""
-    model = contender.model
-    model.eval()
-    results = []
-    for start in range(0, len(val_images), 50):  # one size, so batching adds no padding
-        logits, boxes = contender.outputs_fn(model(val_images[start:start + 50]))
-        prob = logits.float().softmax(-1)[..., :-1]
-        scores, labels = prob.max(-1)
-        cx, cy, w, h = (boxes.float() * SIZE).unbind(-1)
-        xywh = torch.stack([cx - w / 2, cy - h / 2, w, h], -1)
-        for i in range(len(scores)):
-            image_id = val_ds.ids[start + i]
-            orig_h, orig_w = val_ds.images[image_id]["height"], val_ds.images[image_id]["width"]
-            scale = torch.tensor([orig_w, orig_h, orig_w, orig_h]) / SIZE
-            for box, score, label in zip((xywh[i] * scale).tolist(), scores[i].tolist(), labels[i].tolist()):
-                results.append({"image_id": image_id, "category_id": val_ds.label_to_category_id(label),
-                                "bbox": box, "score": score})
-    model.train()
-    stats = coco_evaluate(val_ds.annotation_file, results, image_ids=val_ds.ids)
-    return stats["AP"], stats["AP50"]
-
-
-def time_to_reach(points, target: float, lower_is_better: bool = False) -> float | None:
-    """Training seconds at which a ``[(seconds, value), ...]`` curve first reaches ``target``
-    (linear interpolation between points; ``lower_is_better`` for losses)."""
-    sign = -1.0 if lower_is_better else 1.0
-    prev = None
-    for t, v in points:
-        if sign * v >= sign * target:
-            if prev is None or sign * v <= sign * prev[1]:
-                return t
-            t0, v0 = prev
-            return t0 + (t - t0) * (target - v0) / (v - v0)
-        prev = (t, v)
-    return None
+def make_step(model, optimizer, loss_fn, params, schedule):
+    def step(contender, x, targets):
+        for g in optimizer.param_groups:
+            g["lr"] = schedule(contender)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_fn(x, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP)
+        optimizer.step()
+        return float(loss.detach())
+    return step
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget-minutes", type=float, default=8.0, help="training time per contender")
-    p.add_argument("--eval-every", type=float, default=None, help="seconds of training between evaluations")
-    p.add_argument("--slice-seconds", type=float, default=5.0, help="alternation granularity")
-    p.add_argument("--train-images", type=int, default=4000)
-    p.add_argument("--val-images", type=int, default=200)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--budget-minutes", type=float, default=10.0, help="training time per contender")
+    p.add_argument("--eval-every", type=float, default=None, help="seconds of training (default budget/10)")
+    p.add_argument("--slice-seconds", type=float, default=5.0)
+    p.add_argument("--val-images", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--det-tokens", type=int, default=20)
+    p.add_argument("--patch-size", type=int, default=None, help="default: the scratch recipe's")
+    p.add_argument("--lr", type=float, default=None, help="default: the scratch recipe's")
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the curves here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    recipe = RECIPES["scratch"]
+    patch = args.patch_size or recipe["patch_size"]
+    lr, warmup = args.lr or recipe["lr"], recipe["warmup_steps"]
     budget = args.budget_minutes * 60
-    eval_every = args.eval_every or max(10.0, budget / 16)
+    eval_every = args.eval_every or budget / 10
+    print(environment(), flush=True)
 
-    from transformers import YolosForObjectDetection
+    from transformers import YolosConfig, YolosForObjectDetection
 
     tmp = Path(tempfile.mkdtemp(prefix="yolos-bench-"))
-    print(f"data: {args.train_images} train / {args.val_images} val synthetic 128x128 images with 1-3 squares in {tmp}")
-    write_synthetic_dataset(tmp / "train", args.train_images, SIZE, 1, 3, ("square",), args.seed)
-    write_synthetic_dataset(tmp / "val", args.val_images, SIZE, 1, 3, ("square",), args.seed + 1)
-    train_x, train_t, _ = load_split(tmp / "train")
-    val_x, _, val_ds = load_split(tmp / "val")
+    ann = write_synthetic_dataset(tmp / "val", args.val_images, SPEC.image_size, SPEC.min_objects,
+                                  SPEC.max_objects, SPEC.shapes, VAL_SEED, SPEC.min_size, SPEC.max_size)
+    val = CocoDetection(tmp / "val" / "images", ann)
+    k = len(SPEC.shapes)
+    train = SyntheticShapes(SPEC, 10**9, seed=args.seed)
 
     torch.manual_seed(args.seed)
-    ours = create_model("micro", num_classes=1, class_names={0: "square"}).train()
-    ours.save_pretrained(tmp / "init_hf")  # the same initial weights for transformers
-    theirs = YolosForObjectDetection.from_pretrained(tmp / "init_hf", attn_implementation="sdpa").train()
+    ours = create_model("micro", patch_size=patch, num_det_tokens=args.det_tokens, num_classes=k,
+                        class_names=dict(enumerate(SPEC.shapes)))
+    print("yolos: " + prepare_scratch_model(ours, train, scratch_init=recipe["scratch_init"],
+                                            anchors=recipe["anchors"], head_priors=recipe["head_priors"]))
+    c = ours.config
+    theirs = YolosForObjectDetection(YolosConfig(
+        hidden_size=c.hidden_size, num_hidden_layers=c.depth, num_attention_heads=c.num_heads,
+        intermediate_size=c.mlp_dim, image_size=list(c.image_size), patch_size=patch,
+        num_detection_tokens=args.det_tokens, use_mid_position_embeddings=False, num_labels=k,
+        auxiliary_loss=False, attn_implementation="sdpa"))
+    ours.train()
+    theirs.train()
 
-    criterion = SetCriterion(1, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2), eos_coef=0.1)
-    opt_ours = build_optimizer(ours, lr=LR, weight_decay=WD)
-    # fused AdamW for both (our trainer uses it), so the comparison is model + loss only
-    opt_theirs = torch.optim.AdamW(hf_param_groups(theirs), lr=LR, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    def schedule(contender):
+        f = min(contender.train_time / budget, 1.0)
+        return lr * 0.5 * (1 + math.cos(math.pi * f)) * min(1.0, (contender.steps + 1) / warmup)
 
-    def step_ours(x, targets):
-        loss = criterion(ours(x), targets)["loss"]
-        opt_ours.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), CLIP)
-        opt_ours.step()
-        return loss
+    criterion = SetCriterion(k, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2), eos_coef=0.1)
 
-    def step_theirs(x, targets):
+    def loss_ours(x, targets):
+        return criterion({kk: v.float() for kk, v in ours(x).items()}, targets)["loss"]
+
+    def loss_theirs(x, targets):
         labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
-        loss = theirs(pixel_values=x, labels=labels).loss
-        opt_theirs.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(theirs.parameters(), CLIP)
-        opt_theirs.step()
-        return loss
+        return theirs(pixel_values=x, labels=labels).loss
 
+    opt_ours = build_optimizer(ours, lr=lr, weight_decay=WD)
+    opt_theirs = torch.optim.AdamW(hf_param_groups(theirs), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     contenders = [
-        Contender("yolos", ours, step_ours, lambda o: (o["logits"], o["pred_boxes"])),
-        Contender("transformers", theirs, step_theirs, lambda o: (o.logits, o.pred_boxes)),
+        Contender("yolos", ours, make_step(ours, opt_ours, loss_ours, list(ours.parameters()), schedule), ours),
+        Contender("transformers", theirs,
+                  make_step(theirs, opt_theirs, loss_theirs, list(theirs.parameters()), schedule),
+                  HFOutputs(theirs, k)),
     ]
-    # The same batch sequence for both: a seeded permutation per epoch.
-    n = len(train_x)
-    steps_per_epoch = n // BATCH
 
-    def batch(step: int):
-        epoch, k = divmod(step, steps_per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        idx = perm[k * BATCH:(k + 1) * BATCH]
-        return train_x[idx], [train_t[i] for i in idx.tolist()]
+    def batch(step: int):  # the same batches for both: items step*B .. step*B+B-1
+        return collate_fn([train[i] for i in range(step * args.batch_size, (step + 1) * args.batch_size)])
 
-    for c in contenders:  # AP at step 0 (same weights, so the same value)
-        c.curve.append((0.0, 0, *evaluate(c, val_x, val_ds)))
-        c.next_eval = eval_every
-    print(f"budget {budget:.0f} s each, evaluation every {eval_every:.0f} s of training, "
-          f"{torch.get_num_threads()} threads; initial AP {contenders[0].curve[0][2]:.4f}")
-    while any(c.train_time < budget for c in contenders):
-        for c in contenders:
-            if c.train_time >= budget:
-                continue
-            slice_end = min(c.train_time + args.slice_seconds, budget)
-            while c.train_time < slice_end:
-                x, targets = batch(c.steps)
+    def evaluate_now(cont: Contender) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stats, _ = evaluate(cont.eval_model, val, batch_size=64, progress=False)
+        cont.curve.append((round(cont.train_time, 1), cont.steps, stats["AP"], stats["AP50"]))
+        print(f"  {cont.name:12s} {cont.train_time:7.1f} s  step {cont.steps:6d}  "
+              f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}", flush=True)
+        cont.eval_model.train()
+        cont.next_eval += eval_every
+
+    print(f"task: {SPEC}; {len(val)} held-out images; patch {patch}, {args.det_tokens} [DET], batch "
+          f"{args.batch_size}, lr {lr:g} (warmup {warmup} steps, cosine over the budget), bf16; "
+          f"budget {budget:.0f} s each, evaluation every {eval_every:.0f} s", flush=True)
+    for cont in contenders:
+        cont.next_eval = eval_every
+    while any(cont.train_time < budget for cont in contenders):
+        for cont in contenders:
+            end = min(cont.train_time + args.slice_seconds, budget)
+            while cont.train_time < end:
                 t0 = time.perf_counter()
-                loss = c.step_fn(x, targets)
-                c.train_time += time.perf_counter() - t0
-                c.steps += 1
-                value = float(loss.detach())
+                x, targets = batch(cont.steps)
+                value = cont.step_fn(cont, x, targets)
+                cont.train_time += time.perf_counter() - t0
+                cont.steps += 1
                 if not math.isfinite(value):
-                    raise RuntimeError(f"{c.name}: non-finite loss at step {c.steps}")
-                c.loss_sum, c.loss_n = c.loss_sum + value, c.loss_n + 1
-                if c.train_time >= c.next_eval or c.train_time >= budget:
-                    ap, ap50 = evaluate(c, val_x, val_ds)
-                    c.curve.append((c.train_time, c.steps, ap, ap50))
-                    mean_loss = c.loss_sum / c.loss_n
-                    c.loss_curve.append((c.train_time, mean_loss))
-                    c.loss_sum, c.loss_n = 0.0, 0
-                    c.next_eval += eval_every
-                    print(f"  {c.name:12s} {c.train_time:7.1f} s  step {c.steps:5d}  loss {mean_loss:.4f}"
-                          f"  AP {ap:.4f}  AP50 {ap50:.4f}", flush=True)
+                    raise RuntimeError(f"{cont.name}: non-finite loss at step {cont.steps}")
+                if cont.train_time >= cont.next_eval or cont.train_time >= budget:
+                    evaluate_now(cont)
 
-    a, b = contenders
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    for c in contenders:
-        t, steps, ap, ap50 = c.curve[-1]
-        print(f"{c.name:12s} final AP {ap:.4f}  AP50 {ap50:.4f}  after {steps} steps "
-              f"({steps / t:.2f} steps/s, {t:.0f} s of training)")
-    fmt = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
-    ap_points = {c.name: [(t, ap) for t, _, ap, _ in c.curve] for c in contenders}
-    for what, points, lower in (("AP", ap_points, False),
-                                ("training loss", {c.name: c.loss_curve for c in contenders}, True)):
-        for target_owner in (b, a):
-            target = points[target_owner.name][-1][1]
-            t_a = time_to_reach(points[a.name], target, lower)
-            t_b = time_to_reach(points[b.name], target, lower)
-            ratio = f"  -> yolos needs {t_a / t_b:.2f}x the time" if t_a and t_b else ""
-            print(f"time to reach {target_owner.name}'s final {what} {target:.4f}: "
-                  f"yolos {fmt(t_a)}, transformers {fmt(t_b)}{ratio}")
+    ours_c, theirs_c = contenders
+    for cont in contenders:
+        t, steps, ap, ap50 = cont.curve[-1]
+        hit = time_to(cont.curve, 3, 0.5)
+        hit_s = "never" if hit is None else f"{hit[0]:.0f} s ({hit[1]} steps)"
+        print(f"{cont.name:12s} final AP {ap:.4f}  AP50 {ap50:.4f}  after {steps} steps "
+              f"({steps / t:.2f} steps/s); AP50 0.5 reached at {hit_s}")
+    for target_owner in (theirs_c, ours_c):
+        target = target_owner.curve[-1][2]
+        times = [time_to(cont.curve, 2, target) for cont in contenders]
+        text = ", ".join(f"{cont.name} {'never' if tt is None else f'{tt[0]:.0f} s'}"
+                         for cont, tt in zip(contenders, times))
+        ratio = (f"  -> yolos needs {times[0][0] / times[1][0]:.2f}x transformers' time"
+                 if times[0] and times[1] and times[1][0] > 0 else "")
+        print(f"time to {target_owner.name}'s final AP {target:.4f}: {text}{ratio}")
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {c.name: {"ap_curve": c.curve, "loss_curve": c.loss_curve} for c in contenders}, indent=1))
+        Path(args.json).write_text(json.dumps({cont.name: cont.curve for cont in contenders}, indent=1))
     return 0
 
 

@@ -13,8 +13,8 @@ from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_da
 from yolos.errors import DatasetError
 from yolos.model import create_model
 from yolos.train.config import TrainConfig
-from yolos.train.recipe import (RECIPES, dataset_priors, init_head_priors, init_sincos_pos_embed,
-                                resolve_recipe)
+from yolos.train.recipe import (RECIPES, dataset_priors, init_box_anchors, init_head_priors,
+                                init_scratch_weights, prepare_scratch_model, resolve_recipe)
 
 
 def test_paper_recipe_keeps_the_original_defaults():
@@ -55,20 +55,85 @@ def test_head_priors_give_the_stated_probabilities_and_boxes():
     assert torch.allclose(bias.softmax(0), torch.tensor([0.25 / 3] * 3 + [0.75]), atol=1e-6)
 
 
-def test_sincos_start_matches_the_formula():
-    model = create_model("micro", mid_pos_embed=True, hidden_size=128, num_heads=4)
-    det_before = model.pos_embed[0, -model.config.num_det_tokens:].clone()
-    init_sincos_pos_embed(model, scale=1.0)
+def _shapes_batch(n=16, seed=3, size=128):
+    from yolos.data.collate import collate_fn
+
+    ds = SyntheticShapes(ShapesSpec(size, 1, 8, min_size=12, max_size=64), n, seed=seed)
+    return collate_fn([ds[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("mid", [False, True])
+def test_scratch_init_position_code_is_a_gaussian_kernel(mid):
+    torch.manual_seed(0)
+    model = create_model("micro", mid_pos_embed=mid)  # width 128, 4 heads: 32 position channels
+    init_scratch_weights(model, pool_width=1.5)
     gh, gw = model.config.grid_size
-    row, col = 2, 5
-    cell = model.pos_embed[0, 1 + row * gw + col]
-    i = 3  # a channel in each quarter, computed by hand
-    omega = 1 / 10000 ** (i / 32)
-    expected = [math.sin(row * omega), math.cos(row * omega), math.sin(col * omega), math.cos(col * omega)]
-    got = [cell[i].item(), cell[32 + i].item(), cell[64 + i].item(), cell[96 + i].item()]
-    assert got == pytest.approx(expected, abs=1e-6)
-    assert torch.equal(model.pos_embed[0, -model.config.num_det_tokens:], det_before)
-    assert torch.equal(model.mid_pos_embed[2, 0, 1 + row * gw + col], cell)
+    grid = model.pos_embed[0, 1:1 + gh * gw]
+    assert torch.count_nonzero(grid[:, 32:]) == 0  # content channels carry no position
+    # code(p) . code(q) / 32 = mean of cos(w (p - q)) over w ~ N(0, 1/1.5^2): a Gaussian kernel
+    # exp(-|p - q|^2 / (2 * 1.5^2)) up to the sampling noise of 16 frequencies
+    same = (grid[0] @ grid[0]).item() / 32
+    far = (grid[0] @ grid[-1]).item() / 32  # opposite corners, 7 * sqrt(2) patches apart
+    near = (grid[0] @ grid[1]).item() / 32  # one patch apart: kernel 0.80
+    assert same == pytest.approx(1.0, abs=1e-5)
+    assert abs(far) < 0.35 and near > 0.5
+    if mid:
+        assert torch.equal(model.mid_pos_embed[1, 0], model.pos_embed[0])
+    assert torch.count_nonzero(model.patch_embed.proj.weight[:32]) == 0
+    qkv = model.blocks[0].attn.qkv.weight
+    assert torch.equal(qkv[:128], qkv[128:256])  # query = key projection at the start
+
+
+def test_scratch_init_makes_det_tokens_attend_near_their_anchor():
+    from yolos.train.recipe import _grid_centres
+
+    x, _ = _shapes_batch(8)
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=20).eval()
+    init_scratch_weights(model)
+    with torch.no_grad():
+        attn = model(x, output_attentions=True)["attentions"].mean(1)  # last layer, mean of heads
+    t, g = 20, 8
+    centres = _grid_centres(t).float()
+    cells = (torch.arange(g) + 0.5) / g
+    cy, cx = torch.meshgrid(cells, cells, indexing="ij")
+    dist = ((cx.flatten()[None] - centres[:, :1]) ** 2 + (cy.flatten()[None] - centres[:, 1:]) ** 2).sqrt()
+    near = (dist < 0.2).float()  # about 5 of the 64 patches per token
+    mass = (attn[:, -t:, 1:1 + g * g] * near).sum(-1).mean().item()
+    uniform = (near.sum(-1) / attn.shape[-1]).mean().item()
+    assert mass > 3 * uniform, (mass, uniform)
+
+
+def test_box_anchors_put_each_token_on_its_cell_on_unseen_images():
+    from yolos.train.recipe import _grid_centres
+
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=20)
+    init_scratch_weights(model)
+    err = init_box_anchors(model, _shapes_batch(16, seed=3)[0], box_size=0.15)
+    assert err < 0.02
+    model.eval()
+    with torch.no_grad():
+        boxes = model(_shapes_batch(16, seed=4)[0])["pred_boxes"]  # other images
+    centres = _grid_centres(20).float()
+    mean_centres = boxes[..., :2].mean(0)
+    # every token stays nearest its own cell (cells are 0.2 x 0.25 apart), most of them closely
+    assert torch.equal(torch.cdist(mean_centres, centres).argmin(1), torch.arange(20))
+    assert (mean_centres - centres).norm(dim=-1).median() < 0.03
+    assert boxes[..., 2:].mean().item() == pytest.approx(0.15, abs=0.02)
+
+
+def test_prepare_scratch_model_applies_what_is_asked():
+    spec = ShapesSpec(128, 1, 8, min_size=12, max_size=64)
+    data = SyntheticShapes(spec, 40, seed=1)
+    torch.manual_seed(0)
+    plain = create_model("micro", num_det_tokens=20)
+    model = create_model("micro", num_det_tokens=20)
+    model.load_state_dict(plain.state_dict())
+    assert prepare_scratch_model(model, data, scratch_init=False, anchors=False, head_priors=False) == "ORIG init"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+    text = prepare_scratch_model(model, data, scratch_init=True, anchors=True, head_priors=True)
+    assert "scratch init" in text and "head priors" in text and "anchor boxes" in text
 
 
 def test_dataset_priors_from_annotations(tmp_path):

@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--init-kind", default="auto", choices=["auto", "yolos", "imagenet"])
     p.add_argument("--recipe", default="paper", choices=["paper", "scratch"],
                    help="paper: the original recipe (default; for fine-tuning from DeiT or YOLOS). "
-                        "scratch: for random weights: lr 1e-3 with 300 warmup steps, heads at the data's "
-                        "priors, bf16 autocast, patch size 8 (see docs/training.md). Options given "
-                        "explicitly win over the recipe's")
+                        "scratch: for random weights: lr 1e-3 with 100 warmup steps, the scratch init, "
+                        "anchor boxes, heads at the data's priors, bf16 autocast, patch size 16 (see "
+                        "docs/training.md). Options given explicitly win over the recipe's")
     p.add_argument("--data", required=True, help="dataset YAML or COCO folder")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", default="runs/train", help="run directory (logs, checkpoints)")
@@ -63,6 +63,12 @@ def add_parser(sub) -> None:
     p.add_argument("--head-priors", action=argparse.BooleanOptionalAction, default=None,
                    help="from scratch: start the class and box heads at the training data's priors "
                         "(default: the recipe's)")
+    p.add_argument("--scratch-init", action=argparse.BooleanOptionalAction, default=None,
+                   help="from scratch: every block starts as a local pooling (a Fourier position code, "
+                        "query = key projection), each [DET] token at its anchor (default: the recipe's)")
+    p.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=None,
+                   help="from scratch: each [DET] token starts at its own box on a grid over the "
+                        "image (default: the recipe's)")
     p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--max-val-images", type=int, default=None,
                    help="evaluate on the first N val images (with --max-train-images on a train-only "
@@ -79,6 +85,7 @@ def run(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, init=args.init, init_kind=args.init_kind,
         recipe=args.recipe, patch_size=args.patch_size, head_priors=args.head_priors,
+        scratch_init=args.scratch_init, anchors=args.anchors,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, clip_max_norm=args.clip_max_norm,
         warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, bf16=args.bf16,

@@ -45,6 +45,8 @@ class TrainConfig:
     num_det_tokens: int | None = None  # only when building from scratch
     patch_size: int | None = None  # only when building from scratch
     head_priors: bool | None = None  # start the heads at the data's priors (from scratch only)
+    scratch_init: bool | None = None  # xavier, sin-cos positions, local attention (from scratch only)
+    anchors: bool | None = None  # each [DET] token starts at its own box (from scratch only)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (from scratch), e.g. tests
     max_train_images: int | None = None  # subset (debugging / overfitting)
     max_val_images: int | None = None  # first N val images (by id)

@@ -231,12 +231,12 @@ def build_model(cfg: TrainConfig, state: dict | None, log):
             overrides["patch_size"] = cfg.patch_size
         overrides.update(cfg.model_overrides)
         model = create_model(variant, **overrides)
-        if cfg.head_priors and source == "scratch":
-            from .recipe import dataset_priors, init_head_priors
+        if source == "scratch" and (cfg.scratch_init or cfg.anchors or cfg.head_priors):
+            from .recipe import prepare_scratch_model
 
-            objects, side = dataset_priors(train)
-            init_head_priors(model, objects, side)
-            log(f"heads start at the data's priors: {objects:.2f} objects per image, box side {side:.3f}")
+            log("from scratch: " + prepare_scratch_model(
+                model, train, scratch_init=cfg.scratch_init, anchors=cfg.anchors,
+                head_priors=cfg.head_priors))
         if source == "imagenet":
             from ..checkpoint.deit import load_imagenet_backbone
 

@@ -19,16 +19,19 @@ RECIPES: dict[str, dict] = {
     "paper": {},
     "scratch": {
         "lr": 1e-3,
-        "warmup_steps": 300,
+        "warmup_steps": 100,
+        "scratch_init": True,
+        "anchors": True,
         "head_priors": True,
         "bf16": True,
-        "patch_size": 8,
+        "patch_size": 16,
     },
 }
 
 
 # What an option left unset (None) means when no recipe sets it.
-UNSET_DEFAULTS = {"warmup_steps": 0, "bf16": False, "head_priors": False}
+UNSET_DEFAULTS = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False,
+                  "anchors": False}
 
 
 def resolve_recipe(cfg):
@@ -69,47 +72,155 @@ def init_head_priors(model, objects_per_image: float, box_size: float = 0.2) -> 
 
 
 @torch.no_grad()
-def init_scratch_weights(model, token_std: float = 1.0) -> None:
-    """An init for training from random weights, in place of ORIG's (which is made for loading
-    DeiT weights over it): xavier-uniform backbone Linears (MAE, DETR), the sin-cos position
-    code at full scale (:func:`init_sincos_pos_embed`), and [CLS]/[DET] tokens at
-    ``N(0, token_std)``.
+def init_scratch_weights(model, pool_width: float = 1.5, attention_gain: float = 1.0,
+                         seed: int = 0) -> None:
+    """An init for training from random weights, in place of ORIG's (which exists to load DeiT
+    weights over it): every block starts as a local pooling around each token's position, and
+    each [DET] token sits at its anchor cell (the grid of :func:`init_box_anchors`).
 
-    Why: with trunc-normal(0.02) weights a narrow ViT (width 128) starts with attention logits
-    of ~0.05, so every token averages all patches alike; position embeddings of 0.02 beside
-    patch embeddings of ~0.6 carry almost no position; and [DET] tokens of 0.02 are washed out
-    by the first attention output, so all of them predict the same box (DETR's plateau).
+    The width is split into ``P = head_dim`` position channels and ``D - P`` content channels:
+
+    * position embeddings carry, in the position channels only, random Fourier features of the
+      (row, col) position in patch units, ``sqrt(2) [cos(W p), sin(W p)]`` with
+      ``W ~ N(0, 1 / pool_width^2)``, so that the dot product of two codes approximates a
+      Gaussian kernel of width ``pool_width`` patches; the [DET] entries get the code of their
+      anchor cell, the [CLS] entry none;
+    * the patch embedding writes only the content channels (PyTorch's default init, scaled to
+      unit size); [DET] tokens start near zero, [CLS] at N(0, 1) in the content channels;
+    * in every block the query and key projections of every head are the same selection of the
+      position channels (times ``attention_gain``), so attention starts as the Gaussian kernel of
+      the distance between tokens; values, output projections and MLPs are xavier-uniform.
+
+    All of it is trainable from the first step. Why: with ORIG's trunc-normal(0.02) weights a
+    narrow ViT starts with nearly uniform attention and position embeddings far smaller than the
+    patch embeddings; every [DET] token then reads a global average of the image and predicts the
+    same box whatever the image, and DETR's plateau lasts thousands of steps (docs/training.md).
     """
+    c = model.config
+    d, heads = c.hidden_size, c.num_heads
+    pos_ch = d // heads
+    if pos_ch % 2 or pos_ch >= d:
+        raise ValueError(f"scratch init needs an even head width below the width, got {pos_ch} of {d}")
+    g = torch.Generator().manual_seed(seed)
+    freqs = torch.randn(pos_ch // 2, 2, generator=g, dtype=torch.float64) / pool_width
+
+    def code(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:  # [N, D]
+        phase = torch.stack([rows.double(), cols.double()], 1) @ freqs.T
+        out = torch.zeros(len(rows), d, dtype=torch.float64)
+        out[:, :pos_ch] = math.sqrt(2) * torch.cat([phase.cos(), phase.sin()], 1)
+        return out
+
+    gh, gw = c.grid_size
+    t = c.num_det_tokens
+    centres = _grid_centres(t)
+    table = torch.cat([
+        torch.zeros(1, d, dtype=torch.float64),  # [CLS]
+        code(torch.arange(gh).repeat_interleave(gw), torch.arange(gw).repeat(gh)),  # grid, row-major
+        code(centres[:, 1] * gh - 0.5, centres[:, 0] * gw - 0.5),  # [DET] at their anchors
+    ])
+    model.pos_embed.copy_(table[None].to(model.pos_embed.dtype))
+    if model.mid_pos_embed is not None:
+        model.mid_pos_embed.copy_(table[None, None].expand_as(model.mid_pos_embed).to(model.mid_pos_embed.dtype))
+
+    conv = model.patch_embed.proj
+    conv.reset_parameters()  # uniform(+-1/sqrt(fan_in)): outputs of variance 1/3 per unit input
+    conv.weight.mul_(math.sqrt(3))
+    conv.weight[:pos_ch] = 0
+    conv.bias.zero_()
+    torch.nn.init.normal_(model.det_tokens, std=0.02)
+    torch.nn.init.normal_(model.cls_token, std=1.0)
+    model.cls_token[..., :pos_ch] = 0
+
+    select = torch.zeros(pos_ch, d)
+    select[:, :pos_ch] = torch.eye(pos_ch) * math.sqrt(attention_gain)
     for block in model.blocks:
         for m in block.modules():
             if isinstance(m, torch.nn.Linear):
                 torch.nn.init.xavier_uniform_(m.weight)
                 torch.nn.init.zeros_(m.bias)
-    init_sincos_pos_embed(model, scale=1.0)
-    torch.nn.init.normal_(model.det_tokens, std=token_std)
-    torch.nn.init.normal_(model.cls_token, std=token_std)
+        qkv = block.attn.qkv.weight  # [3D, D]: query rows, then key rows, then value rows
+        for h in range(heads):
+            rows = slice(h * pos_ch, (h + 1) * pos_ch)
+            qkv[rows] = select
+            qkv[d + h * pos_ch: d + (h + 1) * pos_ch] = select
+
+
+def _grid_centres(t: int) -> torch.Tensor:
+    """``[t, 2]`` (cx, cy) cell centres of the most square grid with at least ``t`` cells, row
+    by row (the first ``t`` cells; the unused ones are at the bottom right)."""
+    cols = math.ceil(math.sqrt(t))
+    rows = math.ceil(t / cols)
+    i = torch.arange(t, dtype=torch.float64)
+    return torch.stack([(i % cols + 0.5) / cols, (i // cols + 0.5) / rows], dim=1)
 
 
 @torch.no_grad()
-def init_sincos_pos_embed(model, scale: float = 0.1) -> None:
-    """Start the grid part of ``pos_embed`` (and every ``mid_pos_embed``) at a 2-D sine-cosine
-    code (MAE's fixed embedding: half the channels encode the row, half the column, at
-    frequencies ``1 / 10000^(2i / (D/2))``), times ``scale``. The [CLS] and [DET] entries keep
-    their random init. From scratch, random embeddings carry almost no position, and the
-    [DET] tokens cannot tell where a patch is until they are learned; this is a start, the
-    embeddings stay trainable."""
-    gh, gw = model.config.grid_size
-    d = model.config.hidden_size
-    if d % 4:
-        raise ValueError(f"sin-cos position embeddings need hidden_size divisible by 4, got {d}")
-    quarter = d // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    rows = torch.arange(gh, dtype=torch.float64)[:, None].expand(gh, gw).reshape(-1, 1) * omega
-    cols = torch.arange(gw, dtype=torch.float64)[None, :].expand(gh, gw).reshape(-1, 1) * omega
-    code = torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1) * scale  # [gh*gw, D]
-    model.pos_embed[0, 1:1 + gh * gw] = code.to(model.pos_embed.dtype)
-    if model.mid_pos_embed is not None:
-        model.mid_pos_embed[:, 0, 1:1 + gh * gw] = code.to(model.mid_pos_embed.dtype)
+def init_box_anchors(model, pixel_values: torch.Tensor, box_size: float = 0.2,
+                     ridge: float = 1e-2) -> float:
+    """Start each [DET] token at its own box, like an anchor: token ``i`` predicts a box of side
+    ``box_size`` centred on cell ``i`` of a grid over the image.
+
+    Only the box head's last Linear changes: its bias is the grid's mean logit and its weights
+    are the ridge least-squares fit from the [DET] tokens' (image-averaged) hidden features to
+    each token's offset from that mean, on ``pixel_values`` (a few training images). It needs
+    [DET] features that differ more between tokens than between images
+    (:func:`init_scratch_weights` gives that). Without it all tokens start at one box and the
+    Hungarian matcher pairs them with objects at random, which is DETR's plateau.
+
+    Returns the mean distance between the intended and the obtained centres (normalized).
+    """
+    head = model.box_head
+    last = head.layers[-1]
+    inputs = []
+    hook = last.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+    was_training = model.training
+    model.eval()
+    try:
+        model(pixel_values)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    h = inputs[0].double().mean(0)  # [T, D]
+    t = h.shape[0]
+    centres = _grid_centres(t)
+    target = torch.cat([centres, torch.full((t, 2), float(box_size), dtype=torch.float64)], 1)
+    logits = torch.logit(target.clamp(1e-4, 1 - 1e-4))  # [T, 4]
+    hm, ym = h.mean(0), logits.mean(0)
+    hc, yc = h - hm, logits - ym
+    gram = hc.T @ hc + ridge * torch.eye(hc.shape[1], dtype=torch.float64)
+    weight = torch.linalg.solve(gram, hc.T @ yc).T  # [4, D]
+    last.weight.copy_(weight.to(last.weight.dtype))
+    last.bias.copy_((ym - weight @ hm).to(last.bias.dtype))
+    model.eval()
+    try:
+        got = model(pixel_values)["pred_boxes"][..., :2].double().mean(0)
+    finally:
+        model.train(was_training)
+    return float((got - centres).norm(dim=-1).mean())
+
+
+@torch.no_grad()
+def prepare_scratch_model(model, train_dataset, *, scratch_init: bool, anchors: bool,
+                          head_priors: bool, sample: int = 32) -> str:
+    """Apply the from-scratch inits a recipe asks for to a freshly built ``model``, in the
+    order they depend on each other (weights, then the heads' priors, then the anchors fitted
+    on the first ``sample`` training images). Returns a one-line description for the log."""
+    from ..data.collate import collate_fn
+
+    done = []
+    objects, side = dataset_priors(train_dataset)
+    if scratch_init:
+        init_scratch_weights(model)
+        done.append("scratch init (local attention, Fourier position code, xavier)")
+    if head_priors:
+        init_head_priors(model, objects, side)
+        done.append(f"head priors ({objects:.2f} objects per image, box side {side:.3f})")
+    if anchors:
+        n = min(sample, len(train_dataset))
+        pixel_values = collate_fn([train_dataset[i] for i in range(n)])[0]
+        err = init_box_anchors(model, pixel_values, box_size=side)
+        done.append(f"anchor boxes (mean centre error {err:.3f})")
+    return "; ".join(done) or "ORIG init"
 
 
 def dataset_priors(dataset, sample: int = 256) -> tuple[float, float]:
