@@ -75,7 +75,9 @@ def test_predict_files_and_globs(tmp_path, micro_path, capsys):
     report = json.loads((out / "predictions.json").read_text())
     assert [r["file"] for r in report["images"]] == [str(paths[1]), str(paths[0]), str(other)]
     assert all(len(r["detections"]) == 2 for r in report["images"])
-    assert sorted(f.name for f in out.glob("*.jpg")) == ["img0.jpg", "img0_2.jpg", "img1.jpg"]
+    # a/img0.jpg and b/img0.jpg collide, so every name is relative to the folder holding them all
+    assert sorted(r["annotated"] for r in report["images"]) == ["a/img0.jpg", "a/img1.png", "b/img0.jpg"]
+    assert all((out / r["annotated"]).is_file() for r in report["images"])
     # A pattern or path naming nothing is an error, reported by name.
     code = main(["predict", str(tmp_path / "none*.jpg"), str(tmp_path / "missing.jpg"),
                  "--model", str(micro_path), "--out", str(out)])

@@ -21,7 +21,7 @@ from .hf import config_from_hf, hf_to_ours
 from .native import CONFIG_KEY, config_from_metadata, load_native
 from .original import is_original_state_dict, model_from_original_state_dict
 from .safe_io import (
-    empty_model, load_pickle, load_safetensors, load_strict, read_safetensors_metadata,
+    empty_model, load_pickle, load_safetensors, load_strict, read_safetensors_metadata, sniff_format,
     unwrap_state_dict,
 )
 
@@ -90,7 +90,7 @@ def _model_from_original(state: dict, path: Path, device, overrides: dict) -> YO
 
 def load_file(path: Path, device="cpu", **overrides) -> YOLOS:
     """A single file: native ``.safetensors``, or an original ``.pth`` / ``.safetensors``."""
-    if path.suffix == ".safetensors":
+    if sniff_format(path) == "safetensors":  # by content, whatever the name says
         metadata = read_safetensors_metadata(path)
         if CONFIG_KEY in metadata:
             return load_native(path, device=device, **overrides)

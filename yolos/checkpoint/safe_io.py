@@ -29,6 +29,37 @@ def _existing(path) -> Path:
     return path
 
 
+def sniff_format(path) -> str:
+    """``"torch-zip"``, ``"pickle"`` or ``"safetensors"`` from a file's first bytes; anything else
+    (an empty file, text, an image, random bytes) raises CheckpointError saying what it is not."""
+    path = _existing(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"  # torch.save since 1.6
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+        return "pickle"  # legacy torch.save / pickle protocol 2-5
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if 2 <= header_len <= 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    raise CheckpointError(
+        f"{path}: not a checkpoint: expected a PyTorch file (.pt/.pth/.bin: zip or pickle) or "
+        f".safetensors, but it starts with {head[:12]!r}")
+
+
+def _reason(err: Exception) -> str:
+    """torch's first line only: its longer messages advise weights_only=False, which would run
+    the file's code, and must never reach the user."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    if "weights_only" in first:
+        first = "unsupported content"
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def load_pickle(path) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU, with readable errors.
 
@@ -37,12 +68,15 @@ def load_pickle(path) -> object:
             (a class or function outside tensors/containers) to be unpickled.
     """
     path = _existing(path)
+    kind = sniff_format(path)
+    if kind == "safetensors":
+        raise CheckpointError(f"{path}: this is a safetensors file; give it a .safetensors name")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower():
-            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {_reason(e)}") from None
         # torch's message names the forbidden global (e.g. "posix.system"); keep that line.
         detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
         raise CheckpointError(
@@ -51,9 +85,9 @@ def load_pickle(path) -> object:
             f"torch.load(weights_only=True)). {detail} If you trust the file, convert it yourself "
             f"to safetensors, or save only its state_dict."
         ) from None
-    except Exception as e:  # torch raises KeyError/RuntimeError/EOFError/... on non-torch files
+    except Exception as e:  # torch raises KeyError/RuntimeError/EOFError/... on broken files
         raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}"
+            f"cannot read {path} as a PyTorch checkpoint (truncated or damaged?): {_reason(e)}"
         ) from None
 
 
@@ -62,6 +96,8 @@ def load_safetensors(path) -> tuple[dict[str, Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     path = _existing(path)
+    if sniff_format(path) != "safetensors":
+        raise CheckpointError(f"{path}: not a safetensors file (it is a PyTorch zip or pickle file)")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
@@ -76,6 +112,8 @@ def read_safetensors_metadata(path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     path = _existing(path)
+    if sniff_format(path) != "safetensors":
+        raise CheckpointError(f"{path}: not a safetensors file (it is a PyTorch zip or pickle file)")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return dict(f.metadata() or {})
@@ -105,7 +143,7 @@ def unwrap_state_dict(obj: object, path, keys=("model", "state_dict", "module"))
 def read_state_dict(path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """``(state_dict, safetensors metadata or {})`` of a ``.safetensors`` or pickle file."""
     path = _existing(path)
-    if path.suffix == SAFETENSORS_SUFFIX:
+    if sniff_format(path) == "safetensors":  # whatever its name says
         return load_safetensors(path)
     return unwrap_state_dict(load_pickle(path), path), {}
 

@@ -1,6 +1,8 @@
 """``yolos export``: write a model as ONNX or TorchScript for one input size."""
 from __future__ import annotations
 
+from . import options as opt
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -14,10 +16,11 @@ def add_parser(sub) -> None:
                    help="checkpoint (transformers directory, .safetensors, .pth), hub id, or a variant "
                    "name (random weights); default: the bundled micro model")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--size", type=opt.positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="input size (default: the model's evaluation canvas, e.g. 800 1344 for S)")
-    p.add_argument("--out", default=None, help="output file (default: <model>-<H>x<W>.onnx / .pt)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--out", default=None,
+                   help="output file, or a folder to write the default name into (default: <model>-<H>x<W>.onnx / .pt)")
+    p.add_argument("--opset", type=opt.positive_int, default=18, help="ONNX opset")
     p.set_defaults(func=run)
 
 
@@ -56,12 +59,20 @@ def default_size(model) -> tuple[int, int]:
 
 
 def run(args) -> int:
-    from ..export import export_model
+    from pathlib import Path
 
+    from ..export import export_model
+    from ..export.exporter import check_size
+
+    if args.size:  # bounds first: a huge size must not start loading or tracing anything
+        check_size(args.size, 1)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir() and not Path(args.out).is_file():
+        raise ValueError(f"--out: {args.out} is neither a file nor a folder")
     model, stem = load_model_arg(args.model)
     size = tuple(args.size) if args.size else default_size(model)
     suffix = ".onnx" if args.format == "onnx" else ".pt"
-    out = args.out or f"{stem}-{size[0]}x{size[1]}{suffix}"
+    name = f"{stem}-{size[0]}x{size[1]}{suffix}"
+    out = Path(args.out) / name if args.out and Path(args.out).is_dir() else (args.out or name)
     path = export_model(model, out, format=args.format, size=size, opset=args.opset)
     print(f"wrote {path} ({args.format}, input pixel_values [batch, 3, {size[0]}, {size[1]}])")
     return 0

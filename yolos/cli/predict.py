@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 from pathlib import Path
+
+from . import options as opt
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -21,20 +24,38 @@ def add_parser(sub) -> None:
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="image file, directory or glob ('imgs/**/*.jpg')")
     p.add_argument("--model", default=None,
                    help="checkpoint: transformers directory, .safetensors, original .pth, hub id or variant name")
-    p.add_argument("--threshold", type=float, default=0.5, help="keep scores above this (YOLOS scores run low: try 0.3)")
-    p.add_argument("--out", default="runs/predict", help="output directory")
+    p.add_argument("--threshold", type=opt.threshold, default=0.5,
+                   help="keep scores above this, 0..1 (YOLOS scores run low: try 0.3)")
+    p.add_argument("--out", default="runs/predict",
+                   help="output folder (annotated images keep their input's relative path and extension)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (same-size images only)")
-    p.add_argument("--top-k", type=int, default=None, help="at most K detections per image")
-    p.add_argument("--short-side", type=int, default=None, help="resize short side (default: the model's eval size)")
-    p.add_argument("--long-side", type=int, default=None, help="resize long-side cap (default: the model's eval size)")
+    p.add_argument("--batch-size", type=opt.positive_int, default=8,
+                   help="images per forward pass (same-size images only)")
+    p.add_argument("--top-k", type=opt.positive_int, default=None, help="at most K detections per image")
+    p.add_argument("--short-side", type=opt.image_side, default=None,
+                   help="resize short side (default: the model's eval size)")
+    p.add_argument("--long-side", type=opt.image_side, default=None,
+                   help="resize long-side cap (default: the model's eval size)")
     p.add_argument("--no-images", action="store_true", help="write predictions.json only")
+    opt.add_max_pixels(p)
     p.set_defaults(func=run)
 
 
-def expand_sources(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to read, and ``(source, reason)`` for sources that name nothing."""
-    files: list[Path] = []
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob pattern before its first wildcard (names are taken from it)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def expand_sources(sources: list[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """``(file, root)`` for every file to read (``root``: the folder its output name is taken
+    relative to), and ``(source, reason)`` for sources that name nothing."""
+    files: list[tuple[Path, Path]] = []
     missing: list[tuple[str, str]] = []
     for source in sources:
         path = Path(source)
@@ -42,32 +63,68 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]
             found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 missing.append((source, "directory holds no image files"))
-            files.extend(found)
+            files.extend((f, path) for f in found)
         elif path.is_file():
-            files.append(path)  # named explicitly: tried whatever its extension
+            files.append((path, path.parent))  # named explicitly: tried whatever its extension
         elif glob.has_magic(source):
             found = sorted(Path(f) for f in glob.glob(source, recursive=True) if Path(f).is_file())
             if not found:
                 missing.append((source, "no files match this pattern"))
-            files.extend(found)
+            files.extend((f, _glob_root(source)) for f in found)
         else:
             missing.append((source, "no such file or directory"))
-    unique = list(dict.fromkeys(files))  # a file reached twice is predicted once
-    return unique, missing
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for f, root in files:  # a file reached twice is predicted once
+        unique.setdefault(f.resolve(), (f, root))
+    return list(unique.values()), missing
 
 
-def _output_names(files: list[Path]) -> list[str]:
-    """``<stem>.jpg`` per file, suffixed ``_2``, ``_3``... where stems collide."""
-    seen: dict[str, int] = {}
-    names = []
-    for f in files:
-        n = seen.get(f.stem, 0) + 1
-        seen[f.stem] = n
-        names.append(f"{f.stem}.jpg" if n == 1 else f"{f.stem}_{n}.jpg")
+# Formats PIL writes in RGB; annotated copies of other inputs (GIF, PGM, ...) are written as PNG.
+_WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def output_names(files: list[tuple[Path, Path]]) -> list[str]:
+    """Annotated-image name of each file: its path relative to its source root, extension kept
+    (``photos/a.jpg`` from ``photos/`` -> ``a.jpg``; ``b.gif`` -> ``b.gif.png``). Where two
+    sources give the same name, every file is named relative to the folder that holds them all,
+    so names are unique and follow from the inputs alone."""
+    def name(rel: Path) -> str:
+        text = rel.as_posix()
+        return text if rel.suffix.lower() in _WRITABLE else text + ".png"
+
+    names = [name(Path(os.path.relpath(f.resolve(), root.resolve()))) for f, root in files]
+    if len(set(names)) < len(names):
+        common = Path(os.path.commonpath([str(f.resolve().parent) for f, _ in files]))
+        names = [name(f.resolve().relative_to(common)) for f, _ in files]
     return names
 
 
+def check_outputs(out: Path, files: list[tuple[Path, Path]], names: list[str], write_images: bool) -> None:
+    """Refuse, before anything is written, an ``--out`` that would overwrite an input."""
+    inputs = {f.resolve() for f, _ in files}
+    targets = [out / "predictions.json"] + ([out / n for n in names] if write_images else [])
+    for target in targets:
+        if target.resolve() in inputs:
+            raise ValueError(f"--out: writing {target} would overwrite the input image of that name; "
+                             f"choose another --out folder (or --no-images)")
+
+
 def run(args) -> int:
+    from ..run_dir import run_dir
+
+    opt.check_device(args)
+    opt.apply_max_pixels(args)
+    if args.model is None:
+        from ..inference.defaults import DEFAULT_MODEL
+
+        if not DEFAULT_MODEL.is_file():
+            raise FileNotFoundError(f"the bundled model {DEFAULT_MODEL} is missing; pass --model")
+    with run_dir(args.out, run_files=("predictions.json",),
+                 say=lambda m: print(f"yolos predict: {m}", file=sys.stderr)) as out:
+        return _predict_into(args, out)
+
+
+def _predict_into(args, out: Path) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import from_pretrained
@@ -75,21 +132,14 @@ def run(args) -> int:
     from ..inference.predictor import iter_predict
 
     model_name = args.model or DEFAULT_MODEL
-    if args.model is None and not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(f"the bundled model {DEFAULT_MODEL} is missing; pass --model")
     sources = args.sources or [str(DEFAULT_IMAGE)]
-    files, failed = expand_sources(sources)
+    pairs, failed = expand_sources(sources)
+    files = [f for f, _ in pairs]
+    names = output_names(pairs) if pairs else []
+    check_outputs(out, pairs, names, not args.no_images)  # before loading or writing anything
     for source, reason in failed:
         print(f"yolos predict: {source}: {reason}", file=sys.stderr)
-    device = args.device
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = from_pretrained(model_name, device=device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    names = _output_names(files)
+    model = from_pretrained(model_name, device=args.device)
     records: dict[int, dict] = {}
     errors = [{"file": s, "error": r} for s, r in failed]
 
@@ -110,7 +160,9 @@ def run(args) -> int:
         h, w = det.image_size
         record = {"file": str(files[index]), "width": w, "height": h, "detections": entries}
         if not args.no_images:
-            det.save(out / names[index])
+            target = out / names[index]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            det.save(target)
             record["annotated"] = names[index]
         records[index] = record
         progress.update(1)

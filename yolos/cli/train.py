@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from . import options as opt
+
 
 def _sizes(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like '96,112,128', got {text!r}") from None
+    parts = text.replace(",", " ").split()
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected sizes like '96,112,128', got {text!r}")
+    return [opt.image_side(part) for part in parts]  # each 16..8192 pixels
 
 
 def add_parser(sub) -> None:
@@ -29,15 +31,15 @@ def add_parser(sub) -> None:
                         "anchor boxes, heads at the data's priors, bf16 autocast, patch size 16 (see "
                         "docs/training.md). Options given explicitly win over the recipe's")
     p.add_argument("--data", required=True, help="dataset YAML or COCO folder")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=opt.positive_int, default=10)
     p.add_argument("--out", default="runs/train", help="run directory (logs, checkpoints)")
-    p.add_argument("--batch-size", type=int, default=None, help="per process (default: the variant's recipe)")
-    p.add_argument("--lr", type=float, default=None, help="default: the variant's recipe")
-    p.add_argument("--min-lr", type=float, default=1e-7)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--clip-max-norm", type=float, default=0.1)
-    p.add_argument("--warmup-epochs", type=int, default=0)
-    p.add_argument("--warmup-steps", type=int, default=None, help="linear warmup over N optimizer steps "
+    p.add_argument("--batch-size", type=opt.positive_int, default=None, help="per process (default: the variant's recipe)")
+    p.add_argument("--lr", type=opt.positive_float, default=None, help="default: the variant's recipe")
+    p.add_argument("--min-lr", type=opt.non_negative_float, default=1e-7)
+    p.add_argument("--weight-decay", type=opt.non_negative_float, default=1e-4)
+    p.add_argument("--clip-max-norm", type=opt.non_negative_float, default=0.1, help="0: no clipping")
+    p.add_argument("--warmup-epochs", type=opt.non_negative_int, default=0)
+    p.add_argument("--warmup-steps", type=opt.non_negative_int, default=None, help="linear warmup over N optimizer steps "
                    "(default: the recipe's; paper 0)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (loss and matching stay fp32; default: the recipe's, paper off)")
@@ -45,20 +47,20 @@ def add_parser(sub) -> None:
     p.add_argument("--detach-det-tokens", action="store_true",
                    help="keep the [DET] tokens at their random init (paper, Table 7)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--save-every-steps", type=int, default=0, help="also write the training state every N steps")
-    p.add_argument("--log-every-steps", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations (0: never)")
+    p.add_argument("--workers", type=opt.non_negative_int, default=2)
+    p.add_argument("--seed", type=opt.non_negative_int, default=42)
+    p.add_argument("--save-every-steps", type=opt.non_negative_int, default=0, help="also write the training state every N steps")
+    p.add_argument("--log-every-steps", type=opt.non_negative_int, default=0)
+    p.add_argument("--eval-every", type=opt.non_negative_int, default=1, help="epochs between evaluations (0: never)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
     p.add_argument("--train-sizes", type=_sizes, default=None,
                    help="training short sides, e.g. '96,112,128' (default: the variant's scales)")
-    p.add_argument("--train-max-size", type=int, default=None)
-    p.add_argument("--eval-size", type=int, default=None, help="evaluation short side")
-    p.add_argument("--eval-max-size", type=int, default=None)
+    p.add_argument("--train-max-size", type=opt.image_side, default=None)
+    p.add_argument("--eval-size", type=opt.image_side, default=None, help="evaluation short side")
+    p.add_argument("--eval-max-size", type=opt.image_side, default=None)
     p.add_argument("--no-augment", action="store_true", help="no flips/crops; resize to the largest train size")
-    p.add_argument("--num-det-tokens", type=int, default=None, help="from scratch only")
-    p.add_argument("--patch-size", type=int, default=None, help="from scratch only (default: the recipe's, "
+    p.add_argument("--num-det-tokens", type=opt.positive_int, default=None, help="from scratch only")
+    p.add_argument("--patch-size", type=opt.positive_int, default=None, help="from scratch only (default: the recipe's, "
                    "else the variant's)")
     p.add_argument("--head-priors", action=argparse.BooleanOptionalAction, default=None,
                    help="from scratch: start the class and box heads at the training data's priors "
@@ -69,19 +71,23 @@ def add_parser(sub) -> None:
     p.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=None,
                    help="from scratch: each [DET] token starts at its own box on a grid over the "
                         "image (default: the recipe's)")
-    p.add_argument("--max-train-images", type=int, default=None)
-    p.add_argument("--max-val-images", type=int, default=None,
+    p.add_argument("--max-train-images", type=opt.positive_int, default=None)
+    p.add_argument("--max-val-images", type=opt.positive_int, default=None,
                    help="evaluate on the first N val images (with --max-train-images on a train-only "
                         "folder: the training images themselves)")
-    p.add_argument("--repeat", type=int, default=1, help="repeat the training set N times per epoch")
+    p.add_argument("--repeat", type=opt.positive_int, default=1, help="repeat the training set N times per epoch")
     p.add_argument("--no-progress", action="store_true")
+    opt.add_max_pixels(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..train.config import TrainConfig
-    from ..train.loop import fit
+    import sys
 
+    from ..train.config import TrainConfig
+    from ..train.loop import TrainingInterrupted, fit
+
+    opt.apply_max_pixels(args)
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, init=args.init, init_kind=args.init_kind,
         recipe=args.recipe, patch_size=args.patch_size, head_priors=args.head_priors,
@@ -98,7 +104,11 @@ def run(args) -> int:
         num_det_tokens=args.num_det_tokens, max_train_images=args.max_train_images, max_val_images=args.max_val_images,
         repeat=args.repeat, progress=not args.no_progress,
     )
-    summary = fit(cfg)
+    try:
+        summary = fit(cfg)
+    except TrainingInterrupted as err:
+        print(f"yolos train: {err}", file=sys.stderr)
+        return 130
     if not summary["is_main"]:
         return 0
     if summary.get("val"):

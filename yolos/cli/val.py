@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import options as opt
+
 STAT_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
@@ -18,9 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True,
                    help="checkpoint: our .safetensors, a transformers dir / hub id, an original .pth")
     p.add_argument("--data", required=True, help="dataset YAML or COCO folder (its val split is used)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--eval-size", type=int, default=None, help="short side (default: the variant's eval size)")
-    p.add_argument("--eval-max-size", type=int, default=None)
+    p.add_argument("--batch-size", type=opt.positive_int, default=1)
+    p.add_argument("--eval-size", type=opt.image_side, default=None, help="short side (default: the variant's eval size)")
+    p.add_argument("--eval-max-size", type=opt.image_side, default=None)
+    opt.add_max_pixels(p)
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="directory for results.json (COCO result format) and stats.json")
     p.add_argument("--no-progress", action="store_true")
@@ -55,6 +58,11 @@ def build_val_dataset(model, data: str, transforms):
     if not dc.val_annotations:
         raise DatasetError(f"{data}: the dataset has no val split")
     ds = CocoDetection(dc.val_images, dc.val_annotations, transforms=transforms, names=dc.names)
+    if len(ds) == 0:
+        raise DatasetError(f"{dc.val_annotations}: no images to evaluate on")
+    if not any(a for i in ds.ids for a in ds.annotations[i] if not a.get("iscrowd", 0)):
+        raise DatasetError(f"{dc.val_annotations}: no (non-crowd) annotations: AP and AR are "
+                           f"undefined without ground truth")
     if ds.num_classes != model.config.num_classes:
         raise DatasetError(
             f"{dc.val_annotations}: labels span {ds.num_classes} classes, but the model predicts "
@@ -68,6 +76,9 @@ def run(args) -> int:
     from ..train import distributed as D
     from ..train.loop import run_evaluation
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out: {args.out} exists and is not a folder")
+    opt.apply_max_pixels(args)
     di = D.init_distributed(args.device)
     try:
         model = from_pretrained(args.model).to(di.device).eval()

@@ -221,14 +221,27 @@ class CocoDetection(torch.utils.data.Dataset):
 
     # ----------------------------------------------------------------- loading
     def load_image(self, image_id: int) -> Image.Image:
+        """The image as RGB; a missing, undecodable, too small (below one 16x16 patch) or too
+        large (above :data:`yolos.inference.images.MAX_PIXELS`) file raises DatasetError."""
+        from ..inference import images as im_rules
+
         path = self.image_path(image_id)
         try:
             with Image.open(path) as im:
-                return im.convert("RGB")  # grayscale / CMYK / palette COCO images included
+                im_rules.check_pixels(im.width, im.height, f"{path} (image id {image_id})")
+                image = im.convert("RGB")  # grayscale / CMYK / palette COCO images included
         except FileNotFoundError:
             raise DatasetError(f"{path}: image file not found (image id {image_id})") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DatasetError(f"{path}: cannot decode image (image id {image_id}): {e}") from None
+        except im_rules.ImageError as e:
+            raise DatasetError(str(e)) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError,
+                Image.DecompressionBombError) as e:
+            raise DatasetError(f"{path}: cannot decode image (image id {image_id}): "
+                               f"{type(e).__name__}: {e}") from None
+        if min(image.size) < im_rules.MIN_SIDE:
+            raise DatasetError(f"{path}: image is {image.width}x{image.height} pixels, smaller than one "
+                               f"{im_rules.MIN_SIDE}x{im_rules.MIN_SIDE} patch (image id {image_id})")
+        return image
 
     def raw_target(self, image_id: int, width: int, height: int) -> dict:
         """Targets before transforms: boxes xyxy in pixels, clamped, crowd/degenerate dropped."""

@@ -45,13 +45,22 @@ class BakedYOLOS(nn.Module):
         return out["logits"], out["pred_boxes"]
 
 
+MAX_EXPORT_SIDE = 8192
+MAX_EXPORT_PIXELS = 2048 * 2048  # 16,384 tokens at patch 16: 1 GB per attention map in fp32
+
+
 def check_size(size, patch_size: int) -> tuple[int, int]:
     """``(H, W)`` as ints, or a YolosError naming the size when it is not a multiple of the patch."""
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
         raise ExportError(f"export size must be two integers (H, W), got {size!r}") from None
-    if h <= 0 or w <= 0 or h % patch_size or w % patch_size:
+    if not (0 < h <= MAX_EXPORT_SIDE and 0 < w <= MAX_EXPORT_SIDE) or h * w > MAX_EXPORT_PIXELS:
+        raise ExportError(
+            f"--size {h} {w}: each side must be 1..{MAX_EXPORT_SIDE} and H x W at most "
+            f"{MAX_EXPORT_PIXELS:,} pixels (YOLOS-S at 800x1333 is 1,066,400); tracing a larger "
+            f"input needs memory quadratic in its token count")
+    if h % patch_size or w % patch_size:
         fh, fw = max(patch_size, h // patch_size * patch_size), max(patch_size, w // patch_size * patch_size)
         raise ExportError(
             f"export size {h}x{w} is not a multiple of the patch size {patch_size}: the model would "
@@ -96,6 +105,8 @@ def export_model(
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     size = check_size(size if size is not None else model.config.image_size, model.config.patch_size)
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"--out: {path} is a folder; give a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model = model.eval()

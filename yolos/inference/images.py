@@ -8,9 +8,15 @@ Accepted sources:
     * ``torch.Tensor`` ``[C, H, W]`` or ``[H, W]`` with the same dtype rules (torchvision's layout).
 
 Anything that is not a usable image raises :class:`yolos.errors.ImageError` naming the source.
+
+Pixel limit: images above :data:`MAX_PIXELS` (width x height; 40 megapixels by default, about
+twice a 24 MP photo) are refused before they are decoded, so a small file that decodes to a huge
+image (a decompression bomb) cannot exhaust memory. Change it with :func:`set_max_pixels`, the
+``YOLOS_MAX_PIXELS`` environment variable or ``--max-pixels`` on the command line; 0 removes it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,38 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import ImageError
 
 MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def _env_max_pixels() -> int:
+    text = os.environ.get("YOLOS_MAX_PIXELS", "")
+    try:
+        return int(text) if text.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ImageError(f"YOLOS_MAX_PIXELS={text!r}: expected a whole number of pixels") from None
+
+
+MAX_PIXELS = _env_max_pixels()
+
+
+def set_max_pixels(limit: int) -> None:
+    """Largest image (width x height) that :func:`load_image` accepts; 0 means no limit. PIL's
+    own bomb check (which only warns below twice its limit) is left to ours."""
+    global MAX_PIXELS
+    limit = int(limit)
+    if limit < 0:
+        raise ValueError(f"max pixels must be 0 (no limit) or positive, got {limit}")
+    MAX_PIXELS = limit
+
+
+def check_pixels(width: int, height: int, name: str) -> None:
+    """Raise :class:`ImageError` when ``width x height`` exceeds :data:`MAX_PIXELS`."""
+    if MAX_PIXELS and width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the "
+            f"limit of {MAX_PIXELS / 1e6:.1f} (raise it with --max-pixels, YOLOS_MAX_PIXELS or "
+            f"yolos.set_max_pixels; 0 = no limit)"
+        )
 
 
 def describe(source) -> str:
@@ -39,10 +77,14 @@ def _open_path(path: Path) -> Image.Image:
         raise ImageError(f"{path}: no such image file")
     try:
         with Image.open(path) as im:
+            check_pixels(im.width, im.height, str(path))  # from the header, before decoding
             im.load()  # decode now so that truncated files fail here, not later
             return ImageOps.exif_transpose(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"{path}: not a readable image ({err})") from None
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            MemoryError) as err:
+        raise ImageError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def _scale_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
@@ -115,12 +157,15 @@ def load_image(source) -> Image.Image:
     if isinstance(source, (str, Path)):
         im = _open_path(Path(source))
     elif isinstance(source, Image.Image):
+        check_pixels(source.width, source.height, name)
         try:
             source.load()
             im = ImageOps.exif_transpose(source)  # copy; the caller's image is left alone
         except (OSError, SyntaxError, ValueError) as err:
             raise ImageError(f"{name}: not a readable image ({err})") from None
     elif isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            check_pixels(source.shape[1], source.shape[0], name)
         im = _from_array(source, name)
     elif type(source).__module__.startswith("torch"):
         t = source.detach().cpu()
@@ -130,6 +175,7 @@ def load_image(source) -> Image.Image:
             t = t.permute(1, 2, 0)
         elif t.ndim != 2:
             raise ImageError(f"{name}: expected a [C, H, W] or [H, W] tensor")
+        check_pixels(t.shape[1], t.shape[0], name)
         if t.dtype.is_floating_point:
             t = t.float()  # numpy has no bfloat16
         im = _from_array(t.numpy(), name)

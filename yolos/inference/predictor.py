@@ -11,6 +11,7 @@ also flushed once ``4 * batch_size`` images are waiting. Results come back in in
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import validate
 from ..errors import ImageError
 from .defaults import eval_sizes
 from .detections import Detections
@@ -50,6 +52,17 @@ def _chunks(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
+def check_predict_options(threshold, batch_size, top_k, short_side, long_side) -> None:
+    """Refuse bad prediction options with a ValueError naming the option."""
+    validate.threshold(threshold, "threshold")
+    validate.positive_int(batch_size, "batch_size")
+    if top_k is not None:
+        validate.positive_int(top_k, "top_k")
+    for name, side in (("short_side", short_side), ("long_side", long_side)):
+        if side is not None:
+            validate.image_side(side, name)
+
+
 def iter_predict(
     model,
     images,
@@ -67,8 +80,7 @@ def iter_predict(
     ``on_error(index, source, error)``, when given, receives images that cannot be read and
     they are skipped; without it the :class:`ImageError` propagates.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    check_predict_options(threshold, batch_size, top_k, short_side, long_side)
     default_short, default_long = eval_sizes(model.config)
     short_side = short_side or default_short
     long_side = long_side or default_long
@@ -142,7 +154,8 @@ def predict(
     long_side: int | None = None,
     rule: str = "hf",
     device=None,
-) -> list[Detections]:
+    on_error="raise",
+) -> list[Detections | None]:
     """Detect objects; one :class:`Detections` per input image, in input order.
 
     Args:
@@ -159,11 +172,26 @@ def predict(
             own evaluation sizes are e.g. ``short_side=512, long_side=853, rule="orig"`` for Ti.
         rule: ``"hf"`` or ``"orig"`` resize rounding (:func:`yolos.inference.resize.resize_shape`).
         device: move the model there first (default: wherever the model is).
+        on_error: what an unreadable image does. ``"raise"`` (default): raise its
+            :class:`yolos.ImageError` (no results are returned). ``"skip"``: its place in the
+            returned list is ``None``, a ``RuntimeWarning`` names it, and every other image is
+            still predicted (what ``yolos predict`` does). A callable ``f(index, source, error)``
+            is called instead of the warning.
     """
+    if on_error == "raise":
+        handler = None
+    elif on_error == "skip":
+        def handler(index, source, err):
+            warnings.warn(f"skipped image {index}: {err}", RuntimeWarning, stacklevel=4)
+    elif callable(on_error):
+        handler = on_error
+    else:
+        raise ValueError(f"on_error: expected 'raise', 'skip' or a callable, got {on_error!r}")
+    sources = list(_sources(images))
     results: dict[int, Detections] = dict(
         iter_predict(
-            model, images, threshold=threshold, batch_size=batch_size, top_k=top_k,
-            short_side=short_side, long_side=long_side, rule=rule, device=device,
+            model, sources, threshold=threshold, batch_size=batch_size, top_k=top_k,
+            short_side=short_side, long_side=long_side, rule=rule, device=device, on_error=handler,
         )
     )
-    return [results[i] for i in sorted(results)]
+    return [results.get(i) for i in range(len(sources))]

@@ -97,13 +97,19 @@ def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_i
 
 def load_training_state(path) -> dict:
     """Read a training state safely (``weights_only=True``) and check its format."""
+    from ..checkpoint.safe_io import load_pickle
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no training-state checkpoint to resume from")
+    last = path.parent / "last.safetensors"
+    advice = (f"start a new run from the last saved weights instead: yolos train --init {last} "
+              f"(with your --data and a new --out)" if last.is_file() else
+              "start the run again without --resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupted, truncated or unsafe content
-        raise CheckpointError(f"{path}: cannot read training state ({err})") from err
+        state = load_pickle(path)
+    except CheckpointError as err:  # empty, truncated, random or unsafe content
+        raise CheckpointError(f"{path}: the training state cannot be read ({err}); {advice}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a yolos training-state checkpoint (field 'format')")
+        raise CheckpointError(f"{path}: not a yolos training-state checkpoint (field 'format'); {advice}")
     return state

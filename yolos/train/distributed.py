@@ -30,10 +30,13 @@ class DistInfo:
 
 
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """``None``/"auto" -> this rank's GPU when CUDA is available, else CPU."""
+    """``None``/"auto" -> this rank's GPU when CUDA is available, else CPU. A device this torch
+    build or machine lacks raises ValueError naming ``--device``."""
+    from ..validate import device as check_device
+
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = check_device(device, "--device")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
     return dev
@@ -57,6 +60,15 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (itself without a process group)."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -19,6 +19,33 @@ class NonFiniteLossError(YolosError):
     """The loss became NaN/inf; the message names the epoch and step."""
 
 
+def worker_error_message(err: BaseException) -> str | None:
+    """The original one-line message of an error raised inside a DataLoader worker (PyTorch
+    re-raises it in the main process with the worker's whole traceback as its text)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return None
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1].strip()
+    kind, sep, message = last.partition(": ")
+    return message if sep and kind.replace(".", "").replace("_", "").isalnum() else last
+
+
+def _batches(loader):
+    """``loader``'s batches; a worker's YolosError comes back as one line, not a traceback."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except YolosError as err:
+            message = worker_error_message(err)
+            if message is None:
+                raise
+            raise type(err)(message) from None
+        yield batch
+
+
 def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
             for t in targets]
@@ -55,11 +82,11 @@ def train_one_epoch(
     count = 0
     step = start_step
     t0 = time.perf_counter()
-    iterator = loader
+    iterator = _batches(loader)
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(loader, total=len(loader), desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
+        iterator = tqdm(iterator, total=len(loader), desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
     for pixel_values, targets in iterator:
         lr = schedule.apply(optimizer, epoch, global_step)
         pixel_values = pixel_values.to(device, non_blocking=True)

@@ -15,10 +15,13 @@ resumed run (which skips the batches already done) sees exactly the data of an u
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import CheckpointError, DatasetError
+from ..errors import CheckpointError, DatasetError, YolosError
 from ..model import create_model, get_variant
 from . import distributed as D
 from .checkpointing import load_training_state, save_training_state, set_rng_state
@@ -187,6 +190,9 @@ def build_datasets(cfg: TrainConfig, variant_name: str):
                               transforms=train_transforms)
         if cfg.max_train_images:
             train.ids = train.ids[: cfg.max_train_images]
+    if train.num_classes == 0:
+        raise DatasetError(f"{dc.train_annotations or dc.source}: 'categories' is empty: there is "
+                           f"nothing to learn")
     val = None
     if dc.val_annotations:
         val = CocoDetection(dc.val_images, dc.val_annotations, names=dc.names,
@@ -332,16 +338,89 @@ def run_evaluation(model, dataset, *, batch_size: int, device, progress: bool, d
     return stats, results
 
 
+# --------------------------------------------------------------------------- interrupts
+class TrainingInterrupted(YolosError):
+    """Ctrl-C stopped the run after saving its state; the message says how to continue."""
+
+
+class _InterruptRequest:
+    """While active (``with``), the first SIGINT only asks the loop to stop after the current
+    step (which saves the state first); a second one interrupts at once. Only in the main
+    thread of a single-process run (under torchrun every rank would have to agree)."""
+
+    def __init__(self, enabled: bool, say):
+        self.enabled, self.say, self.requested, self._previous = enabled, say, False, None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("\ninterrupt: saving the training state after this step (Ctrl-C again to quit now)")
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+
 # --------------------------------------------------------------------------- fit
 def fit(cfg: TrainConfig, log=print) -> dict:
-    """Train according to ``cfg``; returns a summary (best AP, final epoch, paths)."""
+    """Train according to ``cfg``; returns a summary (best AP, final epoch, paths).
+
+    The run folder is claimed and locked first (:mod:`yolos.run_dir`): a new run never writes
+    into a folder that holds an earlier run or a running one. A folder this call created is
+    removed again if the run fails before writing anything into it.
+    """
+    from ..run_dir import run_dir
+
     di = D.init_distributed(cfg.device)
-    out = Path(cfg.out)
     say = log if di.is_main else (lambda *a, **k: None)
     try:
-        return _fit(cfg, di, out, say)
+        if not di.is_main:  # rank 0 claims the folder; the others follow it
+            out = Path(D.broadcast_object(None))
+            return _fit(dataclasses.replace(cfg, out=str(out)), di, out, say)
+        with run_dir(cfg.out, cfg.resume, say=say) as out:
+            D.broadcast_object(str(out))
+            return _fit(dataclasses.replace(cfg, out=str(out)), di, out, say)
     finally:
         D.cleanup()
+
+
+# Options a resumed run takes from the command line; every other one is the run's own.
+RESUME_MAY_CHANGE = ("resume", "progress", "workers", "device", "out", "eval_every",
+                     "save_every_steps", "log_every_steps", "epochs")
+
+
+def resume_config(saved: dict, given: TrainConfig, done_epochs: int, say) -> TrainConfig:
+    """The configuration a resumed run continues with: the saved one, with the options of
+    :data:`RESUME_MAY_CHANGE` from ``given`` (``--epochs`` may extend the run, not shorten it
+    below the epochs done). Every other option given with a value other than both its default
+    and the run's is reported as kept from the run."""
+    defaults = TrainConfig()
+    merged = dict(saved)
+    for f in dataclasses.fields(TrainConfig):
+        name = f.name
+        value = getattr(given, name)
+        if name in RESUME_MAY_CHANGE:
+            if name == "epochs" and value != saved.get("epochs"):
+                if value == getattr(defaults, name):
+                    continue  # not given: keep the run's
+                if value <= done_epochs:
+                    raise ValueError(f"--epochs {value}: the run has already done {done_epochs} epochs; "
+                                     f"give more to extend it")
+                say(f"--epochs {value}: the run continues to {value} epochs (it was set to "
+                    f"{saved.get('epochs')}); the cosine schedule follows the new length")
+            merged[name] = value
+        elif name in saved and value != saved[name] and value != getattr(defaults, name):
+            say(f"--{name.replace('_', '-')} {value}: ignored, a resumed run keeps its own "
+                f"({saved[name]}); start a new run (--init ...) to change it")
+    return TrainConfig.from_dict(merged)
 
 
 def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
@@ -351,11 +430,7 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
         if not path.exists():
             raise CheckpointError(f"{path}: --resume given but there is no training state to resume from")
         state = load_training_state(path)
-        saved = dict(state["config"])
-        # The run continues with its own settings; only bookkeeping flags may change.
-        for k in ("resume", "progress", "workers", "device", "out"):
-            saved[k] = getattr(cfg, k)
-        cfg = TrainConfig.from_dict(saved)
+        cfg = resume_config(dict(state["config"]), cfg, state["epoch"], say)
     from .recipe import resolve_recipe
 
     cfg = resolve_recipe(cfg)
@@ -424,54 +499,75 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
                                 best_ap=best_ap, config=cfg_dict)
 
     last_stats, last_plot = None, 0.0
-    for epoch in range(start_epoch, cfg.epochs):
-        seeded.epoch = epoch
-        sampler.set_epoch(epoch, start_step if epoch == start_epoch else 0)
-        steps_per_epoch = sampler.batches_per_epoch()
+    interrupt = _InterruptRequest(enabled=not di.distributed, say=say)
+    finished = [(start_epoch, start_step, global_step)]  # the last finished (epoch, step, global step)
 
-        def on_step(step: int, gstep: int, values: dict, epoch=epoch) -> None:
-            if cfg.log_every_steps and gstep % cfg.log_every_steps == 0:
-                runlog.write({"type": "step", "epoch": epoch, "step": step, "global_step": gstep,
-                              **{k: round(v, 6) for k, v in values.items()}})
-            if cfg.save_every_steps and gstep % cfg.save_every_steps == 0 and step < steps_per_epoch:
-                checkpoint(epoch, step, gstep)
+    def stop_after_interrupt():
+        epoch_done, step_done, gstep_done = finished[0]
+        checkpoint(epoch_done, step_done, gstep_done)
+        raise TrainingInterrupted(
+            f"interrupted: the training state after epoch {epoch_done} step {step_done} (global "
+            f"step {gstep_done}) is saved in {out / STATE_FILE}; continue with --resume --out {out}")
 
-        try:
-            train_stats, global_step = train_one_epoch(
-                net, criterion, loader, optimizer, schedule, epoch=epoch, device=di.device,
-                start_step=sampler.start_batch, global_step=global_step,
-                clip_max_norm=cfg.clip_max_norm, bf16=cfg.bf16, on_step=on_step,
-                progress=cfg.progress and di.is_main,
-            )
-        except NonFiniteLossError as err:
-            kept = out / STATE_FILE
-            where = f"the last good checkpoint is kept at {kept}" if kept.exists() else "no checkpoint was written yet"
-            raise NonFiniteLossError(f"{err}; training stopped, {where}") from None
-        val_stats = None
-        is_last = epoch + 1 == cfg.epochs
-        if val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
-            val_stats, _ = run_evaluation(net, val_ds, batch_size=1, device=di.device,
-                                       progress=cfg.progress, dist_info=di)
-            last_stats = val_stats
-        record = {"type": "epoch", "epoch": epoch, "global_step": global_step,
-                  "train": {k: round(v, 6) for k, v in train_stats.items()},
-                  "val": val_stats, "time": time.time()}
-        runlog.write(record)
-        if di.is_main:
-            save_model_atomic(model, out / "last.safetensors")
-            ap = val_stats["AP"] if val_stats else -1.0
-            if val_stats is None or ap > best_ap or not (out / "best.safetensors").exists():
-                if val_stats is not None:
-                    best_ap = max(best_ap, ap)
-                save_model_atomic(model, out / "best.safetensors")
-            if is_last or time.perf_counter() - last_plot > 30:  # plotting costs ~1 s; not every tiny epoch
-                plot_metrics(runlog.epochs(), out / "metrics.png")
-                last_plot = time.perf_counter()
-            msg = f"epoch {epoch}: loss {train_stats.get('loss', float('nan')):.4f}"
-            if val_stats:
-                msg += f", val AP {val_stats['AP']:.4f} AP50 {val_stats['AP50']:.4f}"
-            say(msg)
-        checkpoint(epoch + 1, 0, global_step)
-        D.barrier()
+    with interrupt:
+        for epoch in range(start_epoch, cfg.epochs):
+            seeded.epoch = epoch
+            sampler.set_epoch(epoch, start_step if epoch == start_epoch else 0)
+            steps_per_epoch = sampler.batches_per_epoch()
+
+            def on_step(step: int, gstep: int, values: dict, epoch=epoch) -> None:
+                if cfg.log_every_steps and gstep % cfg.log_every_steps == 0:
+                    runlog.write({"type": "step", "epoch": epoch, "step": step, "global_step": gstep,
+                                  **{k: round(v, 6) for k, v in values.items()}})
+                if cfg.save_every_steps and gstep % cfg.save_every_steps == 0 and step < steps_per_epoch:
+                    checkpoint(epoch, step, gstep)
+                finished[0] = (epoch, step, gstep)
+                if interrupt.requested:  # Ctrl-C: keep every finished step, then stop
+                    stop_after_interrupt()
+
+            try:
+                train_stats, global_step = train_one_epoch(
+                    net, criterion, loader, optimizer, schedule, epoch=epoch, device=di.device,
+                    start_step=sampler.start_batch, global_step=global_step,
+                    clip_max_norm=cfg.clip_max_norm, bf16=cfg.bf16, on_step=on_step,
+                    progress=cfg.progress and di.is_main,
+                )
+            except RuntimeError:
+                if interrupt.requested:  # DataLoader workers die with the same Ctrl-C
+                    stop_after_interrupt()
+                raise
+            except NonFiniteLossError as err:
+                kept = out / STATE_FILE
+                where = f"the last good checkpoint is kept at {kept}" if kept.exists() else "no checkpoint was written yet"
+                raise NonFiniteLossError(f"{err}; training stopped, {where}") from None
+            val_stats = None
+            is_last = epoch + 1 == cfg.epochs
+            if val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
+                val_stats, _ = run_evaluation(net, val_ds, batch_size=1, device=di.device,
+                                           progress=cfg.progress, dist_info=di)
+                last_stats = val_stats
+            record = {"type": "epoch", "epoch": epoch, "global_step": global_step,
+                      "train": {k: round(v, 6) for k, v in train_stats.items()},
+                      "val": val_stats, "time": time.time()}
+            runlog.write(record)
+            if di.is_main:
+                save_model_atomic(model, out / "last.safetensors")
+                ap = val_stats["AP"] if val_stats else -1.0
+                if val_stats is None or ap > best_ap or not (out / "best.safetensors").exists():
+                    if val_stats is not None:
+                        best_ap = max(best_ap, ap)
+                    save_model_atomic(model, out / "best.safetensors")
+                if is_last or time.perf_counter() - last_plot > 30:  # plotting costs ~1 s; not every tiny epoch
+                    plot_metrics(runlog.epochs(), out / "metrics.png")
+                    last_plot = time.perf_counter()
+                msg = f"epoch {epoch}: loss {train_stats.get('loss', float('nan')):.4f}"
+                if val_stats:
+                    msg += f", val AP {val_stats['AP']:.4f} AP50 {val_stats['AP50']:.4f}"
+                say(msg)
+            checkpoint(epoch + 1, 0, global_step)
+            finished[0] = (epoch + 1, 0, global_step)
+            if interrupt.requested:  # arrived during evaluation or saving
+                stop_after_interrupt()
+            D.barrier()
     return {"out": str(out), "best_ap": best_ap, "val": last_stats, "global_step": global_step,
             "epochs": cfg.epochs, "is_main": di.is_main}

@@ -1,0 +1,44 @@
+"""argparse types built on :mod:`yolos.validate`, so every command refuses a bad option the
+same way when it starts: ``yolos predict: error: argument --threshold: expected ...``."""
+from __future__ import annotations
+
+import argparse
+
+from .. import validate
+
+
+def _typed(check, **kwargs):
+    def parse(text: str):
+        try:
+            return check(text, "", **kwargs)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).lstrip(": ")) from None
+
+    parse.__name__ = check.__name__  # argparse names the type in some messages
+    return parse
+
+
+threshold = _typed(validate.threshold)
+positive_int = _typed(validate.positive_int)
+non_negative_int = _typed(validate.non_negative_int)
+positive_float = _typed(validate.positive_float)
+non_negative_float = _typed(validate.non_negative_float)
+image_side = _typed(validate.image_side)
+
+
+def add_max_pixels(p) -> None:
+    p.add_argument("--max-pixels", type=non_negative_int, default=None,
+                   help="refuse images above this many pixels (default 40 000 000 or $YOLOS_MAX_PIXELS; 0: no limit)")
+
+
+def apply_max_pixels(args) -> None:
+    if getattr(args, "max_pixels", None) is not None:
+        from ..inference.images import set_max_pixels
+
+        set_max_pixels(args.max_pixels)
+
+
+def check_device(args) -> None:
+    """Resolve ``args.device`` now (None -> cuda if available, else cpu), so a device this
+    machine lacks is refused before any model is loaded."""
+    args.device = str(validate.device(args.device, "--device"))  # ValueError: one line from main()

@@ -1,0 +1,98 @@
+"""Checks for user-given options, shared by the Python API and the command line.
+
+Each returns the value in its canonical type or raises ``ValueError`` whose message starts with
+the option's name (``--threshold`` on the command line, ``threshold`` in Python), so a bad value
+is refused when a command starts, before any model is loaded.
+"""
+from __future__ import annotations
+
+import math
+
+MAX_SIDE = 8192  # pixels per side of a model input (export, resize targets)
+
+
+def threshold(value, name: str = "threshold") -> float:
+    """A score threshold in [0, 1]."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number between 0 and 1, got {value!r}") from None
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name}: expected a number between 0 and 1, got {value!r}")
+    return v
+
+
+def positive_int(value, name: str) -> int:
+    """A whole number >= 1 (bools and fractions refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}") from None
+    if v != value and not isinstance(value, str) or v < 1:
+        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+    return v
+
+
+def non_negative_int(value, name: str) -> int:
+    """A whole number >= 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}")
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}") from None
+    if v != value and not isinstance(value, str) or v < 0:
+        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}")
+    return v
+
+
+def positive_float(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return v
+
+
+def non_negative_float(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    return v
+
+
+def image_side(value, name: str, minimum: int = 16) -> int:
+    """A side length in pixels, ``minimum..MAX_SIDE``."""
+    v = positive_int(value, name)
+    if not minimum <= v <= MAX_SIDE:
+        raise ValueError(f"{name}: expected a side between {minimum} and {MAX_SIDE} pixels, got {v}")
+    return v
+
+
+def device(value, name: str = "device"):
+    """A ``torch.device`` that this torch build and machine can use (None: CUDA if available)."""
+    import torch
+
+    if value is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {value!r} asked for, but CUDA is not available "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {value!r} asked for, but there are only "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"{name}: unsupported device type {dev.type!r} (use cpu or cuda)")
+    return dev
