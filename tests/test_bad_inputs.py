@@ -358,6 +358,19 @@ def test_ctrl_c_saves_the_state_and_resume_finishes(shapes, tmp_path):
     assert torch.load(run / "state.pt", weights_only=True)["epoch"] == state["epoch"] + 1
 
 
+# ----------------------------------------------------------------------------- other commands
+@pytest.mark.parametrize("argv, option", [
+    (["benchmark", "--images", "0"], "argument --images"), (["benchmark", "--threads", "0"], "argument --threads"),
+    (["benchmark", "--size", "0", "64"], "argument --size"), (["flops", "--max-images", "0"], "argument --max-images"),
+    (["flops", "--size", "5", "64"], "argument --size"),
+    (["analyze", "--data", "x", "--out", "y", "--score-threshold", "3"], "argument --score-threshold"),
+    (["analyze", "--data", "x", "--out", "y", "--tokens", "-1"], "argument --tokens"),
+])
+def test_other_commands_check_options(capsys, argv, option):
+    code, err = cli(argv, capsys)
+    assert code == 2 and option in err
+
+
 # ------------------------------------------------------------------------------------ export
 def test_export_size_is_bounded_before_anything_loads(tmp_path, capsys):
     start = time.perf_counter()

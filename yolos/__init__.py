@@ -20,6 +20,7 @@ _LAZY = {
     "preprocess": ("yolos.inference.preprocess", "preprocess"),
     "postprocess": ("yolos.inference.postprocess", "postprocess"),
     "load_image": ("yolos.inference.images", "load_image"),
+    "set_max_pixels": ("yolos.inference.images", "set_max_pixels"),
     "Detections": ("yolos.inference.detections", "Detections"),
     "predict": ("yolos.inference.predictor", "predict"),
 }

@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yolos", description="YOLOS object detection: predict, train, evaluate, analyze, export."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -36,14 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        # Expected user errors get one clear line, not a traceback.
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        # Expected user errors (a missing or unwritable file, a bad value) get one clear line,
+        # not a traceback; `yolos --debug COMMAND ...` shows the traceback instead.
         from ..errors import YolosError
 
-        if isinstance(err, YolosError) or not getattr(args, "debug", False):
-            print(f"yolos {args.command}: error: {err}", file=sys.stderr)
-            return 2
-        raise
+        if args.debug:
+            raise
+        message = str(err).strip() or type(err).__name__
+        if not isinstance(err, YolosError):  # others' messages can carry a whole traceback
+            message = message.splitlines()[0]
+        print(f"yolos {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

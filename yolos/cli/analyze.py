@@ -1,6 +1,8 @@
 """``yolos analyze``: the paper's section 3.5 analyses of the [DET] tokens, as PNGs and JSON."""
 from __future__ import annotations
 
+from . import options as opt
+
 from pathlib import Path
 
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "yolos-micro-shapes.safetensors"
@@ -13,16 +15,16 @@ def add_parser(sub) -> None:
                    help="checkpoint (file, directory, hub id); default: the bundled micro model")
     p.add_argument("--data", required=True, help="dataset folder or YAML (its val split is used)")
     p.add_argument("--out", required=True, help="output folder for the PNGs and analysis.json")
-    p.add_argument("--max-images", type=int, help="analyze only the first N images")
-    p.add_argument("--tokens", type=int, nargs="+", default=[0, 1, 2],
+    p.add_argument("--max-images", type=opt.positive_int, help="analyze only the first N images")
+    p.add_argument("--tokens", type=opt.non_negative_int, nargs="+", default=[0, 1, 2],
                    help="[DET] tokens whose attention maps are drawn")
     p.add_argument("--image", help="draw the attention maps on this image (default: the first "
                                    "dataset image)")
-    p.add_argument("--short-side", type=int, help="resize short side (default: the variant's eval size)")
-    p.add_argument("--long-side", type=int, help="long-side cap (default: the variant's eval cap)")
-    p.add_argument("--score-threshold", type=float, default=None,
+    p.add_argument("--short-side", type=opt.image_side, help="resize short side (default: the variant's eval size)")
+    p.add_argument("--long-side", type=opt.image_side, help="long-side cap (default: the variant's eval cap)")
+    p.add_argument("--score-threshold", type=opt.threshold, default=None,
                    help="Fig. 2: keep only predictions scoring at least this (default: all T per image)")
-    p.add_argument("--class-threshold", type=float, default=0.5,
+    p.add_argument("--class-threshold", type=opt.threshold, default=0.5,
                    help="Fig. 3: a prediction counts for its argmax category when its score >= this")
     p.add_argument("--class-feature", choices=["logits", "probs"], default="logits",
                    help="classifier output used for the class-similarity correlation")
@@ -44,6 +46,7 @@ def _sizes(config, short, long):
 def run(args) -> int:
     import json
 
+    opt.check_device(args)
     from ..analysis.attention import det_attention_maps
     from ..analysis.det_tokens import collect
     from ..analysis.plots import plot_attention, plot_box_centres, plot_category_counts

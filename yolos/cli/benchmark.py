@@ -1,6 +1,8 @@
 """``yolos benchmark``: inference speed of a model the paper's way (batch 1, first N images)."""
 from __future__ import annotations
 
+from . import options as opt
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
@@ -18,13 +20,13 @@ def add_parser(sub) -> None:
                    help="checkpoint, hub id, or variant name (random weights; speed does not depend "
                    "on them); default: the bundled micro model")
     p.add_argument("--data", default=None, help="COCO folder (images found recursively) or image folder")
-    p.add_argument("--images", type=int, default=100, help="images (or random-input passes) to time")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--images", type=opt.positive_int, default=100, help="images (or random-input passes) to time")
+    p.add_argument("--size", type=opt.image_side, nargs=2, metavar=("H", "W"), default=None,
                    help="random-input size without --data (default: the evaluation canvas); with "
                    "--data: resize short side / long-side cap instead of the model's defaults")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes first")
+    p.add_argument("--threads", type=opt.positive_int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--warmup", type=opt.non_negative_int, default=3, help="untimed passes first")
     p.set_defaults(func=run)
 
 
@@ -49,11 +51,10 @@ def run(args) -> int:
     from ..inference.preprocess import preprocess
     from .export import default_size, load_model_arg
 
-    if args.images < 1:
-        raise ValueError("--images must be at least 1")
+    opt.check_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device)
     model, name = load_model_arg(args.model)
     model = model.to(device).eval()
     where = f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"

@@ -1,6 +1,8 @@
 """``yolos flops``: parameters, f(Lin.), f(Att.), total and ratio, with the paper's numbers beside."""
 from __future__ import annotations
 
+from . import options as opt
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("flops", help="count parameters and FLOPs as the YOLOS paper does")
@@ -8,10 +10,10 @@ def add_parser(sub) -> None:
                    help="variant name (yolos-ti, yolos-s, yolos-s-dwr, yolos-b, micro, ...), a "
                         "checkpoint path, or 'deit' for the ImageNet Table 1 backbones")
     p.add_argument("--data", help="COCO folder: average over its images at the evaluation size")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="one padded input size")
-    p.add_argument("--short-side", type=int, help="evaluation short side (default: the variant's)")
-    p.add_argument("--long-side", type=int, default=1333, help="long-side cap (default 1333)")
-    p.add_argument("--max-images", type=int, help="use only the first N images of --data")
+    p.add_argument("--size", nargs=2, type=opt.image_side, metavar=("H", "W"), help="one padded input size")
+    p.add_argument("--short-side", type=opt.image_side, help="evaluation short side (default: the variant's)")
+    p.add_argument("--long-side", type=opt.image_side, default=1333, help="long-side cap (default 1333)")
+    p.add_argument("--max-images", type=opt.positive_int, help="use only the first N images of --data")
     p.set_defaults(func=run)
 
 
