@@ -47,7 +47,8 @@ BOX_PRIOR = 0.2  # a typical side (25 px) over the image side (128 px)
 
 BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, box_prior=False,
                 patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
-                anchors=False)
+                anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
+                curriculum_until=0.0)
 # yolos train --recipe scratch (yolos.train.recipe.RECIPES["scratch"])
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
                anchors=True)
@@ -70,6 +71,8 @@ RUNS: dict[str, dict] = {
     "scratch, width 192, depth 6": dict(SCRATCH, width=192, depth=6),
     "scratch, width 64, depth 4": dict(SCRATCH, width=64),
     "scratch, 25% patch-class pretraining": dict(SCRATCH, pretrain=0.25),
+    "scratch, one-to-many x3 for 60%": dict(SCRATCH, one_to_many=3, one_to_many_until=0.6),
+    "scratch, 64 fixed images for 30%, then fresh": dict(SCRATCH, curriculum_images=64, curriculum_until=0.3),
 }
 
 
@@ -136,11 +139,13 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
     pretrain_until = run["pretrain"] * budget
 
     curve, train_time, step, next_eval = [], 0.0, 0, eval_every
+    warm_data = batches(dict(run, fixed_images=run["curriculum_images"]), seed) if run["curriculum_images"] else None
     tail_loss, tail_n = 0.0, 0  # detection loss over the last 10% of the budget
     data = batches(run, seed)
     while train_time < budget:
         t0 = time.perf_counter()  # rendering counts: it is part of every run's training time
-        x, targets = next(data)
+        in_warmup_set = warm_data is not None and train_time < run["curriculum_until"] * budget
+        x, targets = next(warm_data if in_warmup_set else data)
         phase_budget = pretrain_until if train_time < pretrain_until else budget - pretrain_until
         phase_t = train_time if train_time < pretrain_until else train_time - pretrain_until
         lr = run["lr"] * 0.5 * (1 + math.cos(math.pi * min(phase_t / phase_budget, 1.0)))
@@ -157,7 +162,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
                     logits.flatten(0, 1), patch_labels(targets, grid, k).flatten())
             else:
                 out = model(x)
-                loss = criterion({kk: v.float() for kk, v in out.items()}, targets)["loss"]
+                k_match = run["one_to_many"] if train_time < run["one_to_many_until"] * budget else 1
+                loss = criterion({kk: v.float() for kk, v in out.items()}, targets, one_to_many=k_match)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)

@@ -55,6 +55,7 @@ class Contender:
         self.name, self.model, self.step_fn, self.eval_model = name, model, step_fn, eval_model
         self.train_time, self.steps, self.next_eval = 0.0, 0, 0.0
         self.curve: list[tuple[float, int, float, float]] = []  # (seconds, steps, AP, AP50)
+        self.tail_loss, self.tail_n = 0.0, 0  # training loss over the last 10% of the budget
 
 
 class HFOutputs(torch.nn.Module):
@@ -190,6 +191,8 @@ def main(argv=None) -> int:
                 cont.steps += 1
                 if not math.isfinite(value):
                     raise RuntimeError(f"{cont.name}: non-finite loss at step {cont.steps}")
+                if cont.train_time >= 0.9 * budget:
+                    cont.tail_loss, cont.tail_n = cont.tail_loss + value, cont.tail_n + 1
                 if cont.train_time >= cont.next_eval or cont.train_time >= budget:
                     evaluate_now(cont)
 
@@ -200,7 +203,9 @@ def main(argv=None) -> int:
         hit = time_to(cont.curve, 3, 0.5)
         hit_s = "never" if hit is None else f"{hit[0]:.0f} s ({hit[1]} steps)"
         print(f"{cont.name:12s} final AP {ap:.4f}  AP50 {ap50:.4f}  after {steps} steps "
-              f"({steps / t:.2f} steps/s); AP50 0.5 reached at {hit_s}")
+              f"({steps / t:.2f} steps/s); training loss over the last 10% "
+              f"{cont.tail_loss / max(cont.tail_n, 1):.3f}; AP50 0.5 reached at {hit_s}")
+    print(f"steps per second, yolos / transformers: {ours_c.steps / ours_c.curve[-1][0] / (theirs_c.steps / theirs_c.curve[-1][0]):.2f}x")
     for target_owner in (theirs_c, ours_c):
         target = target_owner.curve[-1][2]
         times = [time_to(cont.curve, 2, target) for cont in contenders]

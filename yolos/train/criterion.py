@@ -35,6 +35,15 @@ def average_num_boxes(targets: list[dict], device) -> float:
     return torch.clamp(num / world, min=1).item()
 
 
+def repeat_targets(target: dict, k: int, num_tokens: int) -> dict:
+    """``target`` with its labels and boxes repeated ``min(k, T // N)`` times (at least once)."""
+    n = len(target["labels"])
+    times = max(1, min(k, num_tokens // max(n, 1)))
+    if times == 1:
+        return target
+    return dict(target, labels=target["labels"].repeat(times), boxes=target["boxes"].repeat(times, 1))
+
+
 class SetCriterion(nn.Module):
     def __init__(self, num_classes: int, matcher: HungarianMatcher | None = None,
                  eos_coef: float = 0.1, weight_ce: float = 1.0, weight_bbox: float = 5.0,
@@ -48,11 +57,18 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+    def forward(self, outputs: dict, targets: list[dict], one_to_many: int = 1) -> dict[str, Tensor]:
         """``outputs``: ``logits [B, T, num_classes+1]``, ``pred_boxes [B, T, 4]`` (cxcywh);
         ``targets``: per image ``labels [N_i]`` int64 and ``boxes [N_i, 4]`` (cxcywh, normalized
-        by the unpadded image). Returns scalar tensors (``loss`` carries the gradient)."""
+        by the unpadded image). Returns scalar tensors (``loss`` carries the gradient).
+
+        ``one_to_many=k`` matches every object to k [DET] tokens instead of one (its target is
+        repeated k times, fewer where ``k * N_i > T``): k times the positive supervision per
+        step, as in hybrid-matching DETRs, at the price of duplicate detections, so it is for
+        the start of training only and the loss must end one-to-one."""
         logits, pred_boxes = outputs["logits"], outputs["pred_boxes"]
+        if one_to_many > 1:
+            targets = [repeat_targets(t, one_to_many, logits.shape[1]) for t in targets]
         if logits.shape[-1] != self.num_classes + 1:
             raise ValueError(f"logits have {logits.shape[-1]} classes, the criterion expects "
                              f"num_classes + 1 = {self.num_classes + 1}")
