@@ -204,8 +204,9 @@ def summary_table(results: list[dict]) -> str:
         hit = time_to(r["curve"], 3, 0.5)
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
         rows.append([r["name"], "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
-                     f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"])])
-    return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "loss, last 10%", "steps"])
+                     f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
+                     f"{r['budget_s']:.0f} s"])
+    return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "loss, last 10%", "steps", "budget"])
 
 
 def main(argv=None) -> int:
