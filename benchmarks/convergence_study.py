@@ -48,7 +48,7 @@ BOX_PRIOR = 0.2  # a typical side (25 px) over the image side (128 px)
 BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, box_prior=False,
                 patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
                 anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
-                curriculum_until=0.0)
+                curriculum_until=0.0, curriculum_seconds=0.0)
 # yolos train --recipe scratch (yolos.train.recipe.RECIPES["scratch"])
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
                anchors=True)
@@ -73,6 +73,8 @@ RUNS: dict[str, dict] = {
     "scratch, 25% patch-class pretraining": dict(SCRATCH, pretrain=0.25),
     "scratch, one-to-many x3 for 60%": dict(SCRATCH, one_to_many=3, one_to_many_until=0.6),
     "scratch, 64 fixed images for 30%, then fresh": dict(SCRATCH, curriculum_images=64, curriculum_until=0.3),
+    "scratch, 64 fixed images for the first 180 s, then fresh": dict(SCRATCH, curriculum_images=64,
+                                                                      curriculum_seconds=180),
 }
 
 
@@ -127,7 +129,8 @@ def patch_labels(targets: list[dict], grid: int, num_classes: int) -> torch.Tens
     return out.flatten(1)
 
 
-def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log) -> dict:
+def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log,
+              save: str | None = None) -> dict:
     model = build_model(run, seed).train()
     k = model.config.num_classes
     criterion = SetCriterion(k, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2), eos_coef=0.1)
@@ -144,7 +147,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
     data = batches(run, seed)
     while train_time < budget:
         t0 = time.perf_counter()  # rendering counts: it is part of every run's training time
-        in_warmup_set = warm_data is not None and train_time < run["curriculum_until"] * budget
+        warm_until = run.get("curriculum_seconds") or run["curriculum_until"] * budget
+        in_warmup_set = warm_data is not None and train_time < warm_until
         x, targets = next(warm_data if in_warmup_set else data)
         phase_budget = pretrain_until if train_time < pretrain_until else budget - pretrain_until
         phase_t = train_time if train_time < pretrain_until else train_time - pretrain_until
@@ -182,6 +186,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(loss):.3f}  "
                 f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
             next_eval += eval_every
+    if save:
+        model.save(save)
     return {"name": name, "run": run, "curve": curve, "steps": step, "budget_s": budget,
             "final_loss": tail_loss / max(tail_n, 1)}
 
@@ -218,6 +224,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="append one JSON line per run here")
+    p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
     p.add_argument("--table", default=None, help="print only the table of the runs in this JSON-lines file")
     args = p.parse_args(argv)
     if args.table:
@@ -239,7 +246,7 @@ def main(argv=None) -> int:
     results = []
     for name in args.runs:
         result = train_run(name, RUNS[name], val, args.budget_seconds, eval_every, args.seed,
-                           lambda m: print(m, flush=True))
+                           lambda m: print(m, flush=True), save=args.save_model)
         results.append(result)
         if args.out:
             with open(args.out, "a") as f:

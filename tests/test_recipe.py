@@ -213,3 +213,24 @@ def test_synthetic_split_needs_a_val_split(tmp_path):
 
     with pytest.raises(DatasetError, match="needs a 'val' split"):
         resolve_dataset(_yaml(tmp_path, "synthetic: {num_images: 4}", val=False))
+
+
+def test_warm_start_draws_only_the_first_images_then_everything():
+    from yolos.train.loop import SeededDataset
+
+    spec = ShapesSpec(64, 1, 3, min_size=8, max_size=24)
+    data = SyntheticShapes(spec, 12, seed=2)
+    reference = [data[i][0] for i in range(3)]  # epoch 0's first three images
+    seeded = SeededDataset(data, seed=0, warm_images=3, warm_epochs=2)
+    for epoch in (0, 1):
+        seeded.epoch = epoch
+        assert data.epoch == 0  # rendered as in epoch 0 throughout the warm start
+        for i in range(12):
+            assert torch.equal(seeded[i][0], reference[i % 3])
+    seeded.epoch = 2
+    assert data.epoch == 2 and not torch.equal(seeded[0][0], reference[0])
+    assert not torch.equal(seeded[5][0], reference[5 % 3])
+    # without a warm start nothing changes
+    plain = SeededDataset(data, seed=0)
+    plain.epoch = 0
+    assert torch.equal(plain[5][0], data[5][0])

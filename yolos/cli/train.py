@@ -75,6 +75,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-val-images", type=opt.positive_int, default=None,
                    help="evaluate on the first N val images (with --max-train-images on a train-only "
                         "folder: the training images themselves)")
+    p.add_argument("--warm-start-images", type=opt.non_negative_int, default=0,
+                   help="warm start from scratch: the first --warm-start-epochs epochs draw only the first "
+                        "N training images (the model fits a few images first; docs/training.md)")
+    p.add_argument("--warm-start-epochs", type=opt.non_negative_int, default=0)
     p.add_argument("--repeat", type=opt.positive_int, default=1, help="repeat the training set N times per epoch")
     p.add_argument("--no-progress", action="store_true")
     opt.add_max_pixels(p)
@@ -103,6 +107,7 @@ def run(args) -> int:
         eval_max_size=args.eval_max_size, augment=not args.no_augment,
         num_det_tokens=args.num_det_tokens, max_train_images=args.max_train_images, max_val_images=args.max_val_images,
         repeat=args.repeat, progress=not args.no_progress,
+        warm_start_images=args.warm_start_images, warm_start_epochs=args.warm_start_epochs,
     )
     try:
         summary = fit(cfg)

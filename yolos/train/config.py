@@ -51,6 +51,8 @@ class TrainConfig:
     max_train_images: int | None = None  # subset (debugging / overfitting)
     max_val_images: int | None = None  # first N val images (by id)
     repeat: int = 1  # repeat the training set this many times per epoch (tiny datasets)
+    warm_start_images: int = 0  # with warm_start_epochs: the first epochs use only these first images
+    warm_start_epochs: int = 0
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
