@@ -3,18 +3,19 @@
 Every run trains the same task for the same wall-clock budget of training time (evaluation not
 counted): 128x128 images with 1-8 shapes (square, circle, triangle; 8 colours; sides 12-64 px)
 on textured backgrounds, rendered fresh for every step unless a run asks for a fixed set. Each
-run changes one lever against ``baseline`` (the paper's recipe applied to a model from random
-weights) or removes one from ``scratch`` (all the levers that helped), so both the gain of a
-lever on its own and its share in the final recipe are measured. Every run is evaluated with
+run changes one lever of ``scratch recipe`` (``yolos train --recipe scratch``); ``baseline`` is the
+paper's recipe applied to a model from random weights. Every run is evaluated with
 COCO AP (faster-coco-eval, all [DET] predictions) on the same held-out images from a seed never
 used in training, every ``--eval-every`` seconds of training. The learning rate follows a
 linear warmup and then a cosine to zero over the time budget.
 
-    python benchmarks/convergence_study.py --budget-seconds 240 --threads 1 --out docs/convergence.jsonl
-    python benchmarks/convergence_study.py --runs baseline scratch --budget-seconds 60
+    python benchmarks/convergence_study.py --budget-seconds 180 --threads 1 --out study.jsonl
+    python benchmarks/convergence_study.py --table docs/convergence_study.jsonl   # the table of saved runs
+    python benchmarks/convergence_study.py --runs "scratch recipe" --budget-seconds 60
 
 Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
-(interpolated between evaluations) and the final AP / AP50 of each run.
+(interpolated between evaluations), the final AP / AP50, the training loss over the last 10% of
+the budget, the steps done and the budget of each run.
 """
 from __future__ import annotations
 
