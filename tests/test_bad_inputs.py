@@ -210,6 +210,13 @@ def test_val_on_a_dataset_without_annotations(shapes, capsys):
     assert code == 2 and "no (non-crowd) annotations" in one_error_line(err, "val")
 
 
+def test_val_out_is_a_file(shapes, tmp_path, capsys):
+    target = tmp_path / "stats.txt"
+    target.write_text("keep")
+    code, err = cli(["val", "--model", MODEL, "--data", shapes, "--out", target], capsys)
+    assert code == 2 and "--out" in one_error_line(err, "val") and target.read_text() == "keep"
+
+
 @pytest.mark.parametrize("extra, option", [(["--batch-size", "0"], "--batch-size"),
                                            (["--eval-size", "3"], "--eval-size")])
 def test_val_options(shapes, capsys, extra, option):
