@@ -443,3 +443,21 @@ def test_pixel_limit_in_the_api(tmp_path):
             images.load_image(Image.new("RGB", (20, 20)))
     finally:
         images.set_max_pixels(old)
+
+
+@pytest.mark.parametrize("check, value, ok", [
+    ("positive_int", 1, 1), ("positive_int", "3", 3), ("positive_int", 2.0, 2), ("positive_int", 0, None),
+    ("positive_int", 2.5, None), ("positive_int", "3.5", None), ("positive_int", True, None),
+    ("positive_int", None, None), ("non_negative_int", "0", 0), ("non_negative_int", -1, None),
+    ("threshold", "0.5", 0.5), ("threshold", 1, 1.0), ("threshold", "inf", None), ("threshold", "x", None),
+    ("positive_float", "1e-3", 1e-3), ("positive_float", 0, None), ("non_negative_float", 0, 0.0),
+    ("image_side", 16, 16), ("image_side", 15, None), ("image_side", 8193, None),
+])
+def test_validate(check, value, ok):
+    from yolos import validate
+
+    if ok is None:
+        with pytest.raises(ValueError, match=r"^opt: "):
+            getattr(validate, check)(value, "opt")
+    else:
+        assert getattr(validate, check)(value, "opt") == ok

@@ -22,30 +22,31 @@ def threshold(value, name: str = "threshold") -> float:
     return v
 
 
-def positive_int(value, name: str) -> int:
-    """A whole number >= 1 (bools and fractions refused)."""
+def _whole(value, name: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``: an int, an integral float, or a string of digits;
+    bools and fractions are refused."""
+    message = f"{name}: expected a whole number >= {minimum}, got {value!r}"
     if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+        raise ValueError(message)
     try:
-        v = int(value)
+        v = int(value)  # "3.5" and "a" raise here
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}") from None
-    if v != value and not isinstance(value, str) or v < 1:
-        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+        raise ValueError(message) from None
+    if not isinstance(value, str) and v != value:  # 2.5 -> 2 would silently truncate
+        raise ValueError(message)
+    if v < minimum:
+        raise ValueError(message)
     return v
+
+
+def positive_int(value, name: str) -> int:
+    """A whole number >= 1."""
+    return _whole(value, name, 1)
 
 
 def non_negative_int(value, name: str) -> int:
     """A whole number >= 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}")
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}") from None
-    if v != value and not isinstance(value, str) or v < 0:
-        raise ValueError(f"{name}: expected a whole number >= 0, got {value!r}")
-    return v
+    return _whole(value, name, 0)
 
 
 def positive_float(value, name: str) -> float:
