@@ -1,9 +1,10 @@
-"""Training recipes: named presets of :class:`TrainConfig` values, and the head-prior init.
+"""Training recipes: named presets of :class:`TrainConfig` values, and the from-scratch inits.
 
 ``paper`` is the original recipe (AdamW, the variant's lr and batch, per-epoch cosine, clip 0.1,
 ORIG init) and stays the default, above all when fine-tuning from DeiT or YOLOS checkpoints.
-``scratch`` is what the convergence study (docs/training.md, ``benchmarks/convergence_study.py``)
-found to leave DETR's plateau fast when a small YOLOS starts from random weights.
+``scratch`` gathers the inits the convergence study (docs/training.md,
+``benchmarks/convergence_study.py``) built for a small YOLOS from random weights; on their own
+they do not leave DETR's plateau within CPU budgets (the study's table says so).
 A recipe only fills options the user left unset; an option given on the command line wins.
 """
 from __future__ import annotations
@@ -208,7 +209,8 @@ def prepare_scratch_model(model, train_dataset, *, scratch_init: bool, anchors: 
     from ..data.collate import collate_fn
 
     done = []
-    objects, side = dataset_priors(train_dataset)
+    if head_priors or anchors:  # reading the data's priors renders images of a synthetic split
+        objects, side = dataset_priors(train_dataset)
     if scratch_init:
         init_scratch_weights(model)
         done.append("scratch init (local attention, Fourier position code, xavier)")
