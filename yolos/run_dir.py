@@ -18,6 +18,7 @@ import socket
 from pathlib import Path
 
 from .errors import YolosError
+from .validate import output_folder
 
 TRAIN_FILES = ("state.pt", "log.jsonl", "last.safetensors", "best.safetensors")
 LOCK_NAME = ".yolos-train.lock"
@@ -87,9 +88,10 @@ def claim_run_dir(out, resume: bool, run_files=TRAIN_FILES, max_tries: int = 100
     """The folder this run writes to, locked. ``resume``: ``out`` itself (it must not be locked by
     a live run). Otherwise ``out`` if it holds no run and no live lock, else the next free
     ``<out>N``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out: {out} exists and is not a folder")
+    try:
+        out = output_folder(out)
+    except ValueError as err:
+        raise RunDirError(str(err)) from None
     if resume:
         lock = RunLock(out)
         if not lock.acquire():

@@ -77,6 +77,16 @@ def image_side(value, name: str, minimum: int = 16) -> int:
     return v
 
 
+def output_folder(value, name: str = "--out"):
+    """A folder to write into (``Path``): it may be missing, but must not be an existing file."""
+    from pathlib import Path
+
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: {path} exists and is not a folder")
+    return path
+
+
 def device(value, name: str = "device"):
     """A ``torch.device`` that this torch build and machine can use (None: CUDA if available)."""
     import torch

@@ -1,9 +1,9 @@
 """``yolos analyze``: the paper's section 3.5 analyses of the [DET] tokens, as PNGs and JSON."""
 from __future__ import annotations
 
-from . import options as opt
-
 from pathlib import Path
+
+from . import options as opt
 
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "yolos-micro-shapes.safetensors"
 

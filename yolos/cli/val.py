@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import validate
 from . import options as opt
 
 STAT_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -76,8 +77,8 @@ def run(args) -> int:
     from ..train import distributed as D
     from ..train.loop import run_evaluation
 
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out: {args.out} exists and is not a folder")
+    if args.out:
+        validate.output_folder(args.out)
     opt.apply_max_pixels(args)
     di = D.init_distributed(args.device)
     try:
