@@ -79,6 +79,21 @@ RUNS: dict[str, dict] = {
 }
 
 
+def held_out_set(folder: Path, num_images: int) -> CocoDetection:
+    """The evaluation images: ``num_images`` of the task from :data:`VAL_SEED`, written to
+    ``folder`` (the same set for every run and for benchmarks/train_synthetic.py)."""
+    ann = write_synthetic_dataset(folder, num_images, SPEC.image_size, SPEC.min_objects, SPEC.max_objects,
+                                  SPEC.shapes, VAL_SEED, SPEC.min_size, SPEC.max_size)
+    return CocoDetection(folder / "images", ann)
+
+
+def budget_lr(base: float, seconds: float, budget: float, step: int, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps, then a cosine from ``base`` to 0 over ``budget``
+    seconds of training: the schedule of every run here and of both benchmark contenders."""
+    lr = base * 0.5 * (1 + math.cos(math.pi * min(seconds / budget, 1.0)))
+    return lr * min(1.0, (step + 1) / warmup) if warmup else lr
+
+
 def build_model(run: dict, seed: int):
     torch.manual_seed(seed)
     model = create_model(
@@ -153,9 +168,7 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
         x, targets = next(warm_data if in_warmup_set else data)
         phase_budget = pretrain_until if train_time < pretrain_until else budget - pretrain_until
         phase_t = train_time if train_time < pretrain_until else train_time - pretrain_until
-        lr = run["lr"] * 0.5 * (1 + math.cos(math.pi * min(phase_t / phase_budget, 1.0)))
-        if step < run["warmup"]:
-            lr *= (step + 1) / run["warmup"]
+        lr = budget_lr(run["lr"], phase_t, phase_budget, step, run["warmup"])
         for g in optimizer.param_groups:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -238,9 +251,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     print(environment(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="yolos-study-"))
-    ann = write_synthetic_dataset(tmp / "val", args.val_images, SPEC.image_size, SPEC.min_objects,
-                                  SPEC.max_objects, SPEC.shapes, VAL_SEED, SPEC.min_size, SPEC.max_size)
-    val = CocoDetection(tmp / "val" / "images", ann)
+    val = held_out_set(tmp / "val", args.val_images)
     eval_every = args.eval_every or args.budget_seconds / 8
     print(f"budget {args.budget_seconds:.0f} s of training per run, evaluation on {len(val)} held-out "
           f"images every {eval_every:.0f} s, {torch.get_num_threads()} threads, bf16 autocast", flush=True)

@@ -33,11 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment  # noqa: E402
-from convergence_study import SPEC, VAL_SEED, time_to  # noqa: E402
+from convergence_study import SPEC, budget_lr, held_out_set, time_to  # noqa: E402
 
-from yolos.data.coco import CocoDetection  # noqa: E402
 from yolos.data.collate import collate_fn  # noqa: E402
-from yolos.data.synthetic import SyntheticShapes, write_synthetic_dataset  # noqa: E402
+from yolos.data.synthetic import SyntheticShapes  # noqa: E402
 from yolos.evaluation.evaluate import evaluate  # noqa: E402
 from yolos.model import create_model  # noqa: E402
 from yolos.train.criterion import SetCriterion  # noqa: E402
@@ -121,9 +120,7 @@ def main(argv=None) -> int:
     from transformers import YolosConfig, YolosForObjectDetection
 
     tmp = Path(tempfile.mkdtemp(prefix="yolos-bench-"))
-    ann = write_synthetic_dataset(tmp / "val", args.val_images, SPEC.image_size, SPEC.min_objects,
-                                  SPEC.max_objects, SPEC.shapes, VAL_SEED, SPEC.min_size, SPEC.max_size)
-    val = CocoDetection(tmp / "val" / "images", ann)
+    val = held_out_set(tmp / "val", args.val_images)
     k = len(SPEC.shapes)
     train = SyntheticShapes(SPEC, 10**9, seed=args.seed)
 
@@ -142,8 +139,7 @@ def main(argv=None) -> int:
     theirs.train()
 
     def schedule(contender):
-        f = min(contender.train_time / budget, 1.0)
-        return lr * 0.5 * (1 + math.cos(math.pi * f)) * min(1.0, (contender.steps + 1) / warmup)
+        return budget_lr(lr, contender.train_time, budget, contender.steps, warmup)
 
     criterion = SetCriterion(k, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2), eos_coef=0.1)
 
