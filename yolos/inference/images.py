@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
+from ..validate import non_negative_int
 
 MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -30,10 +31,12 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 def _env_max_pixels() -> int:
     text = os.environ.get("YOLOS_MAX_PIXELS", "")
+    if not text.strip():
+        return DEFAULT_MAX_PIXELS
     try:
-        return int(text) if text.strip() else DEFAULT_MAX_PIXELS
-    except ValueError:
-        raise ImageError(f"YOLOS_MAX_PIXELS={text!r}: expected a whole number of pixels") from None
+        return non_negative_int(text.strip(), "YOLOS_MAX_PIXELS")
+    except ValueError as err:
+        raise ImageError(str(err)) from None
 
 
 MAX_PIXELS = _env_max_pixels()
@@ -43,10 +46,7 @@ def set_max_pixels(limit: int) -> None:
     """Largest image (width x height) that :func:`load_image` accepts; 0 means no limit. PIL's
     own bomb check (which only warns below twice its limit) is left to ours."""
     global MAX_PIXELS
-    limit = int(limit)
-    if limit < 0:
-        raise ValueError(f"max pixels must be 0 (no limit) or positive, got {limit}")
-    MAX_PIXELS = limit
+    MAX_PIXELS = non_negative_int(limit, "max_pixels")
 
 
 def check_pixels(width: int, height: int, name: str) -> None:
