@@ -13,6 +13,8 @@ MAX_SIDE = 8192  # pixels per side of a model input (export, resize targets)
 
 def threshold(value, name: str = "threshold") -> float:
     """A score threshold in [0, 1]."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a number between 0 and 1, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -47,6 +49,14 @@ def positive_int(value, name: str) -> int:
 def non_negative_int(value, name: str) -> int:
     """A whole number >= 0."""
     return _whole(value, name, 0)
+
+
+def port(value, name: str = "port") -> int:
+    """A TCP port, 1..65535."""
+    v = _whole(value, name, 1)
+    if v > 65535:
+        raise ValueError(f"{name}: expected a TCP port 1..65535, got {value!r}")
+    return v
 
 
 def positive_float(value, name: str) -> float:

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["predict", "info", "train", "val", "export", "benchmark", "flops", "analyze"]
+COMMANDS = ["predict", "info", "train", "val", "export", "benchmark", "flops", "analyze", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

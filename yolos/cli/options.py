@@ -24,6 +24,7 @@ non_negative_int = _typed(validate.non_negative_int)
 positive_float = _typed(validate.positive_float)
 non_negative_float = _typed(validate.non_negative_float)
 image_side = _typed(validate.image_side)
+port = _typed(validate.port)
 
 
 def add_max_pixels(p) -> None:

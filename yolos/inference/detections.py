@@ -149,6 +149,20 @@ class Detections:
             image.save(path)
         return path
 
+    def select(self, threshold: float | None = None, top_k: int | None = None) -> "Detections":
+        """The detections that :func:`yolos.predict` would have returned with this ``threshold``
+        and ``top_k``: scores strictly above ``threshold`` in their order, then, when more than
+        ``top_k`` remain, the ``top_k`` best sorted by score (as ``postprocess`` does)."""
+        keep = torch.arange(len(self))
+        if threshold is not None:
+            keep = keep[self.scores[keep] > threshold]
+        if top_k is not None and len(keep) > top_k:
+            keep = keep[self.scores[keep].argsort(descending=True)[:top_k]]
+        return Detections(
+            self.boxes[keep], self.scores[keep], self.labels[keep],
+            [self.label_names[i] for i in keep.tolist()], self.image_size, self.image, self.path,
+        )
+
     def cpu(self) -> "Detections":
         return Detections(
             self.boxes.cpu(), self.scores.cpu(), self.labels.cpu(), self.label_names,

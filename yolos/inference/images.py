@@ -2,6 +2,7 @@
 
 Accepted sources:
     * ``str`` / ``pathlib.Path``: a file PIL can decode (JPEG, PNG, BMP, TIFF, WebP, ...);
+    * ``bytes``: the content of such a file (an upload), checked like a path;
     * ``PIL.Image.Image`` in any common mode (RGB, RGBA, L, LA, P, 1, CMYK, I;16, I, F);
     * ``numpy.ndarray`` ``[H, W]`` or ``[H, W, C]`` (C in 1, 3, 4; RGB order, *not* OpenCV's BGR):
       uint8 as is, uint16 scaled by 1/257, bool as 0/255, floats taken to be in ``[0, 1]``;
@@ -16,6 +17,7 @@ image (a decompression bomb) cannot exhaust memory. Change it with :func:`set_ma
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -63,6 +65,8 @@ def describe(source) -> str:
     """A short name for a source, used in error messages."""
     if isinstance(source, (str, Path)):
         return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"{len(source)} bytes of image data"
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", "") or ""
         return name or f"PIL image {source.mode} {source.size[0]}x{source.size[1]}"
@@ -75,16 +79,21 @@ def describe(source) -> str:
 def _open_path(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
+    return _decode(path, str(path))
+
+
+def _decode(file, name: str) -> Image.Image:
+    """Decode a path or a binary file object, checking the pixel limit from the header first."""
     try:
-        with Image.open(path) as im:
-            check_pixels(im.width, im.height, str(path))  # from the header, before decoding
+        with Image.open(file) as im:
+            check_pixels(im.width, im.height, name)  # from the header, before decoding
             im.load()  # decode now so that truncated files fail here, not later
             return ImageOps.exif_transpose(im)
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             MemoryError) as err:
-        raise ImageError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+        raise ImageError(f"{name}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def _scale_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
@@ -156,6 +165,8 @@ def load_image(source) -> Image.Image:
     name = describe(source)
     if isinstance(source, (str, Path)):
         im = _open_path(Path(source))
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        im = _decode(io.BytesIO(source), name)
     elif isinstance(source, Image.Image):
         check_pixels(source.width, source.height, name)
         try:

@@ -36,7 +36,7 @@ def _sources(images) -> Iterable:
         return list(images)  # [B, C, H, W]
     if isinstance(images, np.ndarray) and images.ndim == 4:
         return list(images)  # [B, H, W, C]
-    if isinstance(images, (str, Path, np.ndarray, torch.Tensor, Image.Image)):
+    if isinstance(images, (str, Path, bytes, bytearray, np.ndarray, torch.Tensor, Image.Image)):
         return [images]
     return images
 

@@ -1,0 +1,105 @@
+"""A bounded queue in front of one model: requests wait in it, one thread runs the model.
+
+Why a queue and one thread: a forward pass already uses every core (torch's intra-op threads),
+so running two at once only makes both slower, and an unbounded backlog turns overload into
+ever-growing memory and timeouts. Here at most ``max_queue`` requests wait; the next one is
+refused at once (:class:`QueueFull`, which the server answers with 503 and ``Retry-After``).
+
+The thread takes up to ``max_batch`` waiting requests at a time and hands them to
+:func:`yolos.inference.predictor.predict`, which only batches images of the same resized size
+(no padding), so a request's detections do not depend on what it was batched with.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..inference.predictor import predict
+
+
+class QueueFull(RuntimeError):
+    """The queue holds ``max_queue`` requests already."""
+
+
+@dataclass
+class _Job:
+    image: Image.Image
+    threshold: float
+    top_k: int | None
+    future: Future
+
+
+class Batcher:
+    """``submit(image, threshold, top_k) -> Future[Detections]``; ``close()`` stops the thread."""
+
+    def __init__(self, model, max_queue: int = 64, max_batch: int = 8):
+        if max_queue < 1 or max_batch < 1:
+            raise ValueError("max_queue and max_batch must be >= 1")
+        self.model = model
+        self.max_batch = max_batch
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._running = 0  # requests taken off the queue and not finished yet
+        self._lock = threading.Lock()
+        self.images_done = 0
+        self._thread = threading.Thread(target=self._work, name="yolos-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting or running."""
+        with self._lock:
+            return self._jobs.qsize() + self._running
+
+    def submit(self, image: Image.Image, threshold: float = 0.5, top_k: int | None = None) -> Future:
+        future: Future = Future()
+        try:
+            self._jobs.put_nowait(_Job(image, threshold, top_k, future))
+        except queue.Full:
+            raise QueueFull(f"the queue is full ({self._jobs.maxsize} requests waiting)") from None
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=30)
+
+    def _take(self) -> list[_Job] | None:
+        first = self._jobs.get()
+        if first is None:
+            return None
+        jobs = [first]
+        while len(jobs) < self.max_batch:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # close() while busy: finish these, then stop
+                self._jobs.put(None)
+                break
+            jobs.append(job)
+        with self._lock:
+            self._running = len(jobs)
+        return jobs
+
+    def _work(self) -> None:
+        while (jobs := self._take()) is not None:
+            try:
+                # One pass at the lowest threshold asked for; each request is then cut to its own.
+                found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
+                                threshold=min(j.threshold for j in jobs))
+                for job, det in zip(jobs, found):
+                    job.future.set_result(det.select(job.threshold, job.top_k))
+                self.images_done += len(jobs)
+            except Exception as err:  # noqa: BLE001 - handed to every waiting request
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+            finally:
+                with self._lock:
+                    self._running = 0
+
+
+__all__ = ["Batcher", "QueueFull"]
