@@ -36,9 +36,23 @@ def add_parser(sub) -> None:
                    help="resize short side (default: the model's eval size)")
     p.add_argument("--long-side", type=opt.image_side, default=None,
                    help="resize long-side cap (default: the model's eval size)")
-    p.add_argument("--no-images", action="store_true", help="write predictions.json only")
+    p.add_argument("--no-images", "--no-save-images", dest="no_images", action="store_true",
+                   help="write predictions.json only, no annotated images (faster)")
+    p.add_argument("--list", default=None, metavar="FILE",
+                   help="read image paths from FILE, one per line (added to SOURCE; '#' lines skipped)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the job in --out: skip images it already predicted (same SOURCE/--list)")
     opt.add_max_pixels(p)
     p.set_defaults(func=run)
+
+
+def read_list(path: str) -> list[str]:
+    """The image paths listed in ``path``, one per line; blank lines and ``#`` comments skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--list: cannot read {path} ({err})") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def _glob_root(pattern: str) -> Path:
@@ -110,6 +124,10 @@ def check_outputs(out: Path, files: list[tuple[Path, Path]], names: list[str], w
 
 
 def run(args) -> int:
+    """Predict, sharded over the processes of ``torchrun`` when there are several: process r takes
+    images r, r + N, r + 2N, ... of the input list, streams its records to its own part
+    (:mod:`yolos.inference.records`), and process 0 merges them into predictions.json."""
+    from .. import distributed as D
     from ..run_dir import run_dir
 
     opt.check_device(args)
@@ -119,62 +137,75 @@ def run(args) -> int:
 
         if not DEFAULT_MODEL.is_file():
             raise FileNotFoundError(f"the bundled model {DEFAULT_MODEL} is missing; pass --model")
-    with run_dir(args.out, run_files=("predictions.json",),
-                 say=lambda m: print(f"yolos predict: {m}", file=sys.stderr)) as out:
-        return _predict_into(args, out)
+    sources = args.sources + (read_list(args.list) if args.list else [])
+    di = D.init_distributed(args.device)
+    try:
+        if not di.is_main:  # process 0 claims the folder; the others write where it says
+            return _predict_into(args, Path(D.broadcast_object(None)), sources, di)
+        with run_dir(args.out, args.resume, run_files=("predictions.json", "records"),
+                     say=lambda m: print(f"yolos predict: {m}", file=sys.stderr)) as out:
+            D.broadcast_object(str(out))
+            return _predict_into(args, out, sources, di)
+    finally:
+        D.cleanup()
 
 
-def _predict_into(args, out: Path) -> int:
+def _predict_into(args, out: Path, sources: list[str], di) -> int:
     from tqdm import tqdm
 
+    from .. import distributed as D
     from ..checkpoint import from_pretrained
     from ..inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
     from ..inference.predictor import iter_predict
+    from ..inference.records import RecordWriter, merge, read_records
 
     model_name = args.model or DEFAULT_MODEL
-    sources = args.sources or [str(DEFAULT_IMAGE)]
-    pairs, failed = expand_sources(sources)
-    files = [f for f, _ in pairs]
+    pairs, failed = expand_sources(sources or [str(DEFAULT_IMAGE)])
+    files = [str(f) for f, _ in pairs]
     names = output_names(pairs) if pairs else []
     check_outputs(out, pairs, names, not args.no_images)  # before loading or writing anything
-    for source, reason in failed:
-        print(f"yolos predict: {source}: {reason}", file=sys.stderr)
-    model = from_pretrained(model_name, device=args.device)
-    records: dict[int, dict] = {}
-    errors = [{"file": s, "error": r} for s, r in failed]
+    done = {f for f, r in read_records(out).items() if "error" not in r} if args.resume else set()
+    mine = [i for i in range(di.rank, len(files), di.world_size) if files[i] not in done]
+    if di.is_main:
+        for source, reason in failed:
+            print(f"yolos predict: {source}: {reason}", file=sys.stderr)
+        if done:
+            print(f"yolos predict: --resume: {len(done)} of {len(files)} images already done", file=sys.stderr)
+    model = from_pretrained(model_name, device=str(di.device))
+    progress = tqdm(total=len(mine), desc="predict", unit="img", disable=None if di.is_main else True)
 
-    def on_error(index, source, err) -> None:
-        print(f"yolos predict: skipped {err}", file=sys.stderr)
-        errors.append({"file": str(source), "error": str(err)})
-        progress.update(1)
+    with RecordWriter(out, di.rank) as writer:
+        def on_error(index, source, err) -> None:
+            print(f"yolos predict: skipped {err}", file=sys.stderr)
+            writer.write({"file": files[mine[index]], "error": str(err)})
+            progress.update(1)
 
-    progress = tqdm(total=len(files), desc="predict", unit="img", disable=None)
-    for index, det in iter_predict(
-        model, files, threshold=args.threshold, batch_size=args.batch_size, top_k=args.top_k,
-        short_side=args.short_side, long_side=args.long_side, on_error=on_error,
-    ):
-        entries = det.to_dict()
-        for entry, label in zip(entries, det.labels.tolist()):
-            # COCO checkpoints predict category ids directly; other label sets are 0..K-1.
-            entry["category_id"] = label
-        h, w = det.image_size
-        record = {"file": str(files[index]), "width": w, "height": h, "detections": entries}
-        if not args.no_images:
-            target = out / names[index]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            det.save(target)
-            record["annotated"] = names[index]
-        records[index] = record
-        progress.update(1)
+        for index, det in iter_predict(
+            model, [files[i] for i in mine], threshold=args.threshold, batch_size=args.batch_size,
+            top_k=args.top_k, short_side=args.short_side, long_side=args.long_side, on_error=on_error,
+        ):
+            i = mine[index]
+            entries = det.to_dict()
+            for entry, label in zip(entries, det.labels.tolist()):
+                # COCO checkpoints predict category ids directly; other label sets are 0..K-1.
+                entry["category_id"] = label
+            h, w = det.image_size
+            record = {"file": files[i], "width": w, "height": h, "detections": entries}
+            if not args.no_images:  # the image first: a record always means its image is there
+                target = out / names[i]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                det.save(target)
+                record["annotated"] = names[i]
+            writer.write(record)
+            progress.update(1)
     progress.close()
-    report = {
-        "model": str(model_name),
-        "threshold": args.threshold,
-        "images": [records[i] for i in sorted(records)],
-        "failed": errors,
-    }
-    (out / "predictions.json").write_text(json.dumps(report, indent=1))
+    D.barrier()
+    if not di.is_main:
+        return 0
+    report = merge(out, files, {"model": str(model_name), "threshold": args.threshold},
+                   unreadable=[{"file": s, "error": r} for s, r in failed])
     n_det = sum(len(r["detections"]) for r in report["images"])
-    print(f"{len(records)} images, {n_det} detections -> {out}"
+    errors = report["failed"]
+    print(f"{len(report['images'])} images, {n_det} detections -> {out}"
           + (f" ({len(errors)} failed)" if errors else ""), file=sys.stderr)
     return 1 if errors else 0

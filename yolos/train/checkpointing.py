@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..files import atomic_path
 
 FORMAT = "yolos-train-state"
 
@@ -59,19 +60,9 @@ def set_rng_state(state: dict) -> None:
 
 # --------------------------------------------------------------------------- files
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically (temp file in the same directory + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``torch.save`` to ``path`` atomically (:func:`yolos.files.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_in_epoch: int,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import YolosError
-from .distributed import all_reduce_flag, all_reduce_mean
+from ..distributed import all_reduce_flag, all_reduce_mean
 
 LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
 

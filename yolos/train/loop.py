@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import distributed as D
 from ..errors import CheckpointError, DatasetError, YolosError
+from ..files import atomic_path
 from ..model import create_model, get_variant
-from . import distributed as D
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
 from .engine import NonFiniteLossError, train_one_epoch
@@ -315,18 +316,16 @@ def plot_metrics(records: list[dict], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    tmp = path.with_name(".metrics.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def save_model_atomic(model, path: Path) -> None:
     from ..checkpoint.native import save_native
 
-    tmp = path.with_name(f".{path.stem}.tmp.safetensors")
-    save_native(getattr(model, "module", model), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_native(getattr(model, "module", model), tmp)
 
 
 # --------------------------------------------------------------------------- evaluation

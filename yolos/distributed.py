@@ -32,7 +32,7 @@ class DistInfo:
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     """``None``/"auto" -> this rank's GPU when CUDA is available, else CPU. A device this torch
     build or machine lacks raises ValueError naming ``--device``."""
-    from ..validate import device as check_device
+    from .validate import device as check_device
 
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"

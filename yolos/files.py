@@ -1,0 +1,30 @@
+"""Writing files so that a crash or a kill never leaves a half-written one in place."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ""):
+    """``with atomic_path(p) as tmp: write(tmp)``: the block writes a temporary file in the same
+    folder (``suffix`` keeps an extension that writers read, e.g. ``.png``), which then replaces
+    ``path`` in one ``os.replace``; readers see the old file or the new one, never a part. On an
+    error the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:  # on disk before the rename, so a power cut keeps one of the two
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
