@@ -85,7 +85,7 @@ def test_scratch_init_position_code_is_a_gaussian_kernel(mid):
 
 
 def test_scratch_init_makes_det_tokens_attend_near_their_anchor():
-    from yolos.train.recipe import _grid_centres
+    from yolos.train.matcher import anchor_centres
 
     x, _ = _shapes_batch(8)
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def test_scratch_init_makes_det_tokens_attend_near_their_anchor():
     with torch.no_grad():
         attn = model(x, output_attentions=True)["attentions"].mean(1)  # last layer, mean of heads
     t, g = 20, 8
-    centres = _grid_centres(t).float()
+    centres = anchor_centres(t).float()
     cells = (torch.arange(g) + 0.5) / g
     cy, cx = torch.meshgrid(cells, cells, indexing="ij")
     dist = ((cx.flatten()[None] - centres[:, :1]) ** 2 + (cy.flatten()[None] - centres[:, 1:]) ** 2).sqrt()
@@ -105,7 +105,7 @@ def test_scratch_init_makes_det_tokens_attend_near_their_anchor():
 
 
 def test_box_anchors_put_each_token_on_its_cell_on_unseen_images():
-    from yolos.train.recipe import _grid_centres
+    from yolos.train.matcher import anchor_centres
 
     torch.manual_seed(0)
     model = create_model("micro", num_det_tokens=20)
@@ -115,7 +115,7 @@ def test_box_anchors_put_each_token_on_its_cell_on_unseen_images():
     model.eval()
     with torch.no_grad():
         boxes = model(_shapes_batch(16, seed=4)[0])["pred_boxes"]  # other images
-    centres = _grid_centres(20).float()
+    centres = anchor_centres(20).float()
     mean_centres = boxes[..., :2].mean(0)
     # every token stays nearest its own cell (cells are 0.2 x 0.25 apart), most of them closely
     assert torch.equal(torch.cdist(mean_centres, centres).argmin(1), torch.arange(20))
@@ -234,3 +234,20 @@ def test_warm_start_draws_only_the_first_images_then_everything():
     plain = SeededDataset(data, seed=0)
     plain.epoch = 0
     assert torch.equal(plain[5][0], data[5][0])
+
+
+def test_anchor_matching_gives_each_object_its_nearest_cell():
+    """With a large anchor cost the assignment follows the anchors (hand-computed), not the
+    predictions, which here are all the same box and would match at random."""
+    from yolos.train.matcher import HungarianMatcher, anchor_centres
+
+    assert anchor_centres(4).tolist() == [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]
+    outputs = {"logits": torch.zeros(1, 4, 4), "pred_boxes": torch.full((1, 4, 4), 0.5)}
+    targets = [{"labels": torch.tensor([0, 2, 1]),
+                "boxes": torch.tensor([[0.8, 0.7, 0.1, 0.1], [0.2, 0.3, 0.2, 0.2], [0.7, 0.2, 0.1, 0.1]])}]
+    rows, cols = HungarianMatcher(cost_anchor=50)(outputs, targets)[0]
+    assert dict(zip(cols.tolist(), rows.tolist())) == {0: 3, 1: 0, 2: 1}
+    plain = HungarianMatcher().cost_matrix(outputs, targets)
+    anchored = HungarianMatcher(cost_anchor=50).cost_matrix(outputs, targets)
+    expected = 50 * (anchor_centres(4)[:, None, :].float() - targets[0]["boxes"][None, :, :2]).abs().sum(-1)
+    torch.testing.assert_close(anchored - plain, expected[None])

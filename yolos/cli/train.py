@@ -71,6 +71,9 @@ def add_parser(sub) -> None:
     p.add_argument("--anchors", action=argparse.BooleanOptionalAction, default=None,
                    help="from scratch: each [DET] token starts at its own box on a grid over the "
                         "image (default: the recipe's)")
+    p.add_argument("--anchor-matching", type=opt.non_negative_float, default=None, metavar="WEIGHT",
+                   help="matcher cost on the distance from each [DET] token's anchor cell to an object's "
+                        "centre: 50 gives each object to its nearest token (default: the recipe's; 0 off)")
     p.add_argument("--max-train-images", type=opt.positive_int, default=None)
     p.add_argument("--max-val-images", type=opt.positive_int, default=None,
                    help="evaluate on the first N val images (with --max-train-images on a train-only "
@@ -95,7 +98,7 @@ def run(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, init=args.init, init_kind=args.init_kind,
         recipe=args.recipe, patch_size=args.patch_size, head_priors=args.head_priors,
-        scratch_init=args.scratch_init, anchors=args.anchors,
+        scratch_init=args.scratch_init, anchors=args.anchors, anchor_matching=args.anchor_matching,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, clip_max_norm=args.clip_max_norm,
         warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, bf16=args.bf16,

@@ -47,6 +47,7 @@ class TrainConfig:
     head_priors: bool | None = None  # start the heads at the data's priors (from scratch only)
     scratch_init: bool | None = None  # xavier, sin-cos positions, local attention (from scratch only)
     anchors: bool | None = None  # each [DET] token starts at its own box (from scratch only)
+    anchor_matching: float | None = None  # matcher cost on the distance to each token's anchor cell; 0 off
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (from scratch), e.g. tests
     max_train_images: int | None = None  # subset (debugging / overfitting)
     max_val_images: int | None = None  # first N val images (by id)

@@ -473,8 +473,8 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
     from .criterion import SetCriterion
     from .matcher import HungarianMatcher
 
-    criterion = SetCriterion(model.config.num_classes, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2),
-                             eos_coef=0.1).to(di.device)
+    matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=cfg.anchor_matching)
+    criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=0.1).to(di.device)
     optimizer = build_optimizer(net, lr=lr, weight_decay=cfg.weight_decay)
     schedule = LRSchedule(lr, cfg.epochs, cfg.min_lr, cfg.warmup_epochs, cfg.warmup_lr, cfg.warmup_steps)
 

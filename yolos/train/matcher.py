@@ -1,7 +1,11 @@
 """Hungarian matching between the T [DET] predictions and the ground-truth boxes of each image.
 
 Cost (ORIG / DETR / transformers ``HungarianMatcher``):
-``C = cost_bbox * L1(cxcywh) - cost_class * softmax(logits)[label] - cost_giou * GIoU(xyxy)``.
+``C = cost_bbox * L1(cxcywh) - cost_class * softmax(logits)[label] - cost_giou * GIoU(xyxy)``,
+plus, with ``cost_anchor > 0`` (ours, for training from scratch), ``cost_anchor * L1`` between
+the object's centre and the fixed anchor cell of each [DET] token (:func:`anchor_centres`): with
+a large weight each object goes to the token whose cell is nearest to it, whatever the tokens
+predict, so the assignment stops changing from step to step (see docs/training.md).
 
 Unlike the reference, which builds a ``(B*T) x sum(N_i)`` matrix and copies all of it to the
 host, the cost is built **block-diagonally** as ``[B, T, max N_i]`` (each image only against its
@@ -11,6 +15,8 @@ transfer per step. scipy's ``linear_sum_assignment`` then runs per image on its 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
@@ -19,6 +25,16 @@ from ..box_ops import box_area, cxcywh_to_xyxy
 
 # Replaces NaN/inf in the cost: larger than any real cost (|C| <= 5*4 + 1 + 2*2 with default weights).
 _BIG = 1e6
+
+
+def anchor_centres(t: int) -> torch.Tensor:
+    """``[t, 2]`` (cx, cy) cell centres of the most square grid with at least ``t`` cells, row
+    by row (the first ``t`` cells; the unused ones are at the bottom right): [DET] token ``i``'s
+    anchor, in normalized image coordinates."""
+    cols = math.ceil(math.sqrt(t))
+    rows = math.ceil(t / cols)
+    i = torch.arange(t, dtype=torch.float64)
+    return torch.stack([(i % cols + 0.5) / cols, (i // cols + 0.5) / rows], dim=1)
 
 
 def batched_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -33,11 +49,13 @@ def batched_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 class HungarianMatcher(nn.Module):
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
+    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
+                 cost_anchor: float = 0.0):
         super().__init__()
-        if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
+        if cost_class == 0 and cost_bbox == 0 and cost_giou == 0 and cost_anchor == 0:
             raise ValueError("all matcher costs are 0")
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+        self.cost_anchor = cost_anchor
 
     def cost_matrix(self, outputs: dict, targets: list[dict]) -> Tensor:
         """``[B, T, max N_i]`` fp32 cost, finite; columns beyond ``N_i`` are padding (cost 0)."""
@@ -60,6 +78,9 @@ class HungarianMatcher(nn.Module):
             cost_bbox = torch.cdist(pred, tgt_boxes, p=1)
             cost_giou = -batched_generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt_boxes))
             cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
+            if self.cost_anchor:
+                anchors = anchor_centres(T).to(device=device, dtype=torch.float32)
+                cost = cost + self.cost_anchor * torch.cdist(anchors.expand(B, T, 2), tgt_boxes[..., :2], p=1)
             return torch.nan_to_num(cost, nan=_BIG, posinf=_BIG, neginf=-_BIG)
 
     @torch.no_grad()

@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .matcher import anchor_centres
+
 # Values a recipe sets (TrainConfig field -> value). Fields that are None in TrainConfig mean
 # "the variant's value"; a recipe replaces those defaults, never an explicit user choice.
 RECIPES: dict[str, dict] = {
@@ -26,13 +28,14 @@ RECIPES: dict[str, dict] = {
         "head_priors": True,
         "bf16": True,
         "patch_size": 16,
+        "anchor_matching": 50.0,
     },
 }
 
 
 # What an option left unset (None) means when no recipe sets it.
 UNSET_DEFAULTS = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False,
-                  "anchors": False}
+                  "anchors": False, "anchor_matching": 0.0}
 
 
 def resolve_recipe(cfg):
@@ -113,7 +116,7 @@ def init_scratch_weights(model, pool_width: float = 1.5, attention_gain: float =
 
     gh, gw = c.grid_size
     t = c.num_det_tokens
-    centres = _grid_centres(t)
+    centres = anchor_centres(t)
     table = torch.cat([
         torch.zeros(1, d, dtype=torch.float64),  # [CLS]
         code(torch.arange(gh).repeat_interleave(gw), torch.arange(gw).repeat(gh)),  # grid, row-major
@@ -146,15 +149,6 @@ def init_scratch_weights(model, pool_width: float = 1.5, attention_gain: float =
             qkv[d + h * pos_ch: d + (h + 1) * pos_ch] = select
 
 
-def _grid_centres(t: int) -> torch.Tensor:
-    """``[t, 2]`` (cx, cy) cell centres of the most square grid with at least ``t`` cells, row
-    by row (the first ``t`` cells; the unused ones are at the bottom right)."""
-    cols = math.ceil(math.sqrt(t))
-    rows = math.ceil(t / cols)
-    i = torch.arange(t, dtype=torch.float64)
-    return torch.stack([(i % cols + 0.5) / cols, (i // cols + 0.5) / rows], dim=1)
-
-
 @torch.no_grad()
 def init_box_anchors(model, pixel_values: torch.Tensor, box_size: float = 0.2,
                      ridge: float = 1e-2) -> float:
@@ -183,7 +177,7 @@ def init_box_anchors(model, pixel_values: torch.Tensor, box_size: float = 0.2,
         model.train(was_training)
     h = inputs[0].double().mean(0)  # [T, D]
     t = h.shape[0]
-    centres = _grid_centres(t)
+    centres = anchor_centres(t)
     target = torch.cat([centres, torch.full((t, 2), float(box_size), dtype=torch.float64)], 1)
     logits = torch.logit(target.clamp(1e-4, 1 - 1e-4))  # [T, 4]
     hm, ym = h.mean(0), logits.mean(0)
