@@ -17,7 +17,6 @@ import json
 import time
 
 import numpy as np
-
 from common import SHARED_DATA, environment, table
 
 

@@ -13,7 +13,6 @@ import argparse
 import tempfile
 
 import torch
-
 from common import environment, model_pair, table, time_alternating
 
 CASES = {

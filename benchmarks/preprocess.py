@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-from PIL import Image
-
 from common import SHARED_DATA, environment, table
+from PIL import Image
 
 
 def load_images() -> list[Image.Image]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import environment, model_pair, table, time_alternating
 
 CASES = {

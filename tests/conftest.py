@@ -1,6 +1,13 @@
 """Shared fixtures: the real COCO data beside the checkout, read in place (never copied)."""
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,3 +61,48 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# --------------------------------------------------------------------------- a real yolos serve
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_get(url, headers=None, data=None, timeout=10):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One real ``yolos serve`` process on a free loopback port (small queue for the overload test)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "yolos.cli", "serve", "--port", str(port), "--max-queue", "2",
+                             "--max-batch", "1", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if serve_get(base + "/readyz", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read())
+            time.sleep(0.1)
+        else:
+            raise AssertionError("yolos serve never became ready")
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

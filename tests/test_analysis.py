@@ -13,7 +13,10 @@ from PIL import Image
 from yolos.analysis import det_tokens as dt
 from yolos.analysis.attention import det_attention_maps, upsample
 from yolos.analysis.plots import (
-    category_fractions, plot_attention, plot_box_centres, plot_category_counts,
+    category_fractions,
+    plot_attention,
+    plot_box_centres,
+    plot_category_counts,
 )
 from yolos.model import create_model
 

@@ -28,7 +28,7 @@ TRAIN = ["--model", "micro", "--batch-size", "2", "--workers", "0", "--train-siz
 @pytest.fixture(autouse=True)
 def _restore_pixel_limit():
     """``--max-pixels`` sets a process-wide limit; in-process CLI calls must not leak it."""
-    from yolos.inference import images
+    from yolos import images
 
     old = images.MAX_PIXELS
     yield
@@ -427,7 +427,7 @@ def test_api_predict_options(kwargs, name):
 
 
 def test_pixel_limit_in_the_api(tmp_path):
-    from yolos.inference import images
+    from yolos import images
 
     path = _bomb(tmp_path / "big.png", side=7000)  # 49 MP
     with pytest.raises(images.ImageError, match="megapixels"):

@@ -14,7 +14,7 @@ import torch
 
 import yolos
 from yolos.checkpoint import from_pretrained, load_native
-from yolos.checkpoint.coco_names import COCO_ID2LABEL
+from yolos.coco_names import COCO_ID2LABEL
 from yolos.errors import CheckpointError
 
 transformers = pytest.importorskip("transformers")

@@ -12,7 +12,6 @@ from yolos.cli import main
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_loop import make_shapes  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

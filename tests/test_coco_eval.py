@@ -11,9 +11,9 @@ import torch
 
 from yolos.data import CocoDetection
 from yolos.data.transforms import transforms_for_variant
+from yolos.errors import DatasetError
 from yolos.evaluation import coco_evaluate
 from yolos.evaluation.coco_eval import STAT_NAMES
-from yolos.errors import DatasetError
 
 TOL = 1e-12  # measured agreement is exact; see test below
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from yolos.errors import ImageError
-from yolos.inference.images import load_image
+from yolos.images import load_image
 
 
 def _rgb_array(h=24, w=40, seed=0):

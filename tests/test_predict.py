@@ -155,7 +155,7 @@ def test_detections_exports():
     coco = d.to_coco(image_id=42)
     assert coco[0] == {"image_id": 42, "category_id": 17, "bbox": [10.0, 20.0, 40.0, 60.0], "score": pytest.approx(0.9)}
     assert [c["category_id"] for c in d.to_coco(1, {17: 3, 63: 5})] == [3, 5]
-    assert [c["category_id"] for c in d.to_coco(1, lambda l: l + 1)] == [18, 64]
+    assert [c["category_id"] for c in d.to_coco(1, lambda label: label + 1)] == [18, 64]
     assert len(Detections.empty((10, 10))) == 0
 
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 from PIL import Image
 
-from conftest import shared_data
 from yolos.errors import ImageError
 from yolos.inference.preprocess import preprocess
 

@@ -13,8 +13,15 @@ from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_da
 from yolos.errors import DatasetError
 from yolos.model import create_model
 from yolos.train.config import TrainConfig
-from yolos.train.recipe import (RECIPES, dataset_priors, init_box_anchors, init_head_priors,
-                                init_scratch_weights, prepare_scratch_model, resolve_recipe)
+from yolos.train.recipe import (
+    RECIPES,
+    dataset_priors,
+    init_box_anchors,
+    init_head_priors,
+    init_scratch_weights,
+    prepare_scratch_model,
+    resolve_recipe,
+)
 
 
 def test_paper_recipe_keeps_the_original_defaults():

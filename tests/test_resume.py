@@ -99,11 +99,11 @@ def test_resume_without_state_names_the_file(tmp_path):
 
 
 def test_state_file_is_weights_only_and_atomic(tmp_path):
-    from yolos.train.checkpointing import atomic_torch_save, rng_state, set_rng_state
-
     import random
 
     import numpy as np
+
+    from yolos.train.checkpointing import atomic_torch_save, rng_state, set_rng_state
 
     state = rng_state()
     a = (random.random(), float(np.random.rand()), torch.rand(1).item())

@@ -9,15 +9,12 @@ import base64
 import io
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 
 import pytest
@@ -26,6 +23,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
+from conftest import serve_get  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from yolos import from_pretrained, predict  # noqa: E402
@@ -286,60 +284,16 @@ def test_batcher_bounded_queue_and_batched_equals_single(model):
         torch.testing.assert_close(got.scores, alone.scores, atol=1e-5, rtol=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url, headers=None, data=None, timeout=10):
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, err.read()
-
-
-@pytest.fixture(scope="module")
-def server():
-    """One real ``yolos serve`` process on a free loopback port (small queue for the overload test)."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "yolos.cli", "serve", "--port", str(port), "--max-queue", "2",
-                             "--max-batch", "1", "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if _get(base + "/readyz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read())
-            time.sleep(0.1)
-        else:
-            raise AssertionError("yolos serve never became ready")
-        yield base
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def test_real_server_process(server, model):
-    status, _, body = _get(server + "/predict?threshold=0.05", {"Content-Type": "image/jpeg"}, IMAGE)
+    status, _, body = serve_get(server + "/predict?threshold=0.05", {"Content-Type": "image/jpeg"}, IMAGE)
     assert status == 200
     got = json.loads(body)
     assert [d["box"] for d in got] == [d["box"] for d in reference(model, 0.05)]
-    assert _get(server + "/healthz")[0] == 200
+    assert serve_get(server + "/healthz")[0] == 200
     host = socket.gethostbyname(socket.gethostname())
     if host != "127.0.0.1":  # bound to loopback only: another address of this machine is refused
         with pytest.raises(OSError):
-            _get(f"http://{host}:{server.rsplit(':', 1)[1]}/healthz", timeout=2)
+            serve_get(f"http://{host}:{server.rsplit(':', 1)[1]}/healthz", timeout=2)
 
 
 def test_real_server_overload_gives_503_not_timeouts(server):
@@ -349,7 +303,7 @@ def test_real_server_overload_gives_503_not_timeouts(server):
     results = []
 
     def one():
-        results.append(_get(server + "/predict", {"Content-Type": "image/png"}, big.getvalue(), timeout=30))
+        results.append(serve_get(server + "/predict", {"Content-Type": "image/png"}, big.getvalue(), timeout=30))
 
     threads = [threading.Thread(target=one) for _ in range(32)]
     for t in threads:
@@ -360,7 +314,7 @@ def test_real_server_overload_gives_503_not_timeouts(server):
     assert len(results) == 32 and set(statuses) <= {200, 503}, statuses
     assert 503 in statuses and 200 in statuses
     assert all(h["Retry-After"] for s, h, _ in results if s == 503)
-    assert _get(server + "/readyz")[0] == 200  # still serving
+    assert serve_get(server + "/readyz")[0] == 200  # still serving
 
 
 def test_serve_refuses_bad_options():

@@ -1,9 +1,9 @@
 """train -> val -> predict through the real CLI, asserting that learning happens (slow).
 
-The regime is the one a 2-core CPU can show in minutes: a small fixed set of synthetic images
-trained for many epochs with ``--recipe scratch``, evaluated and predicted on those same images.
-At DETR's plateau AP50 is about 0.001 (every [DET] token predicts the same box); the test asks
-for far more. Generalization to unseen images needs a much longer run (docs/training.md).
+Two regimes: ``--recipe scratch`` on fresh synthetic images, evaluated on images from a seed
+never used in training (generalization: about 8 minutes on 2 cores), and a small fixed set
+trained for many epochs and evaluated on itself (memorisation, about 1.5 minutes). At DETR's
+plateau AP50 is about 0.001 (every [DET] token predicts the same box); both ask for far more.
 """
 from __future__ import annotations
 
@@ -15,6 +15,32 @@ from yolos.cli import main
 from yolos.data.synthetic import write_synthetic_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+def test_scratch_recipe_detects_on_unseen_images(tmp_path, capsys):
+    """About 1500 steps on fresh images (the bundled model's recipe, shortened): held-out AP50
+    far above the plateau's ~0.001 (measured 0.12 at this point of the bundled model's run)."""
+    write_synthetic_dataset(tmp_path / "val", num_images=100, image_size=128, min_objects=1, max_objects=8,
+                            seed=2024, min_size=12, max_size=64)
+    (tmp_path / "data.yaml").write_text(
+        "train:\n  synthetic: {num_images: 9600, image_size: 128, max_objects: 8, min_size: 12, max_size: 64, seed: 3}\n"
+        "val: {images: val/images, annotations: val/annotations.json}\n")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data.yaml"), "--recipe", "scratch", "--num-det-tokens", "36",
+                 "--epochs", "5", "--no-augment", "--train-sizes", "128", "--eval-size", "128",
+                 "--eval-max-size", "128", "--eval-every", "5", "--workers", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    ev = tmp_path / "ev"
+    assert main(["val", "--model", str(out / "last.safetensors"), "--data", str(tmp_path / "data.yaml"),
+                 "--out", str(ev), "--no-progress"]) == 0
+    stats = json.loads((ev / "stats.json").read_text())
+    assert stats["AP50"] > 0.05, stats
+    pred = tmp_path / "pred"
+    assert main(["predict", str(tmp_path / "val" / "images"), "--model", str(out / "last.safetensors"),
+                 "--threshold", "0.3", "--out", str(pred), "--no-images"]) == 0
+    found = json.loads((pred / "predictions.json").read_text())["images"]
+    assert len(found) == 100 and sum(len(r["detections"]) for r in found) > 50
 
 
 def test_train_val_predict_rises_far_above_the_plateau(tmp_path, capsys):

@@ -9,8 +9,6 @@ from yolos.train.config import TrainConfig
 from yolos.train.engine import NonFiniteLossError
 from yolos.train.loop import ResumableSampler, SeededDataset, fit
 
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

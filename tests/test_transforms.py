@@ -9,8 +9,16 @@ import torch
 from PIL import Image
 
 from yolos.data.transforms import (
-    IMAGENET_MEAN, IMAGENET_STD, RandomSizeCrop, ToTensorNormalize, crop, crop_branch_for_scales,
-    hflip, make_transforms, resize, transforms_for_variant,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomSizeCrop,
+    ToTensorNormalize,
+    crop,
+    crop_branch_for_scales,
+    hflip,
+    make_transforms,
+    resize,
+    transforms_for_variant,
 )
 
 

@@ -19,8 +19,8 @@ _LAZY = {
     "from_pretrained": ("yolos.checkpoint", "from_pretrained"),
     "preprocess": ("yolos.inference.preprocess", "preprocess"),
     "postprocess": ("yolos.inference.postprocess", "postprocess"),
-    "load_image": ("yolos.inference.images", "load_image"),
-    "set_max_pixels": ("yolos.inference.images", "set_max_pixels"),
+    "load_image": ("yolos.images", "load_image"),
+    "set_max_pixels": ("yolos.images", "set_max_pixels"),
     "Detections": ("yolos.inference.detections", "Detections"),
     "predict": ("yolos.inference.predictor", "predict"),
 }

@@ -117,3 +117,20 @@ def device(value, name: str = "device"):
     elif dev.type not in ("cpu", "mps", "xpu"):
         raise ValueError(f"{name}: unsupported device type {dev.type!r} (use cpu or cuda)")
     return dev
+
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def dtype(value, name: str = "dtype"):
+    """An inference compute dtype: ``None`` (the model's own), or float32 / bfloat16 / float16
+    given as a name (``"bf16"``, ``"bfloat16"``, ...) or a ``torch.dtype``."""
+    import torch
+
+    if value is None or isinstance(value, torch.dtype) and value in (torch.float32, torch.bfloat16, torch.float16):
+        return value
+    key = str(value).lower().removeprefix("torch.")
+    if key not in DTYPES:
+        raise ValueError(f"{name}: expected one of float32, bfloat16, float16 (or fp32, bf16, fp16), got {value!r}")
+    return getattr(torch, DTYPES[key])

@@ -164,7 +164,7 @@ def dataset_flops(
     """FLOPs averaged over images of original sizes ``sizes`` (batch 1, each resized with the
     shared resize rule: short side ``short_side``, long side capped at ``long_side``, floored to
     a multiple of 16), as the paper averages over COCO val images."""
-    from ..inference.resize import resize_shape
+    from ..resize import resize_shape
 
     counts = [detector_flops(config, resize_shape(h, w, short_side, long_side)) for h, w in sizes]
     k = len(counts)

@@ -21,7 +21,12 @@ from .hf import config_from_hf, hf_to_ours
 from .native import CONFIG_KEY, config_from_metadata, load_native
 from .original import is_original_state_dict, model_from_original_state_dict
 from .safe_io import (
-    empty_model, load_pickle, load_safetensors, load_strict, read_safetensors_metadata, sniff_format,
+    empty_model,
+    load_pickle,
+    load_safetensors,
+    load_strict,
+    read_safetensors_metadata,
+    sniff_format,
     unwrap_state_dict,
 )
 
@@ -175,7 +180,10 @@ def download_from_hub(repo_id: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
-            EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
         )
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         raise CheckpointError(

@@ -12,10 +12,10 @@ import re
 
 from torch import Tensor
 
+from ..coco_names import coco_class_names
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..model import VARIANTS, YOLOS, infer_variant_name
-from .coco_names import coco_class_names
 from .safe_io import empty_model, load_strict, read_state_dict
 
 # ORIG VisionTransformer keeps timm's ImageNet classifier and DeiT's distillation parts as

@@ -34,13 +34,11 @@ def add_parser(sub) -> None:
 
 
 def _sizes(config, short, long):
-    from ..model.variants import get_variant, infer_variant_name
+    """The paper's evaluation size (:func:`yolos.model.eval_sizes`) unless given."""
+    from ..model.variants import eval_sizes
 
-    name = infer_variant_name(config)
-    v = get_variant(name) if name else None
-    short = short or (v.eval_short_side if v else 800)
-    long = long or (v.eval_long_side_orig if v else 1333)
-    return short, long
+    default_short, default_long = eval_sizes(config, "paper")
+    return short or default_short, long or default_long
 
 
 def run(args) -> int:
@@ -53,7 +51,7 @@ def run(args) -> int:
     from ..checkpoint import from_pretrained
     from ..data.coco import CocoDetection
     from ..data.dataset_config import resolve_dataset
-    from ..inference.images import load_image
+    from ..images import load_image
     from ..inference.preprocess import preprocess
 
     model = from_pretrained(args.model, device=args.device).eval()

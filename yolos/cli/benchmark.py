@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--threads", type=opt.positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--warmup", type=opt.non_negative_int, default=3, help="untimed passes first")
+    opt.add_dtype(p)
     p.set_defaults(func=run)
 
 
@@ -45,10 +46,11 @@ def run(args) -> int:
     import torch
 
     from ..errors import DatasetError
-    from ..inference.defaults import eval_sizes
-    from ..inference.images import load_image
+    from ..images import load_image
     from ..inference.postprocess import postprocess
+    from ..inference.predictor import autocast_for
     from ..inference.preprocess import preprocess
+    from ..model.variants import eval_sizes
     from .export import default_size, load_model_arg
 
     opt.check_device(args)
@@ -57,6 +59,8 @@ def run(args) -> int:
     device = torch.device(args.device)
     model, name = load_model_arg(args.model)
     model = model.to(device).eval()
+    compute = autocast_for(model, args.dtype)
+    dtype_name = str(args.dtype or "float32").removeprefix("torch.")
     where = f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
                            else f", {torch.get_num_threads()} threads")
 
@@ -79,7 +83,8 @@ def run(args) -> int:
                 x = batch["pixel_values"].to(device)
                 _sync(device)
                 t1 = time.perf_counter()
-                out = model(x)
+                with compute():
+                    out = model(x)
                 _sync(device)
                 t2 = time.perf_counter()
                 postprocess(out, target_sizes=batch["original_sizes"], threshold=0.5)
@@ -96,7 +101,8 @@ def run(args) -> int:
             for i in range(args.warmup + args.images):
                 _sync(device)
                 t0 = time.perf_counter()
-                model(x)
+                with compute():
+                    model(x)
                 _sync(device)
                 if i >= args.warmup:
                     model_times.append(time.perf_counter() - t0)
@@ -104,7 +110,7 @@ def run(args) -> int:
             what = f"random input {size[0]}x{size[1]}, {args.images} passes"
 
     mean_model = statistics.mean(model_times)
-    print(f"yolos benchmark: {name} on {where}, fp32, batch 1, {what}")
+    print(f"yolos benchmark: {name} on {where}, {dtype_name}, batch 1, {what}")
     mean_h = statistics.mean(s[0] for s in shapes)
     mean_w = statistics.mean(s[1] for s in shapes)
     print(f"  mean input {mean_h:.0f}x{mean_w:.0f}")

@@ -51,7 +51,7 @@ def load_model_arg(name):
 
 def default_size(model) -> tuple[int, int]:
     """The evaluation canvas: short side x capped long side, rounded up to the patch size."""
-    from ..inference.defaults import eval_sizes
+    from ..model.variants import eval_sizes
 
     short, long = eval_sizes(model.config)
     p = model.config.patch_size

@@ -18,11 +18,11 @@ def add_parser(sub) -> None:
 
 
 def _config(name: str):
-    from ..model.variants import get_variant
+    from ..model.variants import eval_sizes, get_variant
 
     try:
         v = get_variant(name)
-        return v.config, v.eval_short_side, v.config.variant
+        return v.config, eval_sizes(name)[0], v.config.variant
     except KeyError:
         from pathlib import Path
 
@@ -34,8 +34,7 @@ def _config(name: str):
         from ..model.variants import infer_variant_name
 
         variant = infer_variant_name(model.config)
-        short = get_variant(variant).eval_short_side if variant else 800
-        return model.config, short, variant
+        return model.config, eval_sizes(model.config)[0], variant
 
 
 def _row(label, f, paper=None) -> str:
@@ -73,7 +72,7 @@ def run(args) -> int:
         f = fl.dataset_flops(config, sizes, short, args.long_side)
         label = f"{args.model} @{short} ({len(sizes)} img)"
     else:
-        from ..inference.resize import resize_shape
+        from ..resize import resize_shape
 
         size = resize_shape(480, 640, short, args.long_side)  # a typical 4:3 COCO image
         f = fl.detector_flops(config, size)

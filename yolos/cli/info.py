@@ -18,8 +18,7 @@ def add_parser(sub) -> None:
 
 
 def describe_model(model) -> dict:
-    from ..inference.defaults import eval_sizes
-    from ..model.variants import infer_variant_name
+    from ..model.variants import eval_sizes, infer_variant_name
 
     c = model.config
     short, long = eval_sizes(c)

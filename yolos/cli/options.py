@@ -25,6 +25,13 @@ positive_float = _typed(validate.positive_float)
 non_negative_float = _typed(validate.non_negative_float)
 image_side = _typed(validate.image_side)
 port = _typed(validate.port)
+dtype = _typed(validate.dtype)
+
+
+def add_dtype(p) -> None:
+    p.add_argument("--dtype", type=dtype, default=None, metavar="{fp32,bf16}",
+                   help="compute dtype: fp32 (default) or bf16 (autocast; several times faster on CPUs "
+                        "with AMX / AVX-512-BF16, detections equal to fp32's on almost every image)")
 
 
 def add_max_pixels(p) -> None:
@@ -34,7 +41,7 @@ def add_max_pixels(p) -> None:
 
 def apply_max_pixels(args) -> None:
     if getattr(args, "max_pixels", None) is not None:
-        from ..inference.images import set_max_pixels
+        from ..images import set_max_pixels
 
         set_max_pixels(args.max_pixels)
 

@@ -3,7 +3,6 @@ one ``predictions.json``."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import sys
 from pathlib import Path
@@ -42,6 +41,7 @@ def add_parser(sub) -> None:
                    help="read image paths from FILE, one per line (added to SOURCE; '#' lines skipped)")
     p.add_argument("--resume", action="store_true",
                    help="continue the job in --out: skip images it already predicted (same SOURCE/--list)")
+    opt.add_dtype(p)
     opt.add_max_pixels(p)
     p.set_defaults(func=run)
 
@@ -183,6 +183,7 @@ def _predict_into(args, out: Path, sources: list[str], di) -> int:
         for index, det in iter_predict(
             model, [files[i] for i in mine], threshold=args.threshold, batch_size=args.batch_size,
             top_k=args.top_k, short_side=args.short_side, long_side=args.long_side, on_error=on_error,
+            dtype=args.dtype,
         ):
             i = mine[index]
             entries = det.to_dict()

@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    opt.add_dtype(p)
     opt.add_max_pixels(p)
     p.set_defaults(func=run)
 
@@ -52,6 +53,7 @@ def run(args) -> int:
     opt.apply_max_pixels(args)
     api_key = args.api_key if args.api_key is not None else os.environ.get("YOLOS_API_KEY") or None
     settings = ServeSettings(model=args.model, device=args.device, api_key=api_key,
+                             dtype=None if args.dtype is None else str(args.dtype).removeprefix("torch."),
                              max_image_mb=args.max_image_mb, max_queue=args.max_queue,
                              max_batch=args.max_batch, cors_origins=tuple(args.cors_origin))
     os.environ[SETTINGS_ENV] = json.dumps(
@@ -76,7 +78,7 @@ def app_from_env():
     if threads:
         torch.set_num_threads(threads)
     if max_pixels is not None:
-        from ..inference.images import set_max_pixels
+        from ..images import set_max_pixels
 
         set_max_pixels(max_pixels)
     values["cors_origins"] = tuple(values["cors_origins"])

@@ -33,14 +33,15 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True, help="dataset YAML or COCO folder")
     p.add_argument("--epochs", type=opt.positive_int, default=10)
     p.add_argument("--out", default="runs/train", help="run directory (logs, checkpoints)")
-    p.add_argument("--batch-size", type=opt.positive_int, default=None, help="per process (default: the variant's recipe)")
+    p.add_argument("--batch-size", type=opt.positive_int, default=None,
+                   help="per process (default: the variant's recipe)")
     p.add_argument("--lr", type=opt.positive_float, default=None, help="default: the variant's recipe")
     p.add_argument("--min-lr", type=opt.non_negative_float, default=1e-7)
     p.add_argument("--weight-decay", type=opt.non_negative_float, default=1e-4)
     p.add_argument("--clip-max-norm", type=opt.non_negative_float, default=0.1, help="0: no clipping")
     p.add_argument("--warmup-epochs", type=opt.non_negative_int, default=0)
-    p.add_argument("--warmup-steps", type=opt.non_negative_int, default=None, help="linear warmup over N optimizer steps "
-                   "(default: the recipe's; paper 0)")
+    p.add_argument("--warmup-steps", type=opt.non_negative_int, default=None,
+                   help="linear warmup over N optimizer steps (default: the recipe's; paper 0)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (loss and matching stay fp32; default: the recipe's, paper off)")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute blocks in backward (saves memory)")
@@ -49,7 +50,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--workers", type=opt.non_negative_int, default=2)
     p.add_argument("--seed", type=opt.non_negative_int, default=42)
-    p.add_argument("--save-every-steps", type=opt.non_negative_int, default=0, help="also write the training state every N steps")
+    p.add_argument("--save-every-steps", type=opt.non_negative_int, default=0,
+                   help="also write the training state every N steps")
     p.add_argument("--log-every-steps", type=opt.non_negative_int, default=0)
     p.add_argument("--eval-every", type=opt.non_negative_int, default=1, help="epochs between evaluations (0: never)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
@@ -60,8 +62,8 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-max-size", type=opt.image_side, default=None)
     p.add_argument("--no-augment", action="store_true", help="no flips/crops; resize to the largest train size")
     p.add_argument("--num-det-tokens", type=opt.positive_int, default=None, help="from scratch only")
-    p.add_argument("--patch-size", type=opt.positive_int, default=None, help="from scratch only (default: the recipe's, "
-                   "else the variant's)")
+    p.add_argument("--patch-size", type=opt.positive_int, default=None,
+                   help="from scratch only (default: the recipe's, else the variant's)")
     p.add_argument("--head-priors", action=argparse.BooleanOptionalAction, default=None,
                    help="from scratch: start the class and box heads at the training data's priors "
                         "(default: the recipe's)")

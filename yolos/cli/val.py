@@ -22,31 +22,25 @@ def add_parser(sub) -> None:
                    help="checkpoint: our .safetensors, a transformers dir / hub id, an original .pth")
     p.add_argument("--data", required=True, help="dataset YAML or COCO folder (its val split is used)")
     p.add_argument("--batch-size", type=opt.positive_int, default=1)
-    p.add_argument("--eval-size", type=opt.image_side, default=None, help="short side (default: the variant's eval size)")
+    p.add_argument("--eval-size", type=opt.image_side, default=None,
+                   help="short side (default: the paper's evaluation size of the variant)")
     p.add_argument("--eval-max-size", type=opt.image_side, default=None)
     opt.add_max_pixels(p)
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="directory for results.json (COCO result format) and stats.json")
     p.add_argument("--no-progress", action="store_true")
+    opt.add_dtype(p)
     p.set_defaults(func=run)
 
 
 def _eval_transforms(model, args):
-    from ..model import get_variant, infer_variant_name
-    from ..train.config import TrainConfig
-    from ..train.loop import _transforms
+    """Resize to the paper's evaluation size (:func:`yolos.model.eval_sizes`) unless given."""
+    from ..data import transforms as T
+    from ..model.variants import eval_sizes
 
-    name = model.config.variant or infer_variant_name(model.config)
-    try:
-        get_variant(name or "")
-    except KeyError:
-        name = None
-    if name is None:  # unknown shape: evaluate at the size its position embeddings were built for
-        name = "micro"
-        args.eval_size = args.eval_size or min(model.config.image_size)
-        args.eval_max_size = args.eval_max_size or max(model.config.image_size)
-    cfg = TrainConfig(eval_size=args.eval_size, eval_max_size=args.eval_max_size)
-    return _transforms(cfg, name, "val")
+    short, long = eval_sizes(model.config, "paper")
+    size = args.eval_size or short
+    return T.make_transforms("val", eval_size=(size, args.eval_max_size or max(long, size)))
 
 
 def build_val_dataset(model, data: str, transforms):
@@ -73,9 +67,9 @@ def build_val_dataset(model, data: str, transforms):
 
 
 def run(args) -> int:
+    from .. import distributed as D
     from ..checkpoint import from_pretrained
-    from ..train import distributed as D
-    from ..train.loop import run_evaluation
+    from ..evaluation.evaluate import evaluate
 
     if args.out:
         validate.output_folder(args.out)
@@ -84,8 +78,8 @@ def run(args) -> int:
     try:
         model = from_pretrained(args.model).to(di.device).eval()
         dataset = build_val_dataset(model, args.data, _eval_transforms(model, args))
-        stats, results = run_evaluation(model, dataset, batch_size=args.batch_size, device=di.device,
-                                        progress=not args.no_progress, dist_info=di)
+        stats, results = evaluate(model, dataset, batch_size=args.batch_size, device=di.device,
+                                  progress=not args.no_progress, dtype=args.dtype)
         if di.is_main:
             print(f"{args.model} on {len(dataset)} images:")
             for k in STAT_KEYS:

@@ -5,7 +5,6 @@ from .dataset_config import DatasetConfig, resolve_dataset
 from .transforms import make_transforms, transforms_for_variant
 
 
-
 def __getattr__(name: str):
     # Lazy, so that ``python -m yolos.data.synthetic`` does not import the module twice
     # (runpy warns when a package import already loaded the module it is asked to run).

@@ -28,7 +28,7 @@ from .transforms import ToTensorNormalize
 
 
 def _coco_id2label() -> dict[int, str]:
-    from ..checkpoint.coco_names import COCO_ID2LABEL
+    from ..coco_names import COCO_ID2LABEL
 
     return {i: n for i, n in COCO_ID2LABEL.items() if n != "N/A"}
 
@@ -222,8 +222,8 @@ class CocoDetection(torch.utils.data.Dataset):
     # ----------------------------------------------------------------- loading
     def load_image(self, image_id: int) -> Image.Image:
         """The image as RGB; a missing, undecodable, too small (below one 16x16 patch) or too
-        large (above :data:`yolos.inference.images.MAX_PIXELS`) file raises DatasetError."""
-        from ..inference import images as im_rules
+        large (above :data:`yolos.images.MAX_PIXELS`) file raises DatasetError."""
+        from .. import images as im_rules
 
         path = self.image_path(image_id)
         try:

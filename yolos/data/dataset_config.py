@@ -60,7 +60,7 @@ class DatasetConfig:
     # ------------------------------------------------------------------ builders
     @classmethod
     def from_paths(cls, train_images, train_annotations, val_images=None, val_annotations=None,
-                   names=None) -> "DatasetConfig":
+                   names=None) -> DatasetConfig:
         if (val_images is None) != (val_annotations is None):
             raise DatasetError("give both val images and val annotations, or neither")
         cfg = cls(train_images, train_annotations,
@@ -70,7 +70,7 @@ class DatasetConfig:
         return cfg
 
     @classmethod
-    def from_yaml(cls, path) -> "DatasetConfig":
+    def from_yaml(cls, path) -> DatasetConfig:
         import yaml
 
         path = Path(path)
@@ -123,7 +123,7 @@ class DatasetConfig:
         return cls(train[0], train[1], val[0], val[1], names, source=str(path))
 
     @classmethod
-    def from_folder(cls, folder) -> "DatasetConfig":
+    def from_folder(cls, folder) -> DatasetConfig:
         folder = Path(folder)
         splits = _find_splits(folder)
         if not splits:

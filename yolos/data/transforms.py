@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..box_ops import xyxy_to_cxcywh
-from ..inference.resize import resize_shape
+from ..resize import resize_shape
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -245,13 +245,13 @@ def crop_branch_for_scales(scales) -> tuple[tuple[int, ...], tuple[int, int]]:
 
 def transforms_for_variant(name: str, split: str, rng=None) -> Compose:
     """The ORIG recipe of a variant (``yolos.model.get_variant``): its training scales and
-    max size, its ORIG evaluation size (Ti 512/853, S/B 800/1333, micro 128/128)."""
-    from ..model.variants import get_variant
+    max size, its evaluation size under the paper's protocol (Ti 512/853, S/B 800/1333, micro 128/128)."""
+    from ..model.variants import eval_sizes, get_variant
 
     v = get_variant(name)
     crop_resize, crop_size = crop_branch_for_scales(v.train_scales)
     return make_transforms(
         split, scales=v.train_scales, max_size=v.train_max_size,
-        eval_size=(v.eval_short_side, v.eval_long_side_orig),
+        eval_size=eval_sizes(name, "paper"),
         crop_resize=crop_resize, crop_size=crop_size, rng=rng,
     )

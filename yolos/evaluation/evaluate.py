@@ -7,13 +7,17 @@ added and the scores equal batch-size-1 scores (YOLOS has no pixel mask; spec se
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
+from .. import distributed as D
 from ..box_ops import xyxy_to_xywh
 from ..errors import YolosError
 from ..inference.postprocess import postprocess
-from .coco_eval import coco_evaluate
+from ..inference.predictor import autocast_for
+from .coco_eval import coco_evaluate, gather_results
 
 
 def _postprocess(outputs: dict, target_sizes: Tensor) -> list[dict]:
@@ -38,8 +42,10 @@ def _batches(dataset, batch_size: int):
 
 @torch.no_grad()
 def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
-                         progress: bool = True) -> list[dict]:
-    """COCO result dicts (xywh boxes in original pixels, category ids) for every image."""
+                         progress: bool = True, dtype=None) -> list[dict]:
+    """COCO result dicts (xywh boxes in original pixels, category ids) for every image;
+    ``dtype``: the compute dtype (:func:`yolos.inference.predictor.autocast_for`)."""
+    compute = autocast_for(model, dtype)
     model_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if model_classes is not None and model_classes != dataset.num_classes:
         raise YolosError(f"the model predicts {model_classes} classes but the dataset "
@@ -57,7 +63,8 @@ def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
     try:
         for batch in _batches(dataset, max(1, batch_size)):
             pixel_values = torch.stack([im for im, _ in batch]).to(device)
-            outputs = model(pixel_values)
+            with compute():
+                outputs = model(pixel_values)
             sizes = torch.stack([t["orig_size"] for _, t in batch]).to(device)
             for (_, target), det in zip(batch, _postprocess(outputs, sizes)):
                 boxes = xyxy_to_xywh(det["boxes"].float()).cpu().tolist()
@@ -80,12 +87,24 @@ def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
 
 
 def evaluate(model, dataset, batch_size: int = 1, device="cpu", progress: bool = True,
-             print_summary: bool = False) -> tuple[dict, list[dict]]:
+             print_summary: bool = False, dtype=None) -> tuple[dict, list[dict]]:
     """``(stats, results)``: COCO AP/AR (see :data:`yolos.evaluation.coco_eval.STAT_NAMES`)
-    of ``model`` on ``dataset`` (a :class:`yolos.data.coco.CocoDetection` built with eval
-    transforms), evaluated on the dataset's images only, and the raw COCO results."""
-    results = predict_coco_results(model, dataset, batch_size=batch_size, device=device,
-                                   progress=progress)
+    of ``model`` (a DDP wrapper is unwrapped) on ``dataset`` (a
+    :class:`yolos.data.coco.CocoDetection` built with eval transforms), evaluated on the
+    dataset's images only, and the raw COCO results.
+
+    Under torchrun (a process group initialized) each process predicts a strided shard of the
+    images and the results are gathered before scoring, so every process gets the same stats
+    (the progress bar shows on process 0 only)."""
+    model = getattr(model, "module", model)
+    shard, rank = dataset, 0
+    if D.is_dist():
+        rank, world = D.dist.get_rank(), D.dist.get_world_size()
+        shard = copy.copy(dataset)
+        shard.ids = dataset.ids[rank::world]
+    results = predict_coco_results(model, shard, batch_size=batch_size, device=device,
+                                   progress=progress and rank == 0, dtype=dtype)
+    results = gather_results(results)
     stats = coco_evaluate(dataset.annotation_file, results, image_ids=dataset.ids,
                           print_summary=print_summary)
     return stats, results

@@ -2,13 +2,14 @@
 
     from yolos.inference import predict, preprocess, postprocess, Detections, load_image
 """
-from .defaults import DEFAULT_IMAGE, DEFAULT_MODEL, eval_sizes
+from ..images import load_image
+from ..model.variants import eval_sizes
+from ..resize import resize_shape
+from .defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 from .detections import Detections
-from .images import load_image
 from .postprocess import postprocess
 from .predictor import iter_predict, predict
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from .resize import resize_shape
 
 __all__ = [
     "load_image", "preprocess", "postprocess", "predict", "iter_predict", "Detections",

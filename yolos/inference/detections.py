@@ -106,7 +106,7 @@ class Detections:
         Each class has its own colour; tags are filled boxes with black or white text chosen
         for contrast, so they stay readable on any background.
         """
-        from .images import load_image  # deferred: only plotting needs the loader
+        from ..images import load_image  # deferred: only plotting needs the loader
 
         if image is None:
             image = self.image if self.image is not None else self.path
@@ -129,14 +129,14 @@ class Detections:
             color = class_color(int(self.labels[i]))
             draw.rectangle((x0, y0, x1, y1), outline=color, width=lw)
             text = self.label_names[i] + (f" {float(self.scores[i]):.2f}" if show_scores else "")
-            l, t, r, b = draw.textbbox((0, 0), text, font=font)
-            tw, th = r - l, b - t
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            tw, th = right - left, bottom - top
             pad = max(1, lw // 2 + 1)
             # Tag above the box, or inside its top edge when the box touches the image top.
             ty = y0 - th - 2 * pad if y0 - th - 2 * pad >= 0 else y0
             tx = min(max(x0, 0), max(canvas.size[0] - tw - 2 * pad, 0))
             draw.rectangle((tx, ty, tx + tw + 2 * pad, ty + th + 2 * pad), fill=color)
-            draw.text((tx + pad - l, ty + pad - t), text, fill=_text_color(color), font=font)
+            draw.text((tx + pad - left, ty + pad - top), text, fill=_text_color(color), font=font)
         return canvas
 
     def save(self, path, **plot_kwargs) -> Path:
@@ -149,7 +149,7 @@ class Detections:
             image.save(path)
         return path
 
-    def select(self, threshold: float | None = None, top_k: int | None = None) -> "Detections":
+    def select(self, threshold: float | None = None, top_k: int | None = None) -> Detections:
         """The detections that :func:`yolos.predict` would have returned with this ``threshold``
         and ``top_k``: scores strictly above ``threshold`` in their order, then, when more than
         ``top_k`` remain, the ``top_k`` best sorted by score (as ``postprocess`` does)."""
@@ -163,12 +163,12 @@ class Detections:
             [self.label_names[i] for i in keep.tolist()], self.image_size, self.image, self.path,
         )
 
-    def cpu(self) -> "Detections":
+    def cpu(self) -> Detections:
         return Detections(
             self.boxes.cpu(), self.scores.cpu(), self.labels.cpu(), self.label_names,
             self.image_size, self.image, self.path,
         )
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int], **kwargs) -> "Detections":
+    def empty(cls, image_size: tuple[int, int], **kwargs) -> Detections:
         return cls(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), [], image_size, **kwargs)

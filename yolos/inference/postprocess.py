@@ -46,11 +46,11 @@ def postprocess(
         h, w = sizes.unbind(1)
         boxes = boxes * torch.stack([w, h, w, h], dim=1)[:, None, :]
     results = []
-    for s, l, b in zip(scores, labels, boxes):
+    for s, c, b in zip(scores, labels, boxes):
         keep = s > threshold
-        s, l, b = s[keep], l[keep], b[keep]
+        s, c, b = s[keep], c[keep], b[keep]
         if top_k is not None and len(s) > top_k:
             order = s.argsort(descending=True)[:top_k]
-            s, l, b = s[order], l[order], b[order]
-        results.append({"scores": s, "labels": l, "boxes": b})
+            s, c, b = s[order], c[order], b[order]
+        results.append({"scores": s, "labels": c, "boxes": b})
     return results

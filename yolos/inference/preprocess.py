@@ -5,8 +5,8 @@ capped at ``long_side``, both floored to a multiple of 16) -> PIL bilinear resiz
 ``x / 255`` -> ImageNet ``(x - mean) / std`` -> zero padding at the bottom/right up to the batch's
 largest height and width. transformers does the rescale in float64 and normalizes in a second
 numpy pass; here each channel goes uint8 -> float32 once, straight into its slot of the
-preallocated batch (numpy, shared with the returned tensor), with ``1 / (255 std)`` and ``-mean / std`` folded into one multiply-add
-(differences are float32 rounding, ~1e-7).
+preallocated batch (numpy, shared with the returned tensor), with ``1 / (255 std)`` and
+``-mean / std`` folded into one multiply-add (differences are float32 rounding, ~1e-7).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from ..errors import ImageError
-from .images import describe, load_image
-from .resize import resize_shape
+from ..images import describe, load_image
+from ..resize import resize_shape
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

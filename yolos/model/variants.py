@@ -97,3 +97,32 @@ def infer_variant_name(config: ModelConfig) -> str | None:
                                   config.patch_size):
             return name
     return None
+
+
+# How a model's evaluation input is sized. "transformers": the hub preprocessor configs, which
+# cap the long side at 1333 for every released variant (Ti 512/1333, S/B 800/1333); what the
+# transformers pipeline feeds the model, so predict, serve, export, info, flops and benchmark use
+# it. "paper": the original repository's evaluation (Ti 512/853, S/B 800/1333), under which the
+# paper's AP was measured, so val, analyze and the evaluation during training use it.
+EVAL_PROTOCOLS = ("transformers", "paper")
+
+
+def eval_sizes(config: ModelConfig | str, protocol: str = "transformers") -> tuple[int, int]:
+    """``(short_side, long_side)`` a model is evaluated at under ``protocol``; the one place
+    that decides it. ``config``: a ModelConfig (its variant by name, else by shape) or a
+    variant name. Project-only variants (``micro``) have one size, 128/128, under both. A shape
+    of no variant gets transformers' default 800/1333, or under "paper" the size its position
+    embeddings were built for."""
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"protocol: expected one of {', '.join(EVAL_PROTOCOLS)}, got {protocol!r}")
+    if isinstance(config, str):
+        name = config
+    else:
+        name = config.variant if config.variant and config.variant.lower() in {**VARIANTS, **ALIASES} \
+            else infer_variant_name(config)
+    if name is None:
+        return (min(config.image_size), max(config.image_size)) if protocol == "paper" else (800, 1333)
+    v = get_variant(name)
+    if protocol == "paper" or v.hub_id is None:
+        return v.eval_short_side, v.eval_long_side_orig
+    return v.eval_short_side, 1333

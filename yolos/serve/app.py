@@ -44,6 +44,7 @@ class ServeSettings:
 
     model: str | None = None
     device: str | None = None
+    dtype: str | None = None  # compute dtype (yolos.validate.dtype): None/float32 or bfloat16
     api_key: str | None = None
     max_image_mb: float = 20.0
     max_queue: int = 64
@@ -134,7 +135,8 @@ class Service:
 
                 self.model = from_pretrained(self.settings.model or DEFAULT_MODEL, device=self.settings.device)
             self.model.eval()
-            batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch)
+            batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch,
+                              dtype=self.settings.dtype)
             warm = Image.new("RGB", (64, 64), (128, 128, 128))
             batcher.submit(warm, 1.0).result()  # one forward pass before /readyz says yes
             batcher.images_done = 0
@@ -146,14 +148,15 @@ class Service:
 
     def info(self) -> dict:
         cfg = self.model.config
-        from ..inference.defaults import eval_sizes
+        from ..model.variants import eval_sizes
 
         short, long = eval_sizes(cfg)
         return {"variant": cfg.variant, "num_classes": cfg.num_classes,
                 "classes": {str(i): cfg.label_name(i) for i in range(cfg.num_classes)},
                 "input_size": {"short_side": short, "long_side": long},
                 "num_det_tokens": cfg.num_det_tokens, "max_image_mb": self.settings.max_image_mb,
-                "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch}
+                "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch,
+                "dtype": str(self.settings.dtype or "float32")}
 
 
 def _parameters(query, body_params: dict) -> tuple[float, int | None]:
@@ -312,7 +315,7 @@ def create_app(settings: ServeSettings | None = None, model=None) -> FastAPI:
 
 
 def _decode_upload(data: bytes):
-    from ..inference.images import load_image
+    from ..images import load_image
 
     return load_image(data)
 

@@ -36,11 +36,12 @@ class _Job:
 class Batcher:
     """``submit(image, threshold, top_k) -> Future[Detections]``; ``close()`` stops the thread."""
 
-    def __init__(self, model, max_queue: int = 64, max_batch: int = 8):
+    def __init__(self, model, max_queue: int = 64, max_batch: int = 8, dtype=None):
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be >= 1")
         self.model = model
         self.max_batch = max_batch
+        self.dtype = dtype
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._running = 0  # requests taken off the queue and not finished yet
         self._lock = threading.Lock()
@@ -89,7 +90,7 @@ class Batcher:
             try:
                 # One pass at the lowest threshold asked for; each request is then cut to its own.
                 found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
-                                threshold=min(j.threshold for j in jobs))
+                                threshold=min(j.threshold for j in jobs), dtype=self.dtype)
                 for job, det in zip(jobs, found):
                     job.future.set_result(det.select(job.threshold, job.top_k))
                 self.images_done += len(jobs)

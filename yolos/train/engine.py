@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..errors import YolosError
 from ..distributed import all_reduce_flag, all_reduce_mean
+from ..errors import YolosError
 
 LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
 

@@ -14,11 +14,9 @@ resumed run (which skips the batches already done) sees exactly the data of an u
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -31,8 +29,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed as D
 from ..errors import CheckpointError, DatasetError, YolosError
+from ..evaluation.evaluate import evaluate
 from ..files import atomic_path
-from ..model import create_model, get_variant
+from ..model import create_model, eval_sizes, get_variant
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
 from .engine import NonFiniteLossError, train_one_epoch
@@ -147,8 +146,9 @@ def _transforms(cfg: TrainConfig, variant_name: str, split: str):
         crop_resize, crop_size = T.crop_branch_for_scales(scales)
         return T.make_transforms("train", scales=scales, max_size=max_size,
                                  crop_resize=crop_resize, crop_size=crop_size)
-    size = cfg.eval_size or v.eval_short_side
-    max_size = cfg.eval_max_size or max(v.eval_long_side_orig, size)
+    short, long = eval_sizes(variant_name, "paper")
+    size = cfg.eval_size or short
+    max_size = cfg.eval_max_size or max(long, size)
     return T.make_transforms("val", eval_size=(size, max_size))
 
 
@@ -238,7 +238,8 @@ def build_model(cfg: TrainConfig, state: dict | None, log):
             log(f"keeping the checkpoint's class head ({model.config.num_classes} classes)")
         else:
             model.reset_heads(train.num_classes, dict(train.class_names))
-            log(f"new class head for {train.num_classes} classes (checkpoint had {len(model.config.class_names or {}) or '?'} names)")
+            had = len(model.config.class_names or {}) or "?"
+            log(f"new class head for {train.num_classes} classes (checkpoint had {had} names)")
     else:
         dc, train, val = build_datasets(cfg, variant)
         overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names)}
@@ -329,24 +330,6 @@ def save_model_atomic(model, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- evaluation
-def run_evaluation(model, dataset, *, batch_size: int, device, progress: bool, dist_info):
-    """COCO stats on ``dataset``; with several ranks each predicts a strided shard of the images
-    and the results are gathered before scoring (every rank gets the same stats)."""
-    from ..evaluation.coco_eval import coco_evaluate, gather_results
-    from ..evaluation.evaluate import predict_coco_results
-
-    net = getattr(model, "module", model)
-    shard = dataset
-    if dist_info.distributed:
-        shard = copy.copy(dataset)
-        shard.ids = dataset.ids[dist_info.rank::dist_info.world_size]
-    results = predict_coco_results(net, shard, batch_size=batch_size, device=device,
-                                   progress=progress and dist_info.is_main)
-    results = gather_results(results)
-    stats = coco_evaluate(dataset.annotation_file, results, image_ids=dataset.ids)
-    return stats, results
-
-
 # --------------------------------------------------------------------------- interrupts
 class TrainingInterrupted(YolosError):
     """Ctrl-C stopped the run after saving its state; the message says how to continue."""
@@ -527,7 +510,7 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
             sampler.set_epoch(epoch, start_step if epoch == start_epoch else 0)
             steps_per_epoch = sampler.batches_per_epoch()
 
-            def on_step(step: int, gstep: int, values: dict, epoch=epoch) -> None:
+            def on_step(step: int, gstep: int, values: dict, epoch=epoch, steps_per_epoch=steps_per_epoch) -> None:
                 if cfg.log_every_steps and gstep % cfg.log_every_steps == 0:
                     runlog.write({"type": "step", "epoch": epoch, "step": step, "global_step": gstep,
                                   **{k: round(v, 6) for k, v in values.items()}})
@@ -550,13 +533,13 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
                 raise
             except NonFiniteLossError as err:
                 kept = out / STATE_FILE
-                where = f"the last good checkpoint is kept at {kept}" if kept.exists() else "no checkpoint was written yet"
+                where = (f"the last good checkpoint is kept at {kept}" if kept.exists()
+                         else "no checkpoint was written yet")
                 raise NonFiniteLossError(f"{err}; training stopped, {where}") from None
             val_stats = None
             is_last = epoch + 1 == cfg.epochs
             if val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
-                val_stats, _ = run_evaluation(net, val_ds, batch_size=1, device=di.device,
-                                           progress=cfg.progress, dist_info=di)
+                val_stats, _ = evaluate(net, val_ds, batch_size=1, device=di.device, progress=cfg.progress)
                 last_stats = val_stats
             record = {"type": "epoch", "epoch": epoch, "global_step": global_step,
                       "train": {k: round(v, 6) for k, v in train_stats.items()},

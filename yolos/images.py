@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
-from ..validate import non_negative_int
+from .errors import ImageError
+from .validate import non_negative_int
 
 MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
 DEFAULT_MAX_PIXELS = 40_000_000

@@ -1,7 +1,7 @@
 """The resize rule shared by inference, training augmentation and FLOPs averaging.
 
 Shortest side to ``short_side`` with the longest side capped at ``long_side`` (aspect kept),
-then both sides floored to a multiple of 16 (spec section 4).
+then both sides floored to a multiple of 16 (what transformers and hustvl/YOLOS both do).
 """
 from __future__ import annotations
 

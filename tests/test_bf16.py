@@ -1,0 +1,73 @@
+"""The bf16 inference mode: close to fp32 on random weights, the same detections on the bundled
+model, the same AP, and the option on every command that has it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from yolos import create_model, from_pretrained
+from yolos.cli import main
+from yolos.data.coco import CocoDetection
+from yolos.data.synthetic import write_synthetic_dataset
+from yolos.data.transforms import make_transforms
+from yolos.evaluation.evaluate import evaluate
+from yolos.inference.defaults import DEFAULT_MODEL
+from yolos.inference.predictor import autocast_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bf16")
+    write_synthetic_dataset(root, 100, 128, 1, 8, seed=77_001, min_size=12, max_size=64)
+    return root
+
+
+def test_random_weights_outputs_close_to_fp32():
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=20).eval()
+    x = torch.randn(2, 3, 128, 192)
+    with torch.inference_mode():
+        ref = model(x)
+        with autocast_for(model, "bf16")():
+            low = model(x)
+    assert low["logits"].dtype == torch.float32 or low["logits"].dtype == torch.bfloat16
+    d_logits = (low["logits"].float() - ref["logits"]).abs().max().item()
+    d_boxes = (low["pred_boxes"].float() - ref["pred_boxes"]).abs().max().item()
+    assert 0 < d_logits < 0.05 and d_boxes < 0.01, (d_logits, d_boxes)  # > 0: bf16 really ran
+
+
+def test_bundled_model_same_detections_and_ap(held_out):
+    model = from_pretrained(DEFAULT_MODEL)
+    files = sorted((held_out / "images").iterdir())
+    fp32 = model.predict(files)
+    bf16 = model.predict(files, dtype="bfloat16")
+    same = 0
+    for a, b in zip(fp32, bf16):
+        if a.label_names == b.label_names and (len(a) == 0 or (a.boxes - b.boxes).abs().max() <= 2.0):
+            same += 1
+    assert sum(len(d) for d in fp32) > 100, "the bundled model finds too little for this to mean anything"
+    assert same >= 0.99 * len(files), f"{same} of {len(files)} images with identical detections"
+    data = CocoDetection(held_out / "images", held_out / "annotations.json", transforms=make_transforms(
+        "val", eval_size=(128, 128)))
+    ap32 = evaluate(model, data, batch_size=16, progress=False)[0]["AP"]
+    ap16 = evaluate(model, data, batch_size=16, progress=False, dtype="bf16")[0]["AP"]
+    assert abs(ap32 - ap16) <= 0.005, (ap32, ap16)
+
+
+def test_cli_dtype_option(tmp_path, held_out, capsys):
+    image = sorted((held_out / "images").iterdir())[0]
+    assert main(["predict", str(image), "--dtype", "bf16", "--out", str(tmp_path / "p"), "--no-images"]) == 0
+    assert json.loads((tmp_path / "p" / "predictions.json").read_text())["images"]
+    assert main(["benchmark", "--images", "2", "--warmup", "1", "--dtype", "bf16"]) == 0
+    assert "bfloat16" in capsys.readouterr().out
+    for command in (["predict"], ["val", "--data", str(held_out)], ["benchmark"], ["serve"]):
+        with pytest.raises(SystemExit) as err:
+            main(command + ["--dtype", "int8"])
+        assert err.value.code == 2
+        assert "--dtype" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dtype"):
+        from_pretrained(DEFAULT_MODEL).predict(image, dtype="int4")
