@@ -83,6 +83,36 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_features() -> dict:
+    """What the CPU offers for matrix products, from /proc/cpuinfo: vector extensions and clock."""
+    flags, mhz = set(), float("nan")
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and mhz != mhz:
+                mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return {"avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags, "mhz": mhz}
+
+
+def peak_flops(dtype: str, threads: int) -> float:
+    """Nominal peak multiply-add rate x 2 (FLOP/s) of ``threads`` cores at the reported clock:
+    fp32 with two AVX-512 FMA units 64 FLOP/cycle (AVX2: 32); bf16 with AMX 1024 FLOP/cycle
+    (a 16x32 by 32x16 tile product every 16 cycles), with AVX-512-BF16 only 128. Estimates for
+    the share-of-peak column, not measurements."""
+    f = cpu_features()
+    if dtype == "bfloat16" and f["amx_bf16"]:
+        per_cycle = 1024
+    elif dtype == "bfloat16" and f["avx512_bf16"]:
+        per_cycle = 128
+    else:
+        per_cycle = 64 if f["avx512"] else 32
+    return per_cycle * f["mhz"] * 1e6 * threads
+
+
 def environment() -> str:
     """One line naming the machine and library versions, printed at the top of each script."""
     import os
@@ -91,8 +121,11 @@ def environment() -> str:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    f = cpu_features()
+    isa = ", ".join(k.upper().replace("_", "-") for k in ("avx2", "avx512", "avx512_bf16", "amx_bf16") if f[k])
     return (
-        f"{time.strftime('%Y-%m-%d')} | {cpu_name()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')} | {cpu_name()} ({isa or 'no AVX2'}; {f['mhz']:.0f} MHz), "
+        f"{os.cpu_count()} cores, "
         f"torch threads {torch.get_num_threads()} | {device} | torch {torch.__version__}, "
         f"transformers {transformers.__version__} | load avg {load:.2f}"
     )

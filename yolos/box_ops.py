@@ -35,23 +35,22 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Pairwise IoU and union of ``xyxy`` boxes: ``[N, 4] x [M, 4] -> ([N, M], [N, M])``."""
-    area1, area2 = box_area(boxes1), box_area(boxes2)
-    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
-    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)  # [N, M]
-    union = area1[:, None] + area2[None, :] - inter
+    """Pairwise IoU and union of ``xyxy`` boxes: ``[..., N, 4] x [..., M, 4] -> ([..., N, M],
+    [..., N, M])``; leading dimensions broadcast (a batch of images at once)."""
+    a, b = boxes1[..., :, None, :], boxes2[..., None, :, :]
+    inter = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - inter
     return inter / union, union
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise generalized IoU (Rezatofighi et al. 2019) of ``xyxy`` boxes: ``[N, M]``.
+    """Pairwise generalized IoU (Rezatofighi et al. 2019) of ``xyxy`` boxes:
+    ``[..., N, 4] x [..., M, 4] -> [..., N, M]`` (the matcher's cost and the loss's term).
 
     Degenerate boxes (x1 < x0) are not rejected here: the matcher must survive whatever a
     diverging model predicts; ground truth is validated when the dataset is read.
     """
     iou, union = box_iou(boxes1, boxes2)
-    top_left = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    enclosing = (bottom_right - top_left).clamp(min=0).prod(-1)
+    a, b = boxes1[..., :, None, :], boxes2[..., None, :, :]
+    enclosing = (torch.max(a[..., 2:], b[..., 2:]) - torch.min(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
     return iou - (enclosing - union) / enclosing

@@ -58,6 +58,11 @@ def init_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world_size, local_rank, dev)
 
 
+def unwrap(model):
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return getattr(model, "module", model)
+
+
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 

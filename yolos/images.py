@@ -27,6 +27,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 from .validate import non_negative_int
 
+# The pixel statistics every YOLOS/DeiT checkpoint was trained with (RGB, on [0, 1] values).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# File suffixes read as images when a folder is searched (any file named explicitly is tried).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
 MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
 DEFAULT_MAX_PIXELS = 40_000_000
 

@@ -31,8 +31,7 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import DatasetError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from ..images import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ def image_sizes(folder: str | Path, max_images: int | None = None) -> list[tuple
     else:
         from PIL import Image
 
-        files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         out = []
         for f in files[:max_images]:
             try:

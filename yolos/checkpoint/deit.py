@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError
 from ..model import YOLOS, resample_pos_embed
-from .safe_io import read_state_dict, unwrap_state_dict
+from .safe_io import key_mismatch, read_state_dict, unwrap_state_dict
 
 _DROPPED = re.compile(r"^(head|head_dist|pre_logits|fc_norm)\.|^dist_token$")
 _BACKBONE = re.compile(r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)"
@@ -120,18 +120,12 @@ def load_imagenet_backbone(
 
     own = model.state_dict()
     backbone_keys = [k for k in own if _BACKBONE.match(k) and k != "pos_embed"]
-    missing = [k for k in backbone_keys if k not in keep]
-    unexpected = [k for k in keep if k not in own]
-    shapes = [f"{k}: {tuple(keep[k].shape)} vs {tuple(own[k].shape)}"
-              for k in backbone_keys if k in keep and keep[k].shape != own[k].shape]
-    if pos.shape[-1] != model.config.hidden_size:
-        shapes.append(f"pos_embed width {pos.shape[-1]} vs {model.config.hidden_size}")
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"{source} does not fit this YOLOS backbone (width {model.config.hidden_size}, "
-            f"depth {model.config.depth}): missing {missing[:6]}, unexpected {unexpected[:6]}, "
-            f"shape mismatches {shapes[:6]}"
-        )
+    width = [] if pos.shape[-1] == model.config.hidden_size else [
+        f"pos_embed width {pos.shape[-1]} vs {model.config.hidden_size}"]
+    problems = key_mismatch({k: own[k] for k in backbone_keys}, keep, width)
+    if problems:
+        raise CheckpointError(f"{source} does not fit this YOLOS backbone (width {model.config.hidden_size}, "
+                              f"depth {model.config.depth}): {problems}")
 
     generator = None
     if seed is not None:

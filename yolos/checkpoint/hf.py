@@ -14,22 +14,45 @@ from torch import Tensor
 
 from ..config import ModelConfig
 
-_HF_TO_OURS = [
-    (r"^vit\.embeddings\.cls_token$", "cls_token"),
-    (r"^vit\.embeddings\.detection_tokens$", "det_tokens"),
-    (r"^vit\.embeddings\.position_embeddings$", "pos_embed"),
-    (r"^vit\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    # Hub files say encoder.mid_position_embeddings; recent transformers renames it in memory.
-    (r"^vit\.encoder\.(interpolation\.)?mid_position_embeddings$", "mid_pos_embed"),
-    (r"^vit\.encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"^vit\.encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-    (r"^vit\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-    (r"^vit\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-    (r"^vit\.encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
-    (r"^vit\.layernorm\.", "norm."),
-    (r"^class_labels_classifier\.", "class_head."),
-    (r"^bbox_predictor\.", "box_head."),
+# One table for both directions: (transformers name, ours). An entry ending in "." renames a
+# prefix, any other a whole name; {i} is a block index.
+_RENAMES = [
+    ("vit.embeddings.cls_token", "cls_token"),
+    ("vit.embeddings.detection_tokens", "det_tokens"),
+    ("vit.embeddings.position_embeddings", "pos_embed"),
+    ("vit.embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+    ("vit.encoder.mid_position_embeddings", "mid_pos_embed"),
+    ("vit.encoder.layer.{i}.layernorm_before.", "blocks.{i}.norm1."),
+    ("vit.encoder.layer.{i}.layernorm_after.", "blocks.{i}.norm2."),
+    ("vit.encoder.layer.{i}.attention.output.dense.", "blocks.{i}.attn.proj."),
+    ("vit.encoder.layer.{i}.intermediate.dense.", "blocks.{i}.mlp.fc1."),
+    ("vit.encoder.layer.{i}.output.dense.", "blocks.{i}.mlp.fc2."),
+    ("vit.layernorm.", "norm."),
+    ("class_labels_classifier.", "class_head."),
+    ("bbox_predictor.", "box_head."),
 ]
+# Read only: hub files say encoder.mid_position_embeddings; recent transformers renames it in memory.
+_HF_ALIASES = [("vit.encoder.interpolation.mid_position_embeddings", "mid_pos_embed")]
+
+
+def _rule(source: str, target: str) -> tuple[re.Pattern, str]:
+    """A regex for names starting with (or equal to) ``source`` and its replacement ``target``."""
+    pattern = "^" + re.escape(source).replace(r"\{i\}", r"(\d+)") + ("" if source.endswith(".") else "$")
+    return re.compile(pattern), target.replace("{i}", r"\1")
+
+
+_HF_TO_OURS = [_rule(hf, ours) for hf, ours in _RENAMES + _HF_ALIASES]
+_OURS_TO_HF = [_rule(ours, hf) for hf, ours in _RENAMES]
+
+
+def _rename(key: str, rules) -> str | None:
+    for pattern, repl in rules:
+        new, n = pattern.subn(repl, key)
+        if n:
+            return new
+    return None
+
+
 _QKV = re.compile(r"^vit\.encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$")
 
 
@@ -46,13 +69,7 @@ def hf_to_ours(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
             layer, part, kind = m.groups()
             qkv.setdefault((layer, kind), {})[part] = value
             continue
-        for pattern, repl in _HF_TO_OURS:
-            new, n = re.subn(pattern, repl, key)
-            if n:
-                out[new] = value
-                break
-        else:
-            out[key] = value
+        out[_rename(key, _HF_TO_OURS) or key] = value
     for (layer, kind), parts in qkv.items():
         missing = {"query", "key", "value"} - set(parts)
         if missing:
@@ -65,41 +82,18 @@ def hf_to_ours(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def ours_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """Inverse of :func:`hf_to_ours`, with the mid embeddings under the hub-file name."""
-    simple = {
-        "cls_token": "vit.embeddings.cls_token",
-        "det_tokens": "vit.embeddings.detection_tokens",
-        "pos_embed": "vit.embeddings.position_embeddings",
-        "mid_pos_embed": "vit.encoder.mid_position_embeddings",
-    }
-    prefixes = [
-        (r"^patch_embed\.proj\.", "vit.embeddings.patch_embeddings.projection."),
-        (r"^blocks\.(\d+)\.norm1\.", r"vit.encoder.layer.\1.layernorm_before."),
-        (r"^blocks\.(\d+)\.norm2\.", r"vit.encoder.layer.\1.layernorm_after."),
-        (r"^blocks\.(\d+)\.attn\.proj\.", r"vit.encoder.layer.\1.attention.output.dense."),
-        (r"^blocks\.(\d+)\.mlp\.fc1\.", r"vit.encoder.layer.\1.intermediate.dense."),
-        (r"^blocks\.(\d+)\.mlp\.fc2\.", r"vit.encoder.layer.\1.output.dense."),
-        (r"^norm\.", "vit.layernorm."),
-        (r"^class_head\.", "class_labels_classifier."),
-        (r"^box_head\.", "bbox_predictor."),
-    ]
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
-        if key in simple:
-            out[simple[key]] = value
-            continue
         m = re.match(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", key)
         if m:
             layer, kind = m.groups()
             for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
                 out[f"vit.encoder.layer.{layer}.attention.attention.{part}.{kind}"] = chunk
             continue
-        for pattern, repl in prefixes:
-            new, n = re.subn(pattern, repl, key)
-            if n:
-                out[new] = value
-                break
-        else:
+        new = _rename(key, _OURS_TO_HF)
+        if new is None:
             raise KeyError(f"no transformers name for parameter {key!r}")
+        out[new] = value
     return out
 
 

@@ -156,22 +156,27 @@ def load_strict(model: torch.nn.Module, state_dict: dict[str, Tensor], source) -
         CheckpointError: naming ``source`` and listing missing keys, unexpected keys and shape
             mismatches (the first few of each, with counts), instead of torch's RuntimeError.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape
-    ]
+    problems = key_mismatch(model.state_dict(), state_dict)
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model; {problems}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def key_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor], more_shapes: list[str] = ()) -> str:
+    """How ``found`` differs from ``expected`` in keys and shapes, the first few of each kind
+    with counts (``"missing keys: a, b; unexpected keys: c; shape mismatches: ..."``); empty
+    when they agree. ``more_shapes``: further shape problems the caller found."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in found and found[k].shape != v.shape] + list(more_shapes)
     problems = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
                          ("shape mismatches", shapes)):
         if items:
             shown = ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
             problems.append(f"{label}: {shown}")
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model; " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
+    return "; ".join(problems)
 
 
 def empty_model(config):

@@ -1,9 +1,8 @@
 """``yolos benchmark``: inference speed of a model the paper's way (batch 1, first N images)."""
 from __future__ import annotations
 
+from ..images import IMAGE_EXTENSIONS
 from . import options as opt
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
 def add_parser(sub) -> None:

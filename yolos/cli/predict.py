@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..images import IMAGE_EXTENSIONS
 from . import options as opt
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 def add_parser(sub) -> None:

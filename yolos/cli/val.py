@@ -11,9 +11,6 @@ from pathlib import Path
 from .. import validate
 from . import options as opt
 
-STAT_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-             "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("val", help="COCO evaluation of a checkpoint",
@@ -82,7 +79,9 @@ def run(args) -> int:
                                   progress=not args.no_progress, dtype=args.dtype)
         if di.is_main:
             print(f"{args.model} on {len(dataset)} images:")
-            for k in STAT_KEYS:
+            from ..evaluation.coco_eval import STAT_NAMES
+
+            for k in STAT_NAMES:
                 if k in stats:
                     print(f"  {k:10s} {stats[k]:.4f}")
             if args.out:

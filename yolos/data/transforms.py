@@ -20,10 +20,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..box_ops import xyxy_to_cxcywh
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 from ..resize import resize_shape
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The crop branch of ORIG (sizes for 480..800 px training); smaller variants scale these.
 ORIG_CROP_RESIZE = (400, 500, 600)

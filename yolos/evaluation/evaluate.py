@@ -96,7 +96,7 @@ def evaluate(model, dataset, batch_size: int = 1, device="cpu", progress: bool =
     Under torchrun (a process group initialized) each process predicts a strided shard of the
     images and the results are gathered before scoring, so every process gets the same stats
     (the progress bar shows on process 0 only)."""
-    model = getattr(model, "module", model)
+    model = D.unwrap(model)
     shard, rank = dataset, 0
     if D.is_dist():
         rank, world = D.dist.get_rank(), D.dist.get_world_size()

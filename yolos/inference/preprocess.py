@@ -18,11 +18,8 @@ import torch
 from PIL import Image
 
 from ..errors import ImageError
-from ..images import describe, load_image
+from ..images import IMAGENET_MEAN, IMAGENET_STD, describe, load_image
 from ..resize import resize_shape
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # x * SCALE + SHIFT == (x / 255 - mean) / std, per channel.
 _SCALE = tuple(np.float32(1.0 / (255.0 * s)) for s in IMAGENET_STD)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..distributed import unwrap
 from ..errors import CheckpointError
 from ..files import atomic_path
 
@@ -68,7 +69,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_in_epoch: int,
                         global_step: int, best_ap: float, config: dict) -> None:
     """Write the training state (see module docstring); call on rank 0 only."""
-    net = getattr(model, "module", model)
+    net = unwrap(model)
     state = {
         "format": FORMAT,
         "version": 1,

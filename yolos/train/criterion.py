@@ -21,8 +21,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..box_ops import cxcywh_to_xyxy
-from .matcher import HungarianMatcher, batched_generalized_box_iou
+from ..box_ops import cxcywh_to_xyxy, generalized_box_iou
+from .matcher import HungarianMatcher
 
 
 def average_num_boxes(targets: list[dict], device) -> float:
@@ -93,7 +93,7 @@ class SetCriterion(nn.Module):
 
             src_boxes = pred_boxes[batch_idx, pred_idx].float()
             loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
-            giou = batched_generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None],
+            giou = generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None],
                                                cxcywh_to_xyxy(tgt_boxes)[:, None])
             loss_giou = (1 - giou.reshape(-1)).sum() / num_boxes
 

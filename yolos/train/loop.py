@@ -326,7 +326,7 @@ def save_model_atomic(model, path: Path) -> None:
     from ..checkpoint.native import save_native
 
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_native(getattr(model, "module", model), tmp)
+        save_native(D.unwrap(model), tmp)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -21,7 +21,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ..box_ops import box_area, cxcywh_to_xyxy
+from ..box_ops import cxcywh_to_xyxy, generalized_box_iou
 
 # Replaces NaN/inf in the cost: larger than any real cost (|C| <= 5*4 + 1 + 2*2 with default weights).
 _BIG = 1e6
@@ -35,17 +35,6 @@ def anchor_centres(t: int) -> torch.Tensor:
     rows = math.ceil(t / cols)
     i = torch.arange(t, dtype=torch.float64)
     return torch.stack([(i % cols + 0.5) / cols, (i // cols + 0.5) / rows], dim=1)
-
-
-def batched_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise GIoU per batch element of ``xyxy`` boxes: ``[B, N, 4] x [B, M, 4] -> [B, N, M]``."""
-    a = boxes1[:, :, None, :]
-    b = boxes2[:, None, :, :]
-    area1, area2 = box_area(boxes1)[:, :, None], box_area(boxes2)[:, None, :]
-    inter = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
-    union = area1 + area2 - inter
-    enclosing = (torch.max(a[..., 2:], b[..., 2:]) - torch.min(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
-    return inter / union - (enclosing - union) / enclosing
 
 
 class HungarianMatcher(nn.Module):
@@ -76,7 +65,7 @@ class HungarianMatcher(nn.Module):
                 tgt_boxes[i, n:] = torch.tensor([0.5, 0.5, 1.0, 1.0], device=device)
             cost_class = -prob.gather(2, tgt_labels[:, None, :].expand(B, T, n_max))
             cost_bbox = torch.cdist(pred, tgt_boxes, p=1)
-            cost_giou = -batched_generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt_boxes))
+            cost_giou = -generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt_boxes))
             cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
             if self.cost_anchor:
                 anchors = anchor_centres(T).to(device=device, dtype=torch.float32)

@@ -18,11 +18,9 @@ import math
 import torch
 from torch import nn
 
+from ..distributed import unwrap
+
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "det_tokens")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DistributedDataParallel
 
 
 def param_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
@@ -32,7 +30,7 @@ def param_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
     Not decayed: ``pos_embed``, ``cls_token``, ``det_tokens``, every 1-D tensor (norms, biases).
     """
     decay, no_decay = [], []
-    for name, p in _unwrap(model).named_parameters():
+    for name, p in unwrap(model).named_parameters():
         if not p.requires_grad:
             continue
         skip = p.ndim <= 1 or name.endswith(".bias") or name in NO_DECAY_NAMES

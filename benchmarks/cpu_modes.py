@@ -1,0 +1,108 @@
+"""Batch-1 CPU latency of every compute mode: yolos against transformers' fastest, with the share
+of the CPU's peak each reaches.
+
+Both models hold the same random weights of the real shapes (benchmarks/common.model_pair).
+Modes timed, alternating, medians:
+
+* yolos fp32; yolos bf16 (``dtype="bfloat16"``: autocast, what ``predict``/``--dtype bf16`` run);
+  yolos with its weights cast to bf16 once (``model.to(torch.bfloat16)``, a lever measured, not a
+  documented mode: LayerNorm and softmax then run in bf16 too);
+* transformers eager and SDPA attention, each in fp32 and under ``torch.autocast("cpu", bfloat16)``.
+
+Also printed: the largest logit and box difference of each bf16 mode from fp32 (random weights),
+and each mode's share of the nominal peak (``common.peak_flops``; FLOPs from
+``yolos.analysis.flops``, two per multiply-add).
+
+    python benchmarks/cpu_modes.py                      # ti 512x672 and s 800x1056
+    python benchmarks/cpu_modes.py --cases ti --repeats 7
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, model_pair, peak_flops, table, time_alternating  # noqa: E402
+
+from yolos.analysis.flops import detector_flops  # noqa: E402
+from yolos.inference.predictor import autocast_for  # noqa: E402
+
+CASES = {"ti": ("yolos-ti", 512, 672), "s": ("yolos-s", 800, 1056)}
+
+
+def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
+    variant, h, w = CASES[key]
+    ours, theirs = model_pair(variant, "sdpa")
+    ours_bf16_weights = model_pair(variant, "sdpa")[0].to(torch.bfloat16)
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1))
+    bf16 = autocast_for(ours, "bfloat16")
+
+    def hf(mode: str, low: bool):
+        def call():
+            theirs.set_attn_implementation(mode)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+                out = theirs(pixel_values=x)
+            return {"logits": out.logits, "pred_boxes": out.pred_boxes}
+        return call
+
+    def ours_in(ctx):
+        def call():
+            with ctx():
+                return ours(x)
+        return call
+
+    fns = {
+        "yolos fp32": ours_in(autocast_for(ours, None)),
+        "yolos bf16": ours_in(bf16),
+        "yolos bf16 weights": lambda: ours_bf16_weights(x.to(torch.bfloat16)),
+        "transformers eager fp32": hf("eager", False),
+        "transformers sdpa fp32": hf("sdpa", False),
+        "transformers eager bf16": hf("eager", True),
+        "transformers sdpa bf16": hf("sdpa", True),
+    }
+    with torch.inference_mode():
+        ref = fns["yolos fp32"]()
+        diffs = {}
+        for name, fn in fns.items():
+            out = fn()
+            diffs[name] = max((out["logits"].float() - ref["logits"]).abs().max().item(),
+                              (out["pred_boxes"].float() - ref["pred_boxes"]).abs().max().item())
+        times = time_alternating(fns, repeats=repeats, warmup=1)
+    flops = 2 * detector_flops(ours.config, (h, w)).total
+    best_ours = min((k for k in times if k.startswith("yolos") and k != "yolos bf16 weights"), key=times.get)
+    best_theirs = min((k for k in times if k.startswith("transformers")), key=times.get)
+    best_theirs_fp32 = min((k for k in times if k.startswith("transformers") and k.endswith("fp32")), key=times.get)
+    rows = []
+    for name, t in times.items():
+        peak = peak_flops("bfloat16" if "bf16" in name else "float32", threads)
+        note = []
+        if name == best_ours:
+            note.append(f"{times[best_theirs] / t:.2f}x transformers' fastest ({best_theirs})")
+        if name == "yolos fp32":
+            note.append(f"{times[best_theirs_fp32] / t:.2f}x transformers' fastest fp32")
+        rows.append([f"{variant} {h}x{w}", name, f"{t:.3f}", f"{flops / t / 1e9:.0f}", f"{100 * flops / t / peak:.1f}%",
+                     f"{diffs[name]:.1e}", "; ".join(note)])
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(environment(), flush=True)
+    rows = []
+    for key in args.cases:
+        rows += run_case(key, args.repeats, args.threads)
+        print("\n".join("  " + " | ".join(r) for r in rows[-7:]), flush=True)
+    print(table(rows, ["case", "mode", "s/img", "GFLOP/s", "of peak", "max |diff| vs yolos fp32", "speed-up"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
