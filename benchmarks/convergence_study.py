@@ -66,7 +66,7 @@ RUNS: dict[str, dict] = {
     "scratch, 40 [DET]": dict(SCRATCH, det_tokens=40),
     "scratch, no class prior": dict(SCRATCH, class_prior=False),
     "scratch, no box prior": dict(SCRATCH, box_prior=False),
-    "scratch, ORIG init, no anchors": dict(SCRATCH, scratch_init=False, anchors=False),
+    "scratch, hustvl/YOLOS init, no anchors": dict(SCRATCH, scratch_init=False, anchors=False),
     "scratch, no anchors": dict(SCRATCH, anchors=False),
     "scratch, patch 8": dict(SCRATCH, patch=8),
     "scratch, fixed 2000 images": dict(SCRATCH, fixed_images=2000),

@@ -1,4 +1,4 @@
-"""Backbone initialization from ImageNet DeiT/ViT checkpoints (spec section 7), on locally
+"""Backbone initialization from ImageNet DeiT/ViT checkpoints, on locally
 built timm/DeiT-style state dicts (same key names and layouts, random values)."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def deit_state_dict(width=192, depth=2, heads=3, grid=14, distilled=False, class
 
 
 def expected_grid_pe(pos, grid, dst):
-    """F.interpolate on the [1, D, g, g] grid, as ORIG finetune_det writes it."""
+    """F.interpolate on the [1, D, g, g] grid, as hustvl/YOLOS finetune_det writes it."""
     d = pos.shape[-1]
     patch = pos[:, -grid * grid:].transpose(1, 2).reshape(1, d, grid, grid)
     patch = F.interpolate(patch, size=dst, mode="bicubic", align_corners=False)
@@ -66,7 +66,7 @@ def test_deit_checkpoint_initializes_the_backbone(tmp_path, variant, width, head
     for key in sd:
         if key.startswith(("blocks.", "patch_embed.", "norm.")) or key == "cls_token":
             assert torch.equal(state[key], sd[key]), key
-    # cls slot: DeiT's cls position (plain) or its dist-token position (distilled; ORIG drops entry 0)
+    # cls slot: DeiT's cls position (plain) or its dist-token position (distilled; hustvl/YOLOS drops entry 0)
     assert torch.equal(state["pos_embed"][:, 0], sd["pos_embed"][:, 1 if distilled else 0])
     t = model.config.num_det_tokens
     gh, gw = model.config.grid_size

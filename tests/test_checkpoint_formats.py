@@ -46,7 +46,7 @@ def images():
 
 
 def hf_state_to_orig(state: dict) -> dict:
-    """transformers keys -> hustvl/YOLOS keys, written out from spec section 3 (the inverse of
+    """transformers keys -> hustvl/YOLOS keys, written out by hand (the inverse of
     convert_yolos_to_pytorch's renames; q/k/v rows stacked back into qkv)."""
     out = {}
     renames = [
@@ -186,8 +186,8 @@ def test_missing_paths_and_unknown_names():
     ([512, 864], True, 384, 6),  # S's 32x54 grid with mid embeddings
 ])
 def test_original_checkpoint_matches_transformers(tmp_path, images, image_size, mid, width, heads):
-    """An ORIG-format file made from a transformers model by the spec's key table loads with
-    every shape inferred, COCO names, ORIG's eps 1e-6, and gives transformers' outputs."""
+    """An hustvl/YOLOS-format file made from a transformers model by the spec's key table loads with
+    every shape inferred, COCO names, hustvl/YOLOS's eps 1e-6, and gives transformers' outputs."""
     cfg = transformers.YolosConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=heads,
                                    intermediate_size=2 * width, image_size=image_size,
                                    use_mid_position_embeddings=mid, num_labels=91)

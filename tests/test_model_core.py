@@ -46,7 +46,7 @@ def test_position_cache_invalidated_by_inplace_update():
 
 
 def test_parameter_counts_match_spec():
-    # spec section 2: Ti 6.49 M, S 30.68 M, S-dWr 27.56 M, B 127.80 M
+    # the paper's Table 1: Ti 6.49 M, S 30.68 M, S-dWr 27.56 M, B 127.80 M
     expected = {"yolos-ti": 6.49, "yolos-s": 30.68, "yolos-s-dwr": 27.56, "yolos-b": 127.80}
     for name, millions in expected.items():
         model = create_model(name)

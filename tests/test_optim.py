@@ -1,4 +1,4 @@
-"""Optimizer groups and lr schedule against values worked out by hand from spec section 5."""
+"""Optimizer groups and lr schedule against values worked out by hand from the original recipe."""
 import math
 
 import pytest
@@ -18,7 +18,7 @@ def test_param_groups_by_hand():
     model = _tiny(mid=True)
     decay, no_decay = param_groups(model, weight_decay=1e-4)
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
-    # Written out for a depth-2 model: ORIG's groups, with the head biases not decayed either.
+    # Written out for a depth-2 model: hustvl/YOLOS's groups, with the head biases not decayed either.
     expected_no_decay = {"cls_token", "det_tokens", "pos_embed", "patch_embed.proj.bias", "norm.weight", "norm.bias"}
     for i in range(2):
         expected_no_decay |= {f"blocks.{i}.{m}" for m in (
@@ -27,7 +27,7 @@ def test_param_groups_by_hand():
     expected_decay = {"mid_pos_embed", "patch_embed.proj.weight"}
     for i in range(2):
         expected_decay |= {f"blocks.{i}.{m}.weight" for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
-    for head in ("class_head", "box_head"):  # weights decayed, biases not (unlike ORIG's heads)
+    for head in ("class_head", "box_head"):  # weights decayed, biases not (unlike hustvl/YOLOS's heads)
         for k in range(3):
             expected_decay.add(f"{head}.layers.{k}.weight")
             expected_no_decay.add(f"{head}.layers.{k}.bias")

@@ -70,7 +70,7 @@ def test_batched_padding_matches_transformers(coco_val80):
 
 
 def test_orig_rule_and_inputs_in_memory():
-    # 640x360: hustvl/YOLOS Ti eval (512, max 853) gives 480x848 (spec section 4).
+    # 640x360: hustvl/YOLOS Ti eval (512, max 853) gives 480x848.
     arr = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
     out = preprocess([arr, Image.fromarray(arr)], short_side=512, long_side=853, rule="orig")
     assert out["resized_sizes"] == [(480, 848), (480, 848)]

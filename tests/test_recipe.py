@@ -137,7 +137,7 @@ def test_prepare_scratch_model_applies_what_is_asked():
     plain = create_model("micro", num_det_tokens=20)
     model = create_model("micro", num_det_tokens=20)
     model.load_state_dict(plain.state_dict())
-    assert prepare_scratch_model(model, data, scratch_init=False, anchors=False, head_priors=False) == "ORIG init"
+    assert prepare_scratch_model(model, data, scratch_init=False, anchors=False, head_priors=False) == "hustvl/YOLOS init"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
     text = prepare_scratch_model(model, data, scratch_init=True, anchors=True, head_priors=True)
     assert "scratch init" in text and "head priors" in text and "anchor boxes" in text

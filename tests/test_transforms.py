@@ -1,4 +1,4 @@
-"""ORIG augmentation: box arithmetic by hand, sizes, and boxes that still frame the pixels."""
+"""hustvl/YOLOS augmentation: box arithmetic by hand, sizes, and boxes that still frame the pixels."""
 from __future__ import annotations
 
 import random
@@ -81,7 +81,7 @@ def test_eval_sizes_per_variant():
     for name in ("yolos-s", "yolos-ti", "micro"):
         x, t = transforms_for_variant(name, "val")(image, target([[0, 0, 10, 10]]))
         sizes[name] = tuple(x.shape[-2:])
-    # spec section 4: COCO 000000039769 (640x480) -> 800x1056 (S/B), 512x672 (Ti)
+    # COCO 000000039769 (640x480) -> 800x1056 (S/B), 512x672 (Ti)
     assert sizes == {"yolos-s": (800, 1056), "yolos-ti": (512, 672), "micro": (96, 128)}
 
 

@@ -1,10 +1,10 @@
-"""Start detection training from an ImageNet DeiT / ViT checkpoint (spec section 7).
+"""Start detection training from an ImageNet DeiT / ViT checkpoint.
 
 Accepted: timm and facebookresearch/deit key names (``cls_token, pos_embed, patch_embed.proj,
 blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm``), distilled or not, as a
 bare state dict or wrapped as ``{"model": state_dict}``, in a ``.pth`` or ``.safetensors`` file.
 
-What ORIG's ``finetune_det`` does, and so do we:
+What hustvl/YOLOS's ``finetune_det`` does, and so do we:
   * distilled DeiT (``pos_embed`` = [cls, dist, grid]): the first entry is dropped, so DeiT's
     dist-token position embedding becomes the cls slot's (the cls *token* stays DeiT's);
   * the patch grid (14x14, 15x15, 24x24, ...) is bicubically resampled to the detection grid
@@ -113,7 +113,7 @@ def load_imagenet_backbone(
         distilled = pos.shape[1] == 2 + gh * gw
         if pos.shape[1] not in (1 + gh * gw, 2 + gh * gw):
             raise CheckpointError(f"{source}: pos_embed has {pos.shape[1]} tokens, not 1 or 2 + {gh}x{gw}")
-    if distilled:  # ORIG finetune_det: pos_embed[:, 1:] -> the dist position becomes cls's
+    if distilled:  # hustvl/YOLOS finetune_det: pos_embed[:, 1:] -> the dist position becomes cls's
         pos = pos[:, 1:]
     report.distilled = distilled
     report.src_grid, report.dst_grid = (gh, gw), model.config.grid_size
@@ -160,7 +160,7 @@ def _trunc_normal(shape, generator, std=0.02) -> Tensor:
 
 
 def _default_linear_init(layer: nn.Linear, generator) -> None:
-    # PyTorch's default Linear init (ORIG never re-initializes the DETR heads).
+    # PyTorch's default Linear init (hustvl/YOLOS never re-initializes the DETR heads).
     nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
     bound = 1 / math.sqrt(layer.in_features)
     nn.init.uniform_(layer.bias, -bound, bound, generator=generator)

@@ -3,7 +3,7 @@
 Their keys are ours with a ``backbone.`` prefix on the ViT part, ``det_token`` for our
 ``det_tokens`` and DETR's ``class_embed`` / ``bbox_embed`` for our ``class_head`` / ``box_head``
 (the qkv projection is fused in both). The files carry no config, so the shape is read off the
-tensors (spec sections 2, 3 and 7).
+tensors.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ..errors import CheckpointError
 from ..model import VARIANTS, YOLOS, infer_variant_name
 from .safe_io import empty_model, load_strict, read_state_dict
 
-# ORIG VisionTransformer keeps timm's ImageNet classifier and DeiT's distillation parts as
+# hustvl/YOLOS VisionTransformer keeps timm's ImageNet classifier and DeiT's distillation parts as
 # attributes the detector never calls; drop them if a checkpoint carries them.
 _UNUSED = re.compile(r"^(head|head_dist)\.|^dist_token$")
 
@@ -26,7 +26,7 @@ _UNUSED = re.compile(r"^(head|head_dist)\.|^dist_token$")
 # 55), 768 -> 12, micro 128 -> 4); other widths get width // 64.
 KNOWN_HEADS = {v.config.hidden_size: v.config.num_heads for v in VARIANTS.values()}
 
-# ORIG builds every LayerNorm with eps=1e-6 (transformers' converted configs say 1e-12).
+# hustvl/YOLOS builds every LayerNorm with eps=1e-6 (transformers' converted configs say 1e-12).
 ORIG_LAYER_NORM_EPS = 1e-6
 
 
@@ -35,7 +35,7 @@ def is_original_state_dict(state_dict: dict) -> bool:
 
 
 def original_to_ours(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """Rename ORIG keys to ours; returns ``(state_dict, dropped_keys)``."""
+    """Rename hustvl/YOLOS keys to ours; returns ``(state_dict, dropped_keys)``."""
     out, dropped = {}, []
     for key, value in state_dict.items():
         if key.startswith("backbone."):
@@ -54,7 +54,7 @@ def original_to_ours(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], 
 
 
 def ours_to_original(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Inverse of :func:`original_to_ours` (used to write ORIG-format files in tests)."""
+    """Inverse of :func:`original_to_ours` (used to write hustvl/YOLOS-format files in tests)."""
     out = {}
     for key, value in state_dict.items():
         if key.startswith("class_head."):

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train / fine-tune on a COCO-format dataset",
-        description="Train YOLOS (ORIG recipe: AdamW, wd 1e-4, per-epoch cosine, clip 0.1). "
+        description="Train YOLOS (hustvl/YOLOS recipe: AdamW, wd 1e-4, per-epoch cosine, clip 0.1). "
         "Several processes: torchrun --nproc_per_node=N $(which yolos) train ...",
     )
     p.add_argument("--model", default="micro", help="variant to build (yolos-ti, yolos-s, yolos-b, micro, ...)")

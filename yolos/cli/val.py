@@ -1,6 +1,6 @@
 """``yolos val``: COCO AP of a checkpoint on a COCO-format dataset (faster-coco-eval).
 
-All T detections per image go to the evaluator at score threshold 0 (spec section 6); batch
+All T detections per image go to the evaluator at score threshold 0; batch
 size 1 by default, because padding changes YOLOS' predictions (no pixel mask).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Datasets, ORIG augmentation, collation, synthetic data and dataset YAML resolution."""
+"""Datasets, hustvl/YOLOS augmentation, collation, synthetic data and dataset YAML resolution."""
 from .coco import CocoDetection
 from .collate import collate_fn
 from .dataset_config import DatasetConfig, resolve_dataset

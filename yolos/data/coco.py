@@ -9,7 +9,7 @@ Category ids -> labels:
   (``num_classes = K``); :meth:`CocoDetection.label_to_category_id` maps back for result json.
 ``keep_category_ids=True/False`` forces either choice.
 
-Targets (ORIG ``ConvertCocoPolysToMask``): crowd annotations are dropped (they stay in the
+Targets (hustvl/YOLOS ``ConvertCocoPolysToMask``): crowd annotations are dropped (they stay in the
 json for evaluation), boxes are converted xywh -> xyxy, clamped to the image, and boxes with
 zero width or height after clamping are dropped.
 """

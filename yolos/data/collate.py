@@ -1,4 +1,4 @@
-"""Batching variable-size images: zero padding at the bottom/right (ORIG / transformers)."""
+"""Batching variable-size images: zero padding at the bottom/right (hustvl/YOLOS / transformers)."""
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,10 +1,10 @@
-"""Training and evaluation transforms of the original YOLOS repository (spec section 5).
+"""Training and evaluation transforms of the original YOLOS repository.
 
 Every transform is a callable ``(image: PIL.Image, target: dict) -> (image, target)``. Until
 :class:`ToTensorNormalize` runs, ``target["boxes"]`` is ``[N, 4]`` float32 **xyxy in absolute
 pixels** of the current image, together with ``labels [N]``, ``area [N]``, ``iscrowd [N]`` and
 ``size`` (h, w). :class:`ToTensorNormalize` turns the image into a normalized ``[3, h, w]``
-float32 tensor and the boxes into **cxcywh normalized by the unpadded (h, w)** (ORIG convention).
+float32 tensor and the boxes into **cxcywh normalized by the unpadded (h, w)** (hustvl/YOLOS convention).
 
 Randomness comes from an ``rng`` object with the ``random.Random`` interface: by default the
 global :mod:`random` module (which torch's DataLoader seeds per worker), or a seeded
@@ -23,7 +23,7 @@ from ..box_ops import xyxy_to_cxcywh
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 from ..resize import resize_shape
 
-# The crop branch of ORIG (sizes for 480..800 px training); smaller variants scale these.
+# The crop branch of hustvl/YOLOS (sizes for 480..800 px training); smaller variants scale these.
 ORIG_CROP_RESIZE = (400, 500, 600)
 ORIG_CROP_SIZE = (384, 600)
 
@@ -70,7 +70,7 @@ def hflip(image: Image.Image, target: dict) -> tuple[Image.Image, dict]:
 
 def resize(image: Image.Image, target: dict, size: int, max_size: int | None = None):
     """Shortest side to ``size`` (long side capped at ``max_size``), sides floored to a multiple
-    of 16 with the ORIG rule; boxes and areas scale with the per-axis ratios."""
+    of 16 with the hustvl/YOLOS rule; boxes and areas scale with the per-axis ratios."""
     h, w = image.height, image.width
     new_h, new_w = resize_shape(h, w, size, max_size, rule="orig")
     if (new_h, new_w) != (h, w):
@@ -86,7 +86,7 @@ def resize(image: Image.Image, target: dict, size: int, max_size: int | None = N
 
 def crop(image: Image.Image, target: dict, top: int, left: int, height: int, width: int):
     """Crop a region; boxes are shifted, clipped to it, and dropped when they become empty
-    (zero width or height), as ORIG ``crop`` does. Areas are recomputed from the clipped boxes."""
+    (zero width or height), as hustvl/YOLOS ``crop`` does. Areas are recomputed from the clipped boxes."""
     image = image.crop((left, top, left + width, top + height))
     target = dict(target)
     boxes = target["boxes"] - torch.tensor([left, top, left, top], dtype=torch.float32)
@@ -123,7 +123,7 @@ class RandomResize:
 class RandomSizeCrop:
     """Crop ``w ~ U{min_size..min(W, max_size)}``, ``h ~ U{min_size..min(H, max_size)}`` at a
     uniformly random position. An image smaller than ``min_size`` is cropped to its own size
-    on that axis (ORIG would raise there)."""
+    on that axis (hustvl/YOLOS would raise there)."""
 
     def __init__(self, min_size: int, max_size: int, rng=None):
         self.min_size, self.max_size, self.rng = min_size, max_size, _as_rng(rng)
@@ -158,7 +158,7 @@ class ToTensorNormalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, image, target):
-        # /255 in float32 then (x - mean) / std, in ORIG's order (to_tensor, normalize)
+        # /255 in float32 then (x - mean) / std, in hustvl/YOLOS's order (to_tensor, normalize)
         arr = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
         x = (torch.from_numpy(np.ascontiguousarray(arr)) - self.mean) / self.std
         target = dict(target)
@@ -192,7 +192,7 @@ def make_transforms(
     crop_size=ORIG_CROP_SIZE,
     rng=None,
 ) -> Compose:
-    """ORIG ``make_coco_transforms``.
+    """hustvl/YOLOS ``make_coco_transforms``.
 
     train: RandomHorizontalFlip(0.5) -> RandomSelect(p=0.5) of
     (A) RandomResize(scales, max_size) or
@@ -226,9 +226,9 @@ def make_transforms(
 def crop_branch_for_scales(scales) -> tuple[tuple[int, ...], tuple[int, int]]:
     """Crop-branch sizes for a training scale range.
 
-    ORIG uses resize (400, 500, 600) then crop 384..600 for both Ti (256..608) and S/B
+    hustvl/YOLOS uses resize (400, 500, 600) then crop 384..600 for both Ti (256..608) and S/B
     (480..800). Variants whose largest scale is below 480 px (``micro``: 96..160) would get
-    crops larger than the images they train on, so there the ORIG values are scaled by
+    crops larger than the images they train on, so there the hustvl/YOLOS values are scaled by
     ``max(scales) / 800`` (micro: resize (80, 100, 120), crop 77..120) - the same proportion
     to the largest training scale as in the S/B recipe.
     """
@@ -242,7 +242,7 @@ def crop_branch_for_scales(scales) -> tuple[tuple[int, ...], tuple[int, int]]:
 
 
 def transforms_for_variant(name: str, split: str, rng=None) -> Compose:
-    """The ORIG recipe of a variant (``yolos.model.get_variant``): its training scales and
+    """The hustvl/YOLOS recipe of a variant (``yolos.model.get_variant``): its training scales and
     max size, its evaluation size under the paper's protocol (Ti 512/853, S/B 800/1333, micro 128/128)."""
     from ..model.variants import eval_sizes, get_variant
 

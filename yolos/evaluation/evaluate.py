@@ -1,9 +1,9 @@
-"""Run a model over a COCO dataset and score it (ORIG ``engine.evaluate`` + ``CocoEvaluator``).
+"""Run a model over a COCO dataset and score it (hustvl/YOLOS ``engine.evaluate`` + ``CocoEvaluator``).
 
 Every [DET] prediction goes to COCO eval (threshold 0, no NMS, no top-k: the paper's
 protocol); labels are mapped back to the dataset's category ids; boxes are scaled to the
 original image. Batches only group images of the same transformed size, so no padding is ever
-added and the scores equal batch-size-1 scores (YOLOS has no pixel mask; spec section 4).
+added and the scores equal batch-size-1 scores (YOLOS has no pixel mask).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .coco_eval import coco_evaluate, gather_results
 
 def _postprocess(outputs: dict, target_sizes: Tensor) -> list[dict]:
     """All T detections per image (scores, labels, xyxy boxes in original pixels). The
-    threshold is -1, not 0: a float32 softmax can underflow to exactly 0, and ORIG's
+    threshold is -1, not 0: a float32 softmax can underflow to exactly 0, and hustvl/YOLOS's
     ``PostProcess`` has no threshold at all."""
     return postprocess(outputs, target_sizes, threshold=-1.0)
 

@@ -2,8 +2,8 @@
 
 Batching design: YOLOS has no attention mask, so zero padding becomes real tokens that every
 [DET] token attends to, and the position-embedding grid is resampled to the padded size. A padded
-batch therefore gives *different* detections than the same images one at a time (spec section 4;
-hustvl/YOLOS#10, detr#217). :func:`predict` never pads: images are bucketed by their resized
+batch therefore gives *different* detections than the same images one at a time
+(hustvl/YOLOS#10, detr#217). :func:`predict` never pads: images are bucketed by their resized
 ``(h, w)`` and only images of one bucket share a forward pass, so batched prediction equals
 single-image prediction (up to float summation order). Buckets run as soon as they hold
 ``batch_size`` images; to bound memory when many sizes are in flight, the fullest bucket is

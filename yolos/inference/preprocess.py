@@ -1,6 +1,6 @@
 """Images -> padded, normalized ``pixel_values``, numerically as transformers' PIL YOLOS processor.
 
-Pipeline per image (spec section 4): :func:`resize_shape` (shortest side to ``short_side``, longest
+Pipeline per image: :func:`resize_shape` (shortest side to ``short_side``, longest
 capped at ``long_side``, both floored to a multiple of 16) -> PIL bilinear resize on uint8 ->
 ``x / 255`` -> ImageNet ``(x - mean) / std`` -> zero padding at the bottom/right up to the batch's
 largest height and width. transformers does the rescale in float64 and normalizes in a second

@@ -47,8 +47,8 @@ class YOLOS(nn.Module):
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
-        """ORIG initialization: trunc-normal(.02) tokens, position embeddings and backbone
-        Linears; LayerNorm 1/0; heads keep PyTorch's default Linear init (ORIG never re-inits them)."""
+        """hustvl/YOLOS initialization: trunc-normal(.02) tokens, position embeddings and backbone
+        Linears; LayerNorm 1/0; heads keep PyTorch's default Linear init (hustvl/YOLOS never re-inits them)."""
         for p in (self.cls_token, self.det_tokens, self.pos_embed, self.mid_pos_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)

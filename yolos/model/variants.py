@@ -1,7 +1,7 @@
 """The variant table: every released YOLOS shape plus ``micro`` for tests and demos.
 
 One row per variant: the network shape (a :class:`ModelConfig`) and its recipe (hub id,
-evaluation size, training scales, learning rate, batch size; spec sections 2, 4 and 5).
+evaluation size, training scales, learning rate, batch size).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 @dataclass
 class TrainConfig:
     """Everything ``yolos train`` accepts. ``None`` for ``lr`` / ``batch_size`` means the
-    variant's recipe value (spec section 5: Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32).
+    variant's recipe value (the paper's recipe: Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32).
     ``batch_size`` is per process; the global batch is ``batch_size * world_size``."""
 
     data: str = ""

@@ -1,4 +1,4 @@
-"""The set prediction loss of DETR/YOLOS (ORIG ``SetCriterion``, transformers ``ImageLoss``).
+"""The set prediction loss of DETR/YOLOS (hustvl/YOLOS ``SetCriterion``, transformers ``ImageLoss``).
 
 With ``indices`` from the Hungarian matcher:
 * ``loss_ce``: cross-entropy over all T predictions, unmatched ones target the no-object index

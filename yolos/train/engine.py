@@ -1,4 +1,4 @@
-"""One training epoch (ORIG ``engine.py::train_one_epoch``), resumable mid-epoch."""
+"""One training epoch (hustvl/YOLOS ``engine.py::train_one_epoch``), resumable mid-epoch."""
 from __future__ import annotations
 
 import math
@@ -96,7 +96,7 @@ def train_one_epoch(
         outputs = {k: v.float() for k, v in outputs.items()}
         losses = criterion(outputs, targets)
         loss = losses["loss"]
-        # One host sync per step (as ORIG): the loss value for the check and the running means.
+        # One host sync per step (as hustvl/YOLOS): the loss value for the check and the running means.
         values = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
         bad = not math.isfinite(values["loss"])
         if all_reduce_flag(bad, device):

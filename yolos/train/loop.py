@@ -134,7 +134,7 @@ class ResumableSampler(Sampler[int]):
 
 # --------------------------------------------------------------------------- building blocks
 def _transforms(cfg: TrainConfig, variant_name: str, split: str):
-    """ORIG augmentation (train) or the fixed eval resize of a variant, with the size overrides."""
+    """hustvl/YOLOS augmentation (train) or the fixed eval resize of a variant, with the size overrides."""
     from ..data import transforms as T
 
     v = get_variant(variant_name)

@@ -1,6 +1,6 @@
 """Hungarian matching between the T [DET] predictions and the ground-truth boxes of each image.
 
-Cost (ORIG / DETR / transformers ``HungarianMatcher``):
+Cost (hustvl/YOLOS / DETR / transformers ``HungarianMatcher``):
 ``C = cost_bbox * L1(cxcywh) - cost_class * softmax(logits)[label] - cost_giou * GIoU(xyxy)``,
 plus, with ``cost_anchor > 0`` (ours, for training from scratch), ``cost_anchor * L1`` between
 the object's centre and the fixed anchor cell of each [DET] token (:func:`anchor_centres`): with

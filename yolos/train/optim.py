@@ -1,12 +1,12 @@
-"""Optimizer and learning-rate schedule of the original recipe (spec section 5).
+"""Optimizer and learning-rate schedule of the original recipe.
 
-ORIG ``main.py::build_optimizer`` makes AdamW groups that all share one lr:
+hustvl/YOLOS ``main.py::build_optimizer`` makes AdamW groups that all share one lr:
   - backbone parameters that are 1-D, end in ``.bias``, or are ``pos_embed`` / ``cls_token`` /
     ``det_token``: weight decay 0;
   - every other backbone parameter (Linear/conv weights *and* ``mid_pos_embed``): weight decay;
   - every head parameter (``class_head`` / ``box_head``, their biases included): weight decay.
-We follow the project's rule instead of ORIG's on one point: *no* bias is decayed, the heads'
-included (the issue asks for "none for ... norms and biases"; the head biases are 1.3k numbers
+We follow the project's rule instead of hustvl/YOLOS's on one point: *no* bias is decayed, the heads'
+included (the recipe says "none for ... norms and biases"; the head biases are 1.3k numbers
 of the micro model, and decaying them toward 0 has no purpose).
 The schedule is timm's ``CosineLRScheduler`` stepped once per epoch (``step(epoch)`` at the end of
 epoch ``epoch``), which makes epochs 0 and 1 both run at the base lr.
@@ -86,7 +86,7 @@ def cosine_lr(
 class LRSchedule:
     """Per-epoch cosine (:func:`cosine_lr`) with an optional per-step linear warmup.
 
-    ``warmup_steps`` (an addition to ORIG, useful when training from scratch) scales the
+    ``warmup_steps`` (an addition to hustvl/YOLOS, useful when training from scratch) scales the
     epoch's lr by ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` optimizer steps.
     Stateless: the lr is a function of (epoch, global step), so resuming needs no extra state.
     """

@@ -1,7 +1,7 @@
 """Training recipes: named presets of :class:`TrainConfig` values, and the from-scratch inits.
 
 ``paper`` is the original recipe (AdamW, the variant's lr and batch, per-epoch cosine, clip 0.1,
-ORIG init) and stays the default, above all when fine-tuning from DeiT or YOLOS checkpoints.
+hustvl/YOLOS init) and stays the default, above all when fine-tuning from DeiT or YOLOS checkpoints.
 ``scratch`` gathers the inits the convergence study (docs/training.md,
 ``benchmarks/convergence_study.py``) built for a small YOLOS from random weights; on their own
 they do not leave DETR's plateau within CPU budgets (the study's table says so).
@@ -78,7 +78,7 @@ def init_head_priors(model, objects_per_image: float, box_size: float = 0.2) -> 
 @torch.no_grad()
 def init_scratch_weights(model, pool_width: float = 1.5, attention_gain: float = 1.0,
                          seed: int = 0) -> None:
-    """An init for training from random weights, in place of ORIG's (which exists to load DeiT
+    """An init for training from random weights, in place of hustvl/YOLOS's (which exists to load DeiT
     weights over it): every block starts as a local pooling around each token's position, and
     each [DET] token sits at its anchor cell (the grid of :func:`init_box_anchors`).
 
@@ -95,7 +95,7 @@ def init_scratch_weights(model, pool_width: float = 1.5, attention_gain: float =
       position channels (times ``attention_gain``), so attention starts as the Gaussian kernel of
       the distance between tokens; values, output projections and MLPs are xavier-uniform.
 
-    All of it is trainable from the first step. Why: with ORIG's trunc-normal(0.02) weights a
+    All of it is trainable from the first step. Why: with hustvl/YOLOS's trunc-normal(0.02) weights a
     narrow ViT starts with nearly uniform attention and position embeddings far smaller than the
     patch embeddings; every [DET] token then reads a global average of the image and predicts the
     same box whatever the image, and DETR's plateau lasts thousands of steps (docs/training.md).
@@ -216,7 +216,7 @@ def prepare_scratch_model(model, train_dataset, *, scratch_init: bool, anchors: 
         pixel_values = collate_fn([train_dataset[i] for i in range(n)])[0]
         err = init_box_anchors(model, pixel_values, box_size=side)
         done.append(f"anchor boxes (mean centre error {err:.3f})")
-    return "; ".join(done) or "ORIG init"
+    return "; ".join(done) or "hustvl/YOLOS init"
 
 
 def dataset_priors(dataset, sample: int = 256) -> tuple[float, float]:
