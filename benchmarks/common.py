@@ -13,14 +13,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from yolos import create_model
 from yolos.checkpoint.hf import save_hf_directory
+from yolos.data.shared import shared_data_dir
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = shared_data_dir()
 
 
 def randomize_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from yolos.data.shared import shared_data_dir
 
 
 def shared_data(*parts: str) -> Path:
-    """Path under ../shared/data, or skip the test with the reason when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
+    """Path under the shared real data (:func:`yolos.data.shared.shared_data_dir`), or skip the
+    test with the reason when it is absent."""
+    path = shared_data_dir().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not found at {path} (the shared/ folder beside the checkout)")
+        pytest.skip(f"real data not found at {path} (the shared/ folder beside the checkout, "
+                    f"or set YOLOS_SHARED_DATA)")
     return path
 
 
