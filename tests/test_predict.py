@@ -65,7 +65,8 @@ def test_default_sizes_and_options(micro):
     assert eval_sizes(micro.config) == (128, 128)
     assert eval_sizes(yolos.get_variant("yolos-ti").config) == (512, 1333)
     assert eval_sizes(yolos.get_variant("yolos-s").config) == (800, 1333)
-    assert eval_sizes(micro.config.replace(variant=None)) == (800, 1333)
+    assert eval_sizes(micro.config.replace(variant=None)) == (128, 128)  # no name: found by its shape
+    assert eval_sizes(micro.config.replace(variant=None, hidden_size=96)) == (800, 1333)  # no variant's shape
     im = _images()[0]
     top = predict(micro, im, threshold=0.0, top_k=3)[0]
     full = predict(micro, im, threshold=0.0)[0]

@@ -25,7 +25,7 @@ from ..images import describe, load_image
 from ..model.variants import eval_sizes
 from .detections import Detections
 from .postprocess import postprocess
-from .preprocess import _map, preprocess, target_size
+from .preprocess import _map, pixel_batch, target_size
 
 WAITING_FACTOR = 4  # flush the fullest bucket once WAITING_FACTOR * batch_size images wait
 
@@ -104,21 +104,26 @@ def iter_predict(
     param = next(model.parameters())
     names = model.config.label_name
 
-    def run(items: list[tuple[int, object, object]]) -> list[tuple[int, Detections]]:
-        batch = preprocess([pil for _, _, pil in items], short_side, long_side, rule)
-        pixel_values = batch["pixel_values"].to(param.device, param.dtype, non_blocking=True)
+    def run(size: tuple[int, int], items: list[tuple[int, object, object]]) -> list[tuple[int, Detections]]:
+        # Loaded and sized once, in load(); one bucket = one resized size.
+        images = [pil for _, _, pil in items]
+        pixel_values = pixel_batch(images, [size] * len(images))
+        pixel_values = pixel_values.to(param.device, param.dtype, non_blocking=True)
+        original_sizes = [(im.size[1], im.size[0]) for im in images]
         with torch.inference_mode(), compute():
             outputs = model(pixel_values)
         # One bucket = one resized size, so no padding: normalized boxes scale to the original.
-        decoded = postprocess(outputs, batch["original_sizes"], threshold=threshold, top_k=top_k)
+        decoded = postprocess(outputs, original_sizes, threshold=threshold, top_k=top_k)
         out = []
-        for (index, source, pil), size, det in zip(items, batch["original_sizes"], decoded):
+        for (index, source, pil), original, det in zip(items, original_sizes, decoded):
             is_path = isinstance(source, (str, Path))
             labels = det["labels"].cpu()
+            # The decoded image goes along (plot/save need not read the file again); predict()
+            # drops it for path sources so that a long list of files is not held in memory.
             out.append((index, Detections(
                 boxes=det["boxes"].cpu(), scores=det["scores"].cpu(), labels=labels,
-                label_names=[names(int(c)) for c in labels], image_size=tuple(size),
-                image=None if is_path else pil, path=str(source) if is_path else None,
+                label_names=[names(int(c)) for c in labels], image_size=tuple(original),
+                image=pil, path=str(source) if is_path else None,
             )))
         return out
 
@@ -148,13 +153,13 @@ def iter_predict(
                 waiting += 1
                 if len(bucket) == batch_size:
                     waiting -= len(bucket)
-                    yield from run(buckets.pop(size))
+                    yield from run(size, buckets.pop(size))
                 elif waiting >= WAITING_FACTOR * batch_size:
                     fullest = max(buckets, key=lambda k: len(buckets[k]))
                     waiting -= len(buckets[fullest])
-                    yield from run(buckets.pop(fullest))
+                    yield from run(fullest, buckets.pop(fullest))
         for size in list(buckets):
-            yield from run(buckets.pop(size))
+            yield from run(size, buckets.pop(size))
     finally:
         model.train(was_training)
 
@@ -208,11 +213,13 @@ def predict(
     else:
         raise ValueError(f"on_error: expected 'raise', 'skip' or a callable, got {on_error!r}")
     sources = list(_sources(images))
-    results: dict[int, Detections] = dict(
-        iter_predict(
-            model, sources, threshold=threshold, batch_size=batch_size, top_k=top_k,
-            short_side=short_side, long_side=long_side, rule=rule, device=device, on_error=handler,
-            dtype=dtype,
-        )
-    )
+    results: dict[int, Detections] = {}
+    for index, det in iter_predict(
+        model, sources, threshold=threshold, batch_size=batch_size, top_k=top_k,
+        short_side=short_side, long_side=long_side, rule=rule, device=device, on_error=handler,
+        dtype=dtype,
+    ):
+        if det.path is not None:
+            det.image = None  # re-read from the file when plotted: a list of paths stays light
+        results[index] = det
     return [results.get(i) for i in range(len(sources))]

@@ -98,6 +98,13 @@ def preprocess(
     pil = _map(load_image, sources)
     originals = [(im.size[1], im.size[0]) for im in pil]
     sizes = [target_size(im, short_side, long_side, rule, describe(s)) for im, s in zip(pil, sources)]
+    return {"pixel_values": pixel_batch(pil, sizes), "original_sizes": originals, "resized_sizes": sizes}
+
+
+def pixel_batch(pil: list[Image.Image], sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """Loaded RGB images resized to their ``(h, w)`` in ``sizes``, normalized and zero-padded
+    bottom/right to the largest: float32 ``[B, 3, H, W]`` (the second half of :func:`preprocess`,
+    for callers that have loaded and sized the images already)."""
     height = max(h for h, _ in sizes)
     width = max(w for _, w in sizes)
     batch = np.zeros((len(pil), 3, height, width), dtype=np.float32)  # the padding is this zero
@@ -109,4 +116,4 @@ def preprocess(
         normalize_into(batch[i, :, :h, :w], im)
 
     _map(fill, range(len(pil)))
-    return {"pixel_values": torch.from_numpy(batch), "original_sizes": originals, "resized_sizes": sizes}
+    return torch.from_numpy(batch)
