@@ -13,10 +13,10 @@ import torch
 from torch import Tensor
 
 from .. import distributed as D
-from ..box_ops import xyxy_to_xywh
 from ..errors import YolosError
+from ..inference.detections import coco_records
 from ..inference.postprocess import postprocess
-from ..inference.predictor import autocast_for
+from ..inference.predictor import autocast_for, same_size_batches
 from .coco_eval import coco_evaluate, gather_results
 
 
@@ -28,16 +28,10 @@ def _postprocess(outputs: dict, target_sizes: Tensor) -> list[dict]:
 
 
 def _batches(dataset, batch_size: int):
-    """Yield lists of (image, target) of one transformed size, at most ``batch_size`` long."""
-    pending: dict[tuple, list] = {}
-    for i in range(len(dataset)):
-        image, target = dataset[i]
-        key = tuple(image.shape[-2:])
-        group = pending.setdefault(key, [])
-        group.append((image, target))
-        if len(group) == batch_size:
-            yield pending.pop(key)
-    yield from pending.values()
+    """Lists of (image, target) of one transformed size, at most ``batch_size`` long."""
+    items = (dataset[i] for i in range(len(dataset)))
+    for _, group in same_size_batches(items, lambda item: tuple(item[0].shape[-2:]), batch_size, 4 * batch_size):
+        yield group
 
 
 @torch.no_grad()
@@ -67,16 +61,8 @@ def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
                 outputs = model(pixel_values)
             sizes = torch.stack([t["orig_size"] for _, t in batch]).to(device)
             for (_, target), det in zip(batch, _postprocess(outputs, sizes)):
-                boxes = xyxy_to_xywh(det["boxes"].float()).cpu().tolist()
-                scores = det["scores"].float().cpu().tolist()
-                labels = det["labels"].cpu().tolist()
-                for box, score, label in zip(boxes, scores, labels):
-                    results.append({
-                        "image_id": int(target["image_id"]),
-                        "category_id": int(dataset.label_to_category_id(label)),
-                        "bbox": box,
-                        "score": float(score),
-                    })
+                results += coco_records(target["image_id"], det["boxes"].cpu(), det["scores"].cpu(),
+                                        det["labels"].cpu(), dataset.label_to_category_id)
             if bar is not None:
                 bar.update(len(batch))
     finally:

@@ -25,6 +25,17 @@ def _text_color(bg: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2] > 150 else (255, 255, 255)
 
 
+def coco_records(image_id: int, boxes_xyxy: Tensor, scores: Tensor, labels: Tensor, to_category) -> list[dict]:
+    """COCO result entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` of one
+    image; ``to_category(label)`` gives the dataset's category id. The one writer of the format
+    (:meth:`Detections.to_coco` and the evaluation both use it)."""
+    boxes = xyxy_to_xywh(boxes_xyxy.float()).tolist()
+    return [
+        {"image_id": int(image_id), "category_id": int(to_category(label)), "bbox": box, "score": float(score)}
+        for label, box, score in zip(labels.tolist(), boxes, scores.float().tolist())
+    ]
+
+
 @dataclass
 class Detections:
     """Detections in one image, in original-image pixels.
@@ -88,10 +99,7 @@ class Detections:
             to_cat = label_to_category_id
         else:
             to_cat = label_to_category_id.__getitem__
-        return [
-            {"image_id": image_id, "category_id": int(to_cat(label)), "bbox": box, "score": score}
-            for label, box, score in zip(self.labels.tolist(), self.xywh.tolist(), self.scores.tolist())
-        ]
+        return coco_records(image_id, self.boxes, self.scores, self.labels, to_cat)
 
     def plot(
         self,

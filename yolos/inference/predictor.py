@@ -52,6 +52,30 @@ def _chunks(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
+def same_size_batches(items: Iterable, size_of: Callable, batch_size: int,
+                      max_waiting: int | None = None) -> Iterator[tuple[object, list]]:
+    """``(size, group)``: ``items`` grouped by ``size_of(item)`` into lists of at most
+    ``batch_size``, each group given as soon as it is full. With ``max_waiting``, the fullest
+    group also goes once that many items wait, which bounds memory when many sizes are in flight;
+    what is left goes at the end. Padding-free batching for prediction and evaluation alike."""
+    groups: dict[object, list] = {}
+    waiting = 0
+    for item in items:
+        size = size_of(item)
+        group = groups.setdefault(size, [])
+        group.append(item)
+        waiting += 1
+        if len(group) == batch_size:
+            waiting -= len(group)
+            yield size, groups.pop(size)
+        elif max_waiting is not None and waiting >= max_waiting:
+            fullest = max(groups, key=lambda k: len(groups[k]))
+            waiting -= len(groups[fullest])
+            yield fullest, groups.pop(fullest)
+    for size in list(groups):
+        yield size, groups.pop(size)
+
+
 def autocast_for(model, dtype) -> Callable:
     """A context factory running ``model`` in ``dtype``: bfloat16/float16 through autocast
     (matrix products in that dtype, LayerNorm, softmax and the heads' outputs kept in float32 by
@@ -135,11 +159,7 @@ def iter_predict(
         except ImageError as err:
             return index, source, err, None
 
-    buckets: dict[tuple[int, int], list] = {}
-    waiting = 0
-    was_training = model.training
-    model.eval()
-    try:
+    def loaded():
         # Decode a batch worth of files at a time, on threads (PIL releases the GIL).
         for chunk in _chunks(enumerate(_sources(images)), batch_size):
             for index, source, pil, size in _map(load, chunk):
@@ -148,18 +168,14 @@ def iter_predict(
                         raise pil
                     on_error(index, source, pil)
                     continue
-                bucket = buckets.setdefault(size, [])
-                bucket.append((index, source, pil))
-                waiting += 1
-                if len(bucket) == batch_size:
-                    waiting -= len(bucket)
-                    yield from run(size, buckets.pop(size))
-                elif waiting >= WAITING_FACTOR * batch_size:
-                    fullest = max(buckets, key=lambda k: len(buckets[k]))
-                    waiting -= len(buckets[fullest])
-                    yield from run(fullest, buckets.pop(fullest))
-        for size in list(buckets):
-            yield from run(size, buckets.pop(size))
+                yield index, source, pil, size
+
+    was_training = model.training
+    model.eval()
+    try:
+        for size, group in same_size_batches(loaded(), lambda item: item[3], batch_size,
+                                             WAITING_FACTOR * batch_size):
+            yield from run(size, [item[:3] for item in group])
     finally:
         model.train(was_training)
 
