@@ -1,4 +1,5 @@
 """The training loop end to end on a tiny synthetic dataset (CPU, seconds)."""
+import dataclasses
 import json
 
 import pytest
@@ -80,6 +81,12 @@ def test_fit_writes_logs_checkpoints_and_learns(tmp_path):
     steps = [r for r in rows if r["type"] == "step"]
     assert [r["epoch"] for r in epochs] == list(range(6))
     assert [r["global_step"] for r in steps] == list(range(2, 25, 2))  # 4 steps x 6 epochs
+    # the resolved configuration heads the log; the caller's config is left as it was (immutable)
+    assert rows[0]["type"] == "config" and rows[0]["config"]["lr"] == 1e-3
+    assert rows[0]["config"]["variant"] == "micro" and rows[0]["config"]["warmup_steps"] == 0
+    assert cfg.variant is None and cfg.warmup_steps is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
     assert epochs[-1]["train"]["loss"] < 0.8 * epochs[0]["train"]["loss"]
     assert epochs[0]["val"] is None and epochs[2]["val"] is not None and "AP50" in epochs[5]["val"]
     # lr per epoch follows the cosine schedule (epochs 0 and 1 at the base lr)

@@ -5,11 +5,15 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything ``yolos train`` accepts. ``None`` for ``lr`` / ``batch_size`` means the
-    variant's recipe value (the paper's recipe: Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32).
-    ``batch_size`` is per process; the global batch is ``batch_size * world_size``."""
+    """Everything ``yolos train`` accepts. Immutable: ``fit`` resolves it once (the recipe's
+    values, the variant's lr and batch, the variant a checkpoint was built as) into a new one with
+    ``dataclasses.replace``, and writes that resolved config to ``log.jsonl`` and ``state.pt``.
+
+    ``None`` for ``lr`` / ``batch_size`` means the variant's recipe value (the paper's recipe:
+    Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32). ``batch_size`` is per process; the
+    global batch is ``batch_size * world_size``."""
 
     data: str = ""
     out: str = "runs/train"
@@ -55,7 +59,7 @@ class TrainConfig:
     warm_start_images: int = 0  # with warm_start_epochs: the first epochs use only these first images
     warm_start_epochs: int = 0
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    variant: str | None = None  # resolved: the variant the model was built as (None: ``model``)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,4 +67,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "variant" not in d and isinstance(d.get("extra"), dict):  # states written before 0.2
+            d["variant"] = d["extra"].get("variant")
         return cls(**{k: v for k, v in d.items() if k in known})

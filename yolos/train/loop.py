@@ -217,15 +217,17 @@ def build_datasets(cfg: TrainConfig, variant_name: str):
 
 
 def build_model(cfg: TrainConfig, state: dict | None, log):
-    """The model to train and the datasets matching its label space."""
+    """The model to train, the datasets matching its label space, and the variant it was built
+    as (a YOLOS checkpoint's own, else ``cfg.model``)."""
     from ..config import ModelConfig
     from ..model import YOLOS
 
     if state is not None:  # resume: the architecture comes from the state
         model = YOLOS(ModelConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
-        dc, train, val = build_datasets(cfg, cfg.extra.get("variant", cfg.model))
-        return model, dc, train, val
+        variant = cfg.variant or cfg.model
+        dc, train, val = build_datasets(cfg, variant)
+        return model, dc, train, val, variant
     source = _resolve_model_source(cfg)
     variant = cfg.model
     if source == "yolos":
@@ -260,8 +262,7 @@ def build_model(cfg: TrainConfig, state: dict | None, log):
 
             report = load_imagenet_backbone(model, cfg.init, seed=cfg.seed)
             log(f"backbone initialized from {cfg.init}: {report}")
-    cfg.extra["variant"] = variant
-    return model, dc, train, val
+    return model, dc, train, val, variant
 
 
 # --------------------------------------------------------------------------- logging
@@ -435,11 +436,11 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
     if di.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    model, dc, train_ds, val_ds = build_model(cfg, state, say)
-    variant = get_variant(cfg.extra.get("variant", cfg.model))
+    model, dc, train_ds, val_ds, variant_name = build_model(cfg, state, say)
+    variant = get_variant(variant_name)
     lr = cfg.lr if cfg.lr is not None else variant.lr
     batch_size = cfg.batch_size or variant.batch_size
-    cfg.lr, cfg.batch_size = lr, batch_size
+    cfg = dataclasses.replace(cfg, variant=variant_name, lr=lr, batch_size=batch_size)  # fully resolved
     if len(train_ds) == 0:
         raise DatasetError(f"{dc.train_annotations}: no training images")
 
@@ -482,6 +483,8 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
         set_rng_state(state["rng"])
     runlog = RunLog(out, di.is_main, global_step if state is not None else None)
     cfg_dict = cfg.to_dict()
+    # The resolved configuration heads the log (again on each resume, at the step it resumes).
+    runlog.write({"type": "config", "global_step": global_step, "config": cfg_dict})
     say(f"training {model.config.variant or cfg.model}: {model.num_parameters() / 1e6:.2f}M params, "
         f"{train_ds.num_classes} classes, {len(train_ds)} train images"
         f"{f' x {cfg.repeat} repeats' if cfg.repeat > 1 else ''}, batch {batch_size} x "
