@@ -94,3 +94,24 @@ def test_resume_without_a_state_is_a_one_line_error(tmp_path, capsys):
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "nothing"), "--resume", *COMMON])
     assert code == 2
     assert "state.pt" in capsys.readouterr().err
+
+
+def test_every_train_option_is_a_config_field():
+    """The TrainConfig is built from the parsed options by name (cli.train.config_from_args), so
+    an option without a field, or a negated flag without its field, would be lost silently."""
+    import argparse
+    import dataclasses
+
+    from yolos.cli import build_parser
+    from yolos.cli.train import NEGATED, config_from_args
+    from yolos.train.config import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest for a in sub.choices["train"]._actions} - {"help"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert options - fields == {"max_pixels"} | set(NEGATED)  # max_pixels is process-wide, not the run's
+    assert set(NEGATED.values()) <= fields
+    args = build_parser().parse_args(["train", "--data", "d.yaml", "--lr", "0.002", "--no-augment",
+                                      "--anchor-matching", "7", "--train-sizes", "96,128"])
+    cfg = config_from_args(args)
+    assert (cfg.lr, cfg.augment, cfg.progress, cfg.anchor_matching, cfg.train_sizes) == (0.002, False, True, 7.0, [96, 128])

@@ -90,30 +90,29 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+# Command-line flags whose meaning is the negation of a TrainConfig field.
+NEGATED = {"no_augment": "augment", "no_progress": "progress"}
+
+
+def config_from_args(args):
+    """The TrainConfig of parsed arguments: every field whose name is an option's ``dest`` (so a
+    new field needs only its ``add_argument``), plus the negated flags of :data:`NEGATED`."""
+    import dataclasses
+
+    from ..train.config import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values.update({field: not getattr(args, flag) for flag, field in NEGATED.items()})
+    return TrainConfig(**values)
+
+
 def run(args) -> int:
     import sys
 
-    from ..train.config import TrainConfig
     from ..train.loop import TrainingInterrupted, fit
 
     opt.apply_max_pixels(args)
-    cfg = TrainConfig(
-        data=args.data, out=args.out, model=args.model, init=args.init, init_kind=args.init_kind,
-        recipe=args.recipe, patch_size=args.patch_size, head_priors=args.head_priors,
-        scratch_init=args.scratch_init, anchors=args.anchors, anchor_matching=args.anchor_matching,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-        weight_decay=args.weight_decay, clip_max_norm=args.clip_max_norm,
-        warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, bf16=args.bf16,
-        grad_checkpointing=args.grad_checkpointing, detach_det_tokens=args.detach_det_tokens,
-        device=args.device, workers=args.workers, seed=args.seed,
-        save_every_steps=args.save_every_steps, log_every_steps=args.log_every_steps,
-        eval_every=args.eval_every, resume=args.resume, train_sizes=args.train_sizes,
-        train_max_size=args.train_max_size, eval_size=args.eval_size,
-        eval_max_size=args.eval_max_size, augment=not args.no_augment,
-        num_det_tokens=args.num_det_tokens, max_train_images=args.max_train_images, max_val_images=args.max_val_images,
-        repeat=args.repeat, progress=not args.no_progress,
-        warm_start_images=args.warm_start_images, warm_start_epochs=args.warm_start_epochs,
-    )
+    cfg = config_from_args(args)
     try:
         summary = fit(cfg)
     except TrainingInterrupted as err:
