@@ -53,8 +53,8 @@ def test_entry_points_agree(name):
     from yolos.cli.info import describe_model
     from yolos.cli.val import _eval_transforms
     from yolos.data.transforms import transforms_for_variant
+    from yolos.train.builders import _transforms
     from yolos.train.config import TrainConfig
-    from yolos.train.loop import _transforms
 
     model = _tiny(name)
     hf, paper = eval_sizes(model.config), eval_sizes(model.config, "paper")

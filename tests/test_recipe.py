@@ -188,7 +188,8 @@ def _yaml(tmp_path, train: str, val: bool = True):
 
 
 def test_synthetic_train_split_in_a_dataset_yaml(tmp_path):
-    from yolos.train.loop import SeededDataset, build_datasets
+    from yolos.train.builders import build_datasets
+    from yolos.train.data_order import SeededDataset
 
     path = _yaml(tmp_path, "synthetic: {num_images: 12, image_size: 64, max_objects: 3, seed: 4}")
     _, train, val = build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]), "micro")
@@ -208,7 +209,7 @@ def test_synthetic_train_split_in_a_dataset_yaml(tmp_path):
     ("synthetic: 5", "train.synthetic"),
 ])
 def test_synthetic_split_errors_name_the_field(tmp_path, train, message):
-    from yolos.train.loop import build_datasets
+    from yolos.train.builders import build_datasets
 
     path = _yaml(tmp_path, train)
     with pytest.raises(DatasetError, match=message):
@@ -223,7 +224,7 @@ def test_synthetic_split_needs_a_val_split(tmp_path):
 
 
 def test_warm_start_draws_only_the_first_images_then_everything():
-    from yolos.train.loop import SeededDataset
+    from yolos.train.data_order import SeededDataset
 
     spec = ShapesSpec(64, 1, 3, min_size=8, max_size=24)
     data = SyntheticShapes(spec, 12, seed=2)

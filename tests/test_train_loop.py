@@ -7,8 +7,9 @@ import torch
 
 from yolos.checkpoint.native import load_native
 from yolos.train.config import TrainConfig
+from yolos.train.data_order import ResumableSampler, SeededDataset
 from yolos.train.engine import NonFiniteLossError
-from yolos.train.loop import ResumableSampler, SeededDataset, fit
+from yolos.train.loop import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

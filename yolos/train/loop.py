@@ -1,4 +1,6 @@
-"""``fit``: the whole training run (data, model, optimizer, epochs, evaluation, logs, checkpoints).
+"""``fit``: the whole training run (data, model, optimizer, epochs, evaluation, logs, checkpoints),
+from the pieces in ``builders`` (datasets, model), ``data_order`` (the seeded order),
+``runlog`` (log, plot, model files), ``engine`` (one epoch) and ``checkpointing`` (the state).
 
 Run directory (``TrainConfig.out``)::
 
@@ -15,8 +17,6 @@ resumed run (which skips the batches already done) sees exactly the data of an u
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import random
 import signal
 import threading
@@ -25,312 +25,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from .. import distributed as D
 from ..errors import CheckpointError, DatasetError, YolosError
 from ..evaluation.evaluate import evaluate
-from ..files import atomic_path
-from ..model import create_model, eval_sizes, get_variant
+from ..model import get_variant
+from .builders import build_model
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
+from .data_order import ResumableSampler, SeededDataset
 from .engine import NonFiniteLossError, train_one_epoch
 from .optim import LRSchedule, build_optimizer
+from .runlog import RunLog, plot_metrics, save_model_atomic
 
 STATE_FILE = "state.pt"
 
 
-# --------------------------------------------------------------------------- data order
-class SeededDataset(Dataset):
-    """``dataset`` repeated ``repeat`` times; item ``i`` of epoch ``e`` is produced with the
-    python/numpy/torch generators seeded from ``(seed, e, i)`` (then restored), so random
-    augmentation is a pure function of the position in the run.
-
-    Warm start: during the first ``warm_epochs`` epochs every item is one of the first
-    ``warm_images`` images (item ``i`` -> image ``i % warm_images``; a rendered dataset renders
-    them as in epoch 0, the same few images throughout), so a model from random weights can
-    first fit a few images and then continue, in the same run, on all of them."""
-
-    def __init__(self, dataset, seed: int, repeat: int = 1, warm_images: int = 0, warm_epochs: int = 0):
-        self.dataset, self.seed, self.repeat, self._epoch = dataset, seed, max(1, repeat), 0
-        self.warm_images, self.warm_epochs = min(warm_images, len(dataset)), warm_epochs
-
-    @property
-    def warming(self) -> bool:
-        return self.warm_images > 0 and self._epoch < self.warm_epochs
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        # Datasets that render their items (SyntheticShapes) draw new ones per epoch.
-        self._epoch = value
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(0 if self.warming else value)
-
-    def __len__(self) -> int:
-        return len(self.dataset) * self.repeat
-
-    def __getitem__(self, i: int):
-        s = (self.seed * 1_000_003 + self.epoch * 10_007 + i) % (2**31)
-        py, npst = random.getstate(), np.random.get_state()
-        random.seed(s)
-        np.random.seed(s)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(s)
-                return self.dataset[i % (self.warm_images if self.warming else len(self.dataset))]
-        finally:
-            random.setstate(py)
-            np.random.set_state(npst)
-
-
-class ResumableSampler(Sampler[int]):
-    """DistributedSampler semantics (seeded permutation per epoch, padded to a multiple of the
-    world size, rank ``r`` takes positions ``r::world``) plus a start offset in batches.
-
-    With rank-strided positions, global step ``s`` covers positions ``[s*B*W, (s+1)*B*W)`` of the
-    permutation whatever the world size, so N processes at batch B see the same global batches
-    as one process at batch N*B.
-    """
-
-    def __init__(self, size: int, *, batch_size: int, world_size: int = 1, rank: int = 0,
-                 seed: int = 0, shuffle: bool = True):
-        self.size, self.batch_size, self.world_size, self.rank = size, batch_size, world_size, rank
-        self.seed, self.shuffle = seed, shuffle
-        self.epoch, self.start_batch = 0, 0
-        self.per_rank = math.ceil(size / world_size)
-        self.drop_last = self.per_rank >= batch_size
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def batches_per_epoch(self) -> int:
-        if self.drop_last:
-            return self.per_rank // self.batch_size
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        total = self.per_rank * self.world_size
-        order += order[: total - len(order)] if total > len(order) else []
-        mine = order[self.rank:total:self.world_size]
-        if self.drop_last:
-            mine = mine[: self.batches_per_epoch() * self.batch_size]
-        return mine[self.start_batch * self.batch_size:]
-
-    def __iter__(self):
-        return iter(self._indices())
-
-    def __len__(self) -> int:
-        return len(self._indices())
-
-
-# --------------------------------------------------------------------------- building blocks
-def _transforms(cfg: TrainConfig, variant_name: str, split: str):
-    """hustvl/YOLOS augmentation (train) or the fixed eval resize of a variant, with the size overrides."""
-    from ..data import transforms as T
-
-    v = get_variant(variant_name)
-    if split == "train":
-        scales = list(cfg.train_sizes or v.train_scales)
-        max_size = cfg.train_max_size or max(v.train_max_size, max(scales))
-        if not cfg.augment:  # deterministic: one resize to the largest training size
-            return T.make_transforms("val", eval_size=(max(scales), max_size))
-        crop_resize, crop_size = T.crop_branch_for_scales(scales)
-        return T.make_transforms("train", scales=scales, max_size=max_size,
-                                 crop_resize=crop_resize, crop_size=crop_size)
-    short, long = eval_sizes(variant_name, "paper")
-    size = cfg.eval_size or short
-    max_size = cfg.eval_max_size or max(long, size)
-    return T.make_transforms("val", eval_size=(size, max_size))
-
-
-def _resolve_model_source(cfg: TrainConfig) -> str:
-    """'scratch', 'yolos' (a detector checkpoint / hub id) or 'imagenet' (DeiT/ViT backbone)."""
-    if not cfg.init:
-        return "scratch"
-    if cfg.init_kind in ("yolos", "imagenet"):
-        return cfg.init_kind
-    if cfg.init_kind != "auto":
-        raise ValueError(f"init_kind must be auto, yolos or imagenet, not {cfg.init_kind!r}")
-    p = Path(cfg.init)
-    if p.is_dir() or not p.exists():
-        return "yolos"  # transformers directory or hub id
-    from ..checkpoint.safe_io import read_state_dict
-
-    state, meta = read_state_dict(p)
-    if "yolos_config" in meta or any("det_token" in k for k in state):
-        return "yolos"
-    return "imagenet"
-
-
-def same_label_space(model_config, dataset) -> bool:
-    """True when the model's class head already means the dataset's labels (same count, same
-    names wherever the model has names): then a checkpoint is fine-tuned with its head kept."""
-    if model_config.num_classes != dataset.num_classes:
-        return False
-    names = model_config.class_names or {}
-    return all(names.get(label, name) == name for label, name in dataset.class_names.items())
-
-
-def build_datasets(cfg: TrainConfig, variant_name: str):
-    """(DatasetConfig, train, val or None). Labels: COCO's 91-id space when the categories are
-    COCO's, contiguous 0..K-1 otherwise (CocoDetection's auto mode). A synthetic train split
-    renders its images (fresh every epoch unless ``fresh: false``) with labels that must match
-    the val split's categories."""
-    from ..data.coco import CocoDetection
-    from ..data.dataset_config import resolve_dataset
-
-    dc = resolve_dataset(cfg.data)
-    train_transforms = _transforms(cfg, variant_name, "train")
-    if dc.train_synthetic is not None:
-        from ..data.synthetic import synthetic_from_config
-
-        train = synthetic_from_config(dc.train_synthetic, dc.source, train_transforms)
-        if cfg.max_train_images:
-            train.num_images = min(train.num_images, cfg.max_train_images)
-    else:
-        train = CocoDetection(dc.train_images, dc.train_annotations, names=dc.names,
-                              transforms=train_transforms)
-        if cfg.max_train_images:
-            train.ids = train.ids[: cfg.max_train_images]
-    if train.num_classes == 0:
-        raise DatasetError(f"{dc.train_annotations or dc.source}: 'categories' is empty: there is "
-                           f"nothing to learn")
-    val = None
-    if dc.val_annotations:
-        val = CocoDetection(dc.val_images, dc.val_annotations, names=dc.names,
-                            transforms=_transforms(cfg, variant_name, "val"))
-        if cfg.max_val_images:
-            val.ids = val.ids[: cfg.max_val_images]
-        if dc.train_synthetic is not None and val.class_names != train.class_names:
-            raise DatasetError(f"{dc.source}: the synthetic train split's classes {train.class_names} "
-                               f"differ from the val split's {val.class_names} ({dc.val_annotations})")
-    return dc, train, val
-
-
-def build_model(cfg: TrainConfig, state: dict | None, log):
-    """The model to train, the datasets matching its label space, and the variant it was built
-    as (a YOLOS checkpoint's own, else ``cfg.model``)."""
-    from ..config import ModelConfig
-    from ..model import YOLOS
-
-    if state is not None:  # resume: the architecture comes from the state
-        model = YOLOS(ModelConfig.from_dict(state["model_config"]))
-        model.load_state_dict(state["model"])
-        variant = cfg.variant or cfg.model
-        dc, train, val = build_datasets(cfg, variant)
-        return model, dc, train, val, variant
-    source = _resolve_model_source(cfg)
-    variant = cfg.model
-    if source == "yolos":
-        from ..checkpoint import from_pretrained
-
-        model = from_pretrained(cfg.init).train()
-        variant = model.config.variant or cfg.model
-        dc, train, val = build_datasets(cfg, variant)
-        if same_label_space(model.config, train):
-            log(f"keeping the checkpoint's class head ({model.config.num_classes} classes)")
-        else:
-            model.reset_heads(train.num_classes, dict(train.class_names))
-            had = len(model.config.class_names or {}) or "?"
-            log(f"new class head for {train.num_classes} classes (checkpoint had {had} names)")
-    else:
-        dc, train, val = build_datasets(cfg, variant)
-        overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names)}
-        if cfg.num_det_tokens:
-            overrides["num_det_tokens"] = cfg.num_det_tokens
-        if cfg.patch_size:
-            overrides["patch_size"] = cfg.patch_size
-        overrides.update(cfg.model_overrides)
-        model = create_model(variant, **overrides)
-        if source == "scratch" and (cfg.scratch_init or cfg.anchors or cfg.head_priors):
-            from .recipe import prepare_scratch_model
-
-            log("from scratch: " + prepare_scratch_model(
-                model, train, scratch_init=cfg.scratch_init, anchors=cfg.anchors,
-                head_priors=cfg.head_priors))
-        if source == "imagenet":
-            from ..checkpoint.deit import load_imagenet_backbone
-
-            report = load_imagenet_backbone(model, cfg.init, seed=cfg.seed)
-            log(f"backbone initialized from {cfg.init}: {report}")
-    return model, dc, train, val, variant
-
-
-# --------------------------------------------------------------------------- logging
-class RunLog:
-    """log.jsonl writer (rank 0). On resume, lines past the checkpoint's step are dropped so
-    the log reads as one uninterrupted run."""
-
-    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
-        self.path = out / "log.jsonl"
-        self.enabled = enabled
-        if enabled and resume_step is not None and self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("global_step", 0) <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
-        elif enabled and resume_step is None and self.path.exists():
-            self.path.unlink()
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def epochs(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
-        return [r for r in rows if r.get("type") == "epoch"]
-
-
-def plot_metrics(records: list[dict], path: Path) -> None:
-    """metrics.png: losses, lr and val AP per epoch (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not records:
-        return
-    ep = [r["epoch"] for r in records]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou"):
-        axes[0].plot(ep, [r["train"].get(key, float("nan")) for r in records], label=key)
-    axes[0].set_title("train loss")
-    axes[0].legend()
-    axes[1].plot(ep, [r["train"].get("lr", float("nan")) for r in records])
-    axes[1].set_title("learning rate")
-    for key in ("AP", "AP50", "AP75"):
-        pts = [(r["epoch"], r["val"][key]) for r in records if r.get("val") and key in r["val"]]
-        if pts:
-            axes[2].plot(*zip(*pts), marker="o", label=key)
-            axes[2].legend()
-    axes[2].set_title("val AP")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-
-
-def save_model_atomic(model, path: Path) -> None:
-    from ..checkpoint.native import save_native
-
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_native(D.unwrap(model), tmp)
-
-
-# --------------------------------------------------------------------------- evaluation
 # --------------------------------------------------------------------------- interrupts
 class TrainingInterrupted(YolosError):
     """Ctrl-C stopped the run after saving its state; the message says how to continue."""

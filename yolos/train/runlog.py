@@ -1,0 +1,73 @@
+"""What a training run leaves in its folder besides the training state: ``log.jsonl``, the
+``metrics.png`` plot and the ``best``/``last`` model files, each written atomically."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import distributed as D
+from ..files import atomic_path
+
+
+class RunLog:
+    """log.jsonl writer (rank 0). On resume, lines past the checkpoint's step are dropped so
+    the log reads as one uninterrupted run."""
+
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
+        self.path = out / "log.jsonl"
+        self.enabled = enabled
+        if enabled and resume_step is not None and self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("global_step", 0) <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        elif enabled and resume_step is None and self.path.exists():
+            self.path.unlink()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def epochs(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        return [r for r in rows if r.get("type") == "epoch"]
+
+
+def plot_metrics(records: list[dict], path: Path) -> None:
+    """metrics.png: losses, lr and val AP per epoch (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return
+    ep = [r["epoch"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou"):
+        axes[0].plot(ep, [r["train"].get(key, float("nan")) for r in records], label=key)
+    axes[0].set_title("train loss")
+    axes[0].legend()
+    axes[1].plot(ep, [r["train"].get("lr", float("nan")) for r in records])
+    axes[1].set_title("learning rate")
+    for key in ("AP", "AP50", "AP75"):
+        pts = [(r["epoch"], r["val"][key]) for r in records if r.get("val") and key in r["val"]]
+        if pts:
+            axes[2].plot(*zip(*pts), marker="o", label=key)
+            axes[2].legend()
+    axes[2].set_title("val AP")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def save_model_atomic(model, path: Path) -> None:
+    from ..checkpoint.native import save_native
+
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_native(D.unwrap(model), tmp)
