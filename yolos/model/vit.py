@@ -89,13 +89,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -
 
 
 class PatchEmbed(nn.Module):
-    """``[B, C, H, W] -> [B, (H // p) * (W // p), D]``, row-major; leftover pixels are dropped."""
+    """``[B, C, H, W] -> [B, (H // p) * (W // p), D]``, row-major; leftover pixels are dropped.
+
+    In eval mode under autocast the stem stays in float32: rounding the pixels to bf16 was the
+    largest single source of bf16 inference error (measured on the bundled model: detections at
+    threshold 0.5 changed on 1.7% of images with it, 0.3% without), for ~3% of the FLOPs.
+    Training under autocast is left as it is."""
 
     def __init__(self, patch_size: int, in_channels: int, dim: int):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self.proj(x.float()).flatten(2).transpose(1, 2)
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
