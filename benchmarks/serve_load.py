@@ -144,16 +144,20 @@ def main(argv=None) -> int:
     port = free_port()
     server = start_server(args, port)
     try:
-        load(port, bodies, 64, 4, args.timeout)  # warm the server's paths
-        rss_before = rss_mb(server.pid)
-        seconds, lat, statuses = load(port, bodies, args.requests, args.concurrency, args.timeout)
-        rss_after = rss_mb(server.pid)
+        load(port, bodies, 500, args.concurrency, args.timeout)  # warm the server's paths and pools
+        rss = [rss_mb(server.pid)]
+        seconds, lat, statuses = 0.0, [], Counter()
+        for _ in range(4):  # in quarters, to see whether memory keeps growing
+            s, part_lat, part_statuses = load(port, bodies, args.requests // 4, args.concurrency, args.timeout)
+            seconds, lat, statuses = seconds + s, lat + part_lat, statuses + part_statuses
+            rss.append(rss_mb(server.pid))
         rps = statuses[200] / seconds
         errors = {k: v for k, v in statuses.items() if k != 200}
         print(f"steady: {args.requests} requests at concurrency {args.concurrency} in {seconds:.1f} s: "
               f"{rps:.1f} requests/s; latency p50 {1e3 * percentile(lat, 50):.1f} ms, "
               f"p95 {1e3 * percentile(lat, 95):.1f} ms, p99 {1e3 * percentile(lat, 99):.1f} ms; "
-              f"errors {errors or 0}; server memory {rss_before:.0f} MB -> {rss_after:.0f} MB", flush=True)
+              f"errors {errors or 0}; server memory (MB) before and after each quarter: "
+              f"{' -> '.join(f'{m:.0f}' for m in rss)}", flush=True)
         o_seconds, _, o_statuses = load(port, bodies, args.overload_requests, args.overload_concurrency, args.timeout)
         print(f"overload: {args.overload_requests} requests at concurrency {args.overload_concurrency} "
               f"(queue {args.max_queue}) in {o_seconds:.1f} s: statuses {dict(o_statuses)}; server memory "
