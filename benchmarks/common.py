@@ -7,9 +7,7 @@ both alike, and reports medians.
 """
 from __future__ import annotations
 
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +17,7 @@ import torch
 from yolos import create_model
 from yolos.checkpoint.hf import save_hf_directory
 from yolos.data.shared import shared_data_dir
+from yolos.hardware import cpu_features, cpu_name, cpu_summary  # noqa: F401 - re-exported for the scripts
 
 SHARED_DATA = shared_data_dir()
 
@@ -72,32 +71,6 @@ def time_alternating(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_features() -> dict:
-    """What the CPU offers for matrix products, from /proc/cpuinfo: vector extensions and clock."""
-    flags, mhz = set(), float("nan")
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("cpu MHz") and mhz != mhz:
-                mhz = float(line.split(":", 1)[1])
-    except OSError:
-        pass
-    return {"avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "amx_bf16": "amx_bf16" in flags, "mhz": mhz}
-
-
 def peak_flops(dtype: str, threads: int) -> float:
     """Nominal peak multiply-add rate x 2 (FLOP/s) of ``threads`` cores at the reported clock:
     fp32 with two AVX-512 FMA units 64 FLOP/cycle (AVX2: 32); bf16 with AMX 1024 FLOP/cycle
@@ -121,10 +94,8 @@ def environment() -> str:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    f = cpu_features()
-    isa = ", ".join(k.upper().replace("_", "-") for k in ("avx2", "avx512", "avx512_bf16", "amx_bf16") if f[k])
     return (
-        f"{time.strftime('%Y-%m-%d')} | {cpu_name()} ({isa or 'no AVX2'}; {f['mhz']:.0f} MHz), "
+        f"{time.strftime('%Y-%m-%d')} | {cpu_summary()}, "
         f"{os.cpu_count()} cores, "
         f"torch threads {torch.get_num_threads()} | {device} | torch {torch.__version__}, "
         f"transformers {transformers.__version__} | load avg {load:.2f}"

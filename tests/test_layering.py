@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1] / "yolos"
 
 # Lowest first. A package may import from any package in an earlier layer, never a later one.
 LAYERS = [
-    {"config", "errors", "validate", "box_ops", "files", "distributed", "run_dir", "resize", "images", "coco_names"},
+    {"config", "errors", "validate", "box_ops", "files", "distributed", "run_dir", "resize", "images", "coco_names", "hardware"},
     {"model"},
     {"checkpoint"},
     {"data"},

@@ -60,8 +60,10 @@ def run(args) -> int:
     model = model.to(device).eval()
     compute = autocast_for(model, args.dtype)
     dtype_name = str(args.dtype or "float32").removeprefix("torch.")
+    from ..hardware import cpu_summary
+
     where = f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
-                           else f", {torch.get_num_threads()} threads")
+                           else f" ({cpu_summary()}), {torch.get_num_threads()} threads")
 
     model_times, e2e_times, shapes = [], [], []
     with torch.inference_mode():

@@ -1,0 +1,39 @@
+"""What the machine is: CPU model, the vector extensions that matter for matrix products, clock.
+Printed by ``yolos benchmark`` and every script in benchmarks/, so each figure names its machine."""
+from __future__ import annotations
+
+import platform
+import subprocess
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_features() -> dict:
+    """What the CPU offers for matrix products, from /proc/cpuinfo: vector extensions and clock."""
+    flags, mhz = set(), float("nan")
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and mhz != mhz:
+                mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return {"avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags, "mhz": mhz}
+
+
+def cpu_summary() -> str:
+    """``"Intel(R) Xeon(R) Processor (AVX2, AVX512, AVX512-BF16, AMX-BF16; 2700 MHz)"``."""
+    f = cpu_features()
+    isa = ", ".join(k.upper().replace("_", "-") for k in ("avx2", "avx512", "avx512_bf16", "amx_bf16") if f[k])
+    return f"{cpu_name()} ({isa or 'no AVX2'}; {f['mhz']:.0f} MHz)"
