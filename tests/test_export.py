@@ -112,7 +112,7 @@ def test_fast_cpu_paths_match_plain_pytorch_forward_and_backward():
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
             return out, grads
         finally:
-            vit.ONEDNN_LINEAR = True
+            vit.ONEDNN_LINEAR = None
 
     fast, fast_grads = run(True)
     plain, plain_grads = run(False)
@@ -142,3 +142,24 @@ def test_cli_benchmark_random_input_and_bad_folder(tmp_path, capsys):
     assert "random input 64x64" in capsys.readouterr().out
     assert cli_main(["benchmark", "--model", "micro", "--data", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_onednn_linear_is_chosen_by_measurement(monkeypatch):
+    """By default the fp32 linear path is measured once: whichever of oneDNN and F.linear was
+    faster is used, and both give the same numbers."""
+    from yolos.model import vit
+
+    if not vit._HAS_ONEDNN:
+        pytest.skip("this torch build has no oneDNN linear")
+    monkeypatch.setattr(vit, "ONEDNN_LINEAR", None)
+    monkeypatch.setattr(vit, "_MEASURED", None)
+    x, w, b = torch.randn(300, 64), torch.randn(96, 64), torch.randn(96)
+    with torch.no_grad():
+        out = vit.linear(x, w, b)
+    assert vit._MEASURED in (True, False)
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, w, b), rtol=0, atol=1e-5)
+    calls = []
+    monkeypatch.setattr(vit, "_mm", lambda *a, **k: calls.append(1) or torch.nn.functional.linear(*a[:3]))
+    with torch.no_grad():
+        vit.linear(x, w, b)
+    assert bool(calls) == vit._MEASURED  # the measured choice is the one used
