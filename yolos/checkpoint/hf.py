@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..config import ModelConfig
+from ..model.detector import CONVENIENCES
 
 # One table for both directions: (transformers name, ours). An entry ending in "." renames a
 # prefix, any other a whole name; {i} is a block index.
@@ -167,3 +168,6 @@ def save_hf_directory(model, directory) -> Path:
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
     return directory
+
+
+CONVENIENCES["save_pretrained"] = save_hf_directory  # YOLOS.save_pretrained

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..model import YOLOS
+from ..model.detector import CONVENIENCES
 from .safe_io import empty_model, load_safetensors, load_strict
 
 CONFIG_KEY = "yolos_config"
@@ -69,3 +70,6 @@ def load_native(path, device="cpu", **overrides) -> YOLOS:
 
 
 __all__ = ["save_native", "load_native", "config_from_metadata", "CONFIG_KEY"]
+
+
+CONVENIENCES["save"] = save_native  # YOLOS.save

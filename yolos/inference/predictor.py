@@ -22,6 +22,7 @@ from PIL import Image
 from .. import validate
 from ..errors import ImageError
 from ..images import describe, load_image
+from ..model.detector import CONVENIENCES
 from ..model.variants import eval_sizes
 from .detections import Detections
 from .postprocess import postprocess
@@ -239,3 +240,6 @@ def predict(
             det.image = None  # re-read from the file when plotted: a list of paths stays light
         results[index] = det
     return [results.get(i) for i in range(len(sources))]
+
+
+CONVENIENCES["predict"] = predict  # YOLOS.predict (the model layer cannot import this one)

@@ -184,21 +184,30 @@ class YOLOS(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # The one-line conveniences users expect. Their code lives in the layers above the model
+    # (inference, checkpoint), which register it in CONVENIENCES when imported; ``import yolos``
+    # imports them, so the model never imports upward.
     def predict(self, images, threshold: float = 0.5, **kwargs):
         """Detect objects in images (paths, PIL images, arrays or tensors); returns one
         :class:`yolos.Detections` per image. See :func:`yolos.inference.predict`."""
-        from ..inference.predictor import predict  # inference builds on the model, not vice versa
-
-        return predict(self, images, threshold=threshold, **kwargs)
+        return _convenience("predict")(self, images, threshold=threshold, **kwargs)
 
     def save_pretrained(self, directory, **kwargs):
         """Write ``directory`` in transformers' format (config.json + model.safetensors)."""
-        from ..checkpoint.hf import save_hf_directory
-
-        return save_hf_directory(self, directory, **kwargs)
+        return _convenience("save_pretrained")(self, directory, **kwargs)
 
     def save(self, path) -> None:
         """Write the project's own single-file format (safetensors with the config inside)."""
-        from ..checkpoint.native import save_native
+        _convenience("save")(self, path)
 
-        save_native(self, path)
+
+# name -> function(model, ...): filled by yolos.inference.predictor ("predict") and
+# yolos.checkpoint ("save", "save_pretrained") when they are imported.
+CONVENIENCES: dict = {}
+
+
+def _convenience(name: str):
+    if name not in CONVENIENCES:
+        raise RuntimeError(f"YOLOS.{name} is provided by yolos.inference / yolos.checkpoint, which "
+                           f"register it when imported (import yolos does)")
+    return CONVENIENCES[name]
