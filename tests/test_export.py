@@ -144,7 +144,7 @@ def test_cli_benchmark_random_input_and_bad_folder(tmp_path, capsys):
     assert str(tmp_path) in capsys.readouterr().err
 
 
-def test_onednn_linear_is_chosen_by_measurement(monkeypatch):
+def test_onednn_linear_is_chosen_by_measurement(monkeypatch, tmp_path):
     """By default the fp32 linear path is measured once: whichever of oneDNN and F.linear was
     faster is used, and both give the same numbers."""
     from yolos.model import vit
@@ -153,10 +153,18 @@ def test_onednn_linear_is_chosen_by_measurement(monkeypatch):
         pytest.skip("this torch build has no oneDNN linear")
     monkeypatch.setattr(vit, "ONEDNN_LINEAR", None)
     monkeypatch.setattr(vit, "_MEASURED", None)
+    verdict = tmp_path / "verdict.txt"
+    monkeypatch.setattr(vit, "_verdict_file", lambda: verdict)
     x, w, b = torch.randn(300, 64), torch.randn(96, 64), torch.randn(96)
     with torch.no_grad():
         out = vit.linear(x, w, b)
     assert vit._MEASURED in (True, False)
+    assert verdict.read_text().strip() == ("onednn" if vit._MEASURED else "torch")  # kept for later processes
+    monkeypatch.setattr(vit, "_MEASURED", None)
+    verdict.write_text("onednn\n")  # a later process reads the verdict instead of measuring
+    with torch.no_grad():
+        vit.linear(x, w, b)
+    assert vit._MEASURED is True
     torch.testing.assert_close(out, torch.nn.functional.linear(x, w, b), rtol=0, atol=1e-5)
     calls = []
     monkeypatch.setattr(vit, "_mm", lambda *a, **k: calls.append(1) or torch.nn.functional.linear(*a[:3]))

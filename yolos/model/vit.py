@@ -13,9 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # fp32 CPU linears through oneDNN: True / False force it on / off; None (the default) decides by
-# measuring both paths once per process on the first linear's own shapes (_onednn_measured), so
-# the fast path is never slower than plain PyTorch on the CPU at hand.
+# measurement (_onednn_measured): oneDNN only where it beat F.linear by ONEDNN_MARGIN, so the fast
+# path is never slower than plain PyTorch on the CPU at hand. The verdict is kept per CPU and
+# torch version in ~/.cache/yolos, so every later process (and every rank) takes the same path
+# and gives bit-identical outputs.
 ONEDNN_LINEAR: bool | None = None
+ONEDNN_MARGIN = 1.15
 _MEASURED: bool | None = None
 
 
@@ -75,23 +78,50 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-def _onednn_measured(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether oneDNN beat ``F.linear`` on these shapes (up to 2048 rows), median of 5 alternating
-    timings each; measured once per process and kept."""
-    global _MEASURED
-    if _MEASURED is None:
-        import time
+def _verdict_file():
+    import os
+    from pathlib import Path
 
-        with torch.no_grad():
-            a = x.reshape(-1, x.shape[-1])[:2048].contiguous()
-            times = {True: [], False: []}
-            for _ in range(6):
-                for fast in (True, False):
-                    t0 = time.perf_counter()
-                    _mm(a, weight, bias) if fast else F.linear(a, weight, bias)
-                    times[fast].append(time.perf_counter() - t0)
-        median = {k: sorted(v[1:])[2] for k, v in times.items()}  # the first of each is a warm-up
-        _MEASURED = median[True] < median[False]
+    from ..hardware import cpu_features, cpu_name
+
+    isa = "-".join(k for k, on in cpu_features().items() if on is True)
+    key = "".join(c if c.isalnum() else "-" for c in f"{cpu_name()}-{isa}-torch{torch.__version__}")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yolos" / f"onednn-linear-{key}.txt"
+
+
+def _onednn_measured(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether oneDNN beat ``F.linear`` by :data:`ONEDNN_MARGIN` on these shapes (up to 2048
+    rows; medians of 5 alternating timings). Measured once per CPU and torch version: the verdict
+    is read from, or written to, the cache file; without a writable cache, once per process."""
+    global _MEASURED
+    if _MEASURED is not None:
+        return _MEASURED
+    try:
+        path = _verdict_file()
+        if path.is_file():
+            _MEASURED = path.read_text().strip() == "onednn"
+            return _MEASURED
+    except OSError:
+        path = None
+    import time
+
+    with torch.no_grad():
+        a = x.reshape(-1, x.shape[-1])[:2048].contiguous()
+        times = {True: [], False: []}
+        for _ in range(6):
+            for fast in (True, False):
+                t0 = time.perf_counter()
+                _mm(a, weight, bias) if fast else F.linear(a, weight, bias)
+                times[fast].append(time.perf_counter() - t0)
+    median = {k: sorted(v[1:])[2] for k, v in times.items()}  # the first of each is a warm-up
+    _MEASURED = median[True] * ONEDNN_MARGIN < median[False]
+    if path is not None:
+        try:
+            from ..files import atomic_write_text
+
+            atomic_write_text(path, "onednn\n" if _MEASURED else "torch\n")
+        except OSError:
+            pass
     return _MEASURED
 
 
