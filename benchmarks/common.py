@@ -18,21 +18,9 @@ from yolos import create_model
 from yolos.checkpoint.hf import save_hf_directory
 from yolos.data.shared import shared_data_dir
 from yolos.hardware import cpu_features, cpu_name, cpu_summary  # noqa: F401 - re-exported for the scripts
+from yolos.model.random_weights import random_weights_  # noqa: F401 - re-exported
 
 SHARED_DATA = shared_data_dir()
-
-
-def randomize_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
-    """Fill every parameter with N(0, std) (LayerNorm weights 1 + N(0, std)), so that both
-    implementations run on weights of the real shapes and realistic magnitudes."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g) * std
-            if "norm" in name and name.endswith("weight"):
-                noise += 1.0
-            p.copy_(noise)
-    return model
 
 
 def model_pair(variant: str, attn_implementation: str = "sdpa", seed: int = 0, **overrides):
@@ -40,7 +28,7 @@ def model_pair(variant: str, attn_implementation: str = "sdpa", seed: int = 0, *
     same random weights (through the transformers directory format), both in eval mode."""
     from transformers import YolosForObjectDetection
 
-    ours = randomize_(create_model(variant, **overrides), seed=seed).eval()
+    ours = random_weights_(create_model(variant, **overrides), seed=seed).eval()
     with tempfile.TemporaryDirectory() as tmp:
         save_hf_directory(ours, tmp)
         theirs = YolosForObjectDetection.from_pretrained(

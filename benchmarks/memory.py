@@ -19,12 +19,12 @@ from common import environment, table
 CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, {bench!r})
-from common import randomize_
+from common import random_weights_
 from train_step import make_targets
 from yolos import create_model
 impl, ckpt, variant, h, w, batch = {args!r}
 torch.manual_seed(0)
-ours = randomize_(create_model(variant))  # only one model in this process: weights don't matter
+ours = random_weights_(create_model(variant))  # only one model in this process: weights don't matter
 x = torch.randn(batch, 3, h, w)
 targets = make_targets(batch, ours.config.num_classes)
 if impl == "yolos":

@@ -16,6 +16,7 @@ import yolos
 from yolos.checkpoint import from_pretrained, load_native
 from yolos.coco_names import COCO_ID2LABEL
 from yolos.errors import CheckpointError
+from yolos.model.random_weights import random_weights_
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,15 +30,9 @@ def small_config(**kw) -> yolos.ModelConfig:
 
 
 def randomized(config) -> yolos.YOLOS:
-    """A model whose position embeddings/tokens are far from their init, so layout errors show."""
-    model = yolos.YOLOS(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "token" in name or "pos_embed" in name:
-                p.normal_(0, 0.1)
-            elif name.endswith("bias"):
-                p.normal_(0, 0.02)
-    return model
+    """A model whose weights (position embeddings and tokens included) are far from their init,
+    so layout errors show."""
+    return random_weights_(yolos.YOLOS(config)).eval()
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ checked against the reference implementation at once. Input sizes include non-mu
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 import yolos
 from yolos.model import VARIANTS
+from yolos.model.random_weights import random_weights_
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,25 +33,6 @@ def hf_config(name: str):
     )
 
 
-@torch.no_grad()
-def fill_random(model: torch.nn.Module, seed: int) -> None:
-    """Random values everywhere, scaled so activations stay O(1) through the whole network:
-    weights ~ N(0, 1/fan_in) (std 0.036..0.072 here), LayerNorm gains 1 +- 0.1, biases 0.02,
-    position embeddings / tokens 0.1."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        if "layernorm" in name and name.endswith("weight"):
-            p.copy_(1 + 0.1 * noise)
-        elif name.endswith("bias"):
-            p.copy_(0.02 * noise)
-        elif p.dim() >= 2 and "embeddings" not in name and "token" not in name:
-            fan_in = math.prod(p.shape[1:])
-            p.copy_(noise / math.sqrt(fan_in))
-        else:  # cls/det tokens, position and mid position embeddings
-            p.copy_(0.1 * noise)
-
-
 @pytest.fixture(scope="module", params=VARIANT_NAMES)
 def pair(request, tmp_path_factory):
     """(transformers model, our model loaded from its save_pretrained directory, cache of our
@@ -61,7 +41,7 @@ def pair(request, tmp_path_factory):
     with torch.device("meta"):  # skip transformers' init: every value is overwritten anyway
         hf = transformers.YolosForObjectDetection(hf_config(name))
     hf = hf.to_empty(device="cpu")
-    fill_random(hf, seed=VARIANT_NAMES.index(name))
+    random_weights_(hf, seed=VARIANT_NAMES.index(name))
     hf.eval()
     directory = tmp_path_factory.mktemp(name)
     hf.save_pretrained(directory)
