@@ -20,7 +20,6 @@ import dataclasses
 import random
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from .config import TrainConfig
 from .data_order import ResumableSampler, SeededDataset
 from .engine import NonFiniteLossError, train_one_epoch
 from .optim import LRSchedule, build_optimizer
-from .runlog import RunLog, plot_metrics, save_model_atomic
+from .runlog import RunLog
 
 STATE_FILE = "state.pt"
 
@@ -207,7 +206,7 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
                                 epoch=epoch, step_in_epoch=step_in_epoch, global_step=gstep,
                                 best_ap=best_ap, config=cfg_dict)
 
-    last_stats, last_plot = None, 0.0
+    last_stats = None
     interrupt = _InterruptRequest(enabled=not di.distributed, say=say)
     finished = [(start_epoch, start_step, global_step)]  # the last finished (epoch, step, global step)
 
@@ -255,24 +254,7 @@ def _fit(cfg: TrainConfig, di: D.DistInfo, out: Path, say) -> dict:
             if val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
                 val_stats, _ = evaluate(net, val_ds, batch_size=1, device=di.device, progress=cfg.progress)
                 last_stats = val_stats
-            record = {"type": "epoch", "epoch": epoch, "global_step": global_step,
-                      "train": {k: round(v, 6) for k, v in train_stats.items()},
-                      "val": val_stats, "time": time.time()}
-            runlog.write(record)
-            if di.is_main:
-                save_model_atomic(model, out / "last.safetensors")
-                ap = val_stats["AP"] if val_stats else -1.0
-                if val_stats is None or ap > best_ap or not (out / "best.safetensors").exists():
-                    if val_stats is not None:
-                        best_ap = max(best_ap, ap)
-                    save_model_atomic(model, out / "best.safetensors")
-                if is_last or time.perf_counter() - last_plot > 30:  # plotting costs ~1 s; not every tiny epoch
-                    plot_metrics(runlog.epochs(), out / "metrics.png")
-                    last_plot = time.perf_counter()
-                msg = f"epoch {epoch}: loss {train_stats.get('loss', float('nan')):.4f}"
-                if val_stats:
-                    msg += f", val AP {val_stats['AP']:.4f} AP50 {val_stats['AP50']:.4f}"
-                say(msg)
+            best_ap = runlog.end_epoch(model, epoch, global_step, train_stats, val_stats, best_ap, is_last, say)
             checkpoint(epoch + 1, 0, global_step)
             finished[0] = (epoch + 1, 0, global_step)
             if interrupt.requested:  # arrived during evaluation or saving

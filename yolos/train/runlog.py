@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from .. import distributed as D
@@ -16,6 +17,7 @@ class RunLog:
     def __init__(self, out: Path, enabled: bool, resume_step: int | None):
         self.path = out / "log.jsonl"
         self.enabled = enabled
+        self.last_plot = 0.0
         if enabled and resume_step is not None and self.path.exists():
             keep = [ln for ln in self.path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("global_step", 0) <= resume_step]
@@ -27,6 +29,32 @@ class RunLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def end_epoch(self, model, epoch: int, global_step: int, train_stats: dict, val_stats: dict | None,
+                  best_ap: float, is_last: bool, say) -> float:
+        """The epoch's log line; on rank 0 also ``last.safetensors``, ``best.safetensors`` when
+        the val AP improved (or there is no val), the plot (at most every 30 s: it costs ~1 s)
+        and a one-line summary. Returns the best AP so far."""
+        self.write({"type": "epoch", "epoch": epoch, "global_step": global_step,
+                    "train": {k: round(v, 6) for k, v in train_stats.items()},
+                    "val": val_stats, "time": time.time()})
+        if not self.enabled:
+            return best_ap
+        out = self.path.parent
+        save_model_atomic(model, out / "last.safetensors")
+        ap = val_stats["AP"] if val_stats else -1.0
+        if val_stats is None or ap > best_ap or not (out / "best.safetensors").exists():
+            if val_stats is not None:
+                best_ap = max(best_ap, ap)
+            save_model_atomic(model, out / "best.safetensors")
+        if is_last or time.perf_counter() - self.last_plot > 30:
+            plot_metrics(self.epochs(), out / "metrics.png")
+            self.last_plot = time.perf_counter()
+        msg = f"epoch {epoch}: loss {train_stats.get('loss', float('nan')):.4f}"
+        if val_stats:
+            msg += f", val AP {val_stats['AP']:.4f} AP50 {val_stats['AP50']:.4f}"
+        say(msg)
+        return best_ap
 
     def epochs(self) -> list[dict]:
         if not self.path.exists():
