@@ -1,7 +1,7 @@
 """COCO bbox evaluation time: faster-coco-eval (what yolos uses) vs pycocotools on the same
 detections, same AP.
 
-    python benchmarks/coco_eval.py [--per-image 100] [--repeats 3]
+    python -m benchmarks.coco_eval [--per-image 100] [--repeats 3]
 
 Ground truth: ../shared/data/coco-val80 (80 val2017 images, 815 annotations). Detections are
 synthesized, seeded: each ground-truth box jittered (a true positive of varying IoU) plus random
@@ -17,7 +17,8 @@ import json
 import time
 
 import numpy as np
-from common import SHARED_DATA, environment, table
+
+from benchmarks.common import SHARED_DATA, environment, table
 
 
 def synth_detections(gt: dict, per_image: int, seed: int = 0) -> list[dict]:

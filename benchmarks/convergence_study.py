@@ -9,9 +9,9 @@ COCO AP (faster-coco-eval, all [DET] predictions) on the same held-out images fr
 used in training, every ``--eval-every`` seconds of training. The learning rate follows a
 linear warmup and then a cosine to zero over the time budget.
 
-    python benchmarks/convergence_study.py --budget-seconds 180 --threads 1 --out study.jsonl
-    python benchmarks/convergence_study.py --table docs/convergence_study.jsonl   # the table of saved runs
-    python benchmarks/convergence_study.py --runs "scratch recipe" --budget-seconds 60
+    python -m benchmarks.convergence_study --budget-seconds 180 --threads 1 --out study.jsonl
+    python -m benchmarks.convergence_study --table docs/convergence_study.jsonl   # the table of saved runs
+    python -m benchmarks.convergence_study --runs "scratch recipe" --budget-seconds 60
 
 Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
 (interpolated between evaluations), the final AP / AP50, the training loss over the last 10% of
@@ -22,25 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, table  # noqa: E402
-
-from yolos.data.coco import CocoDetection  # noqa: E402
-from yolos.data.collate import collate_fn  # noqa: E402
-from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset  # noqa: E402
-from yolos.evaluation.evaluate import evaluate  # noqa: E402
-from yolos.model import create_model  # noqa: E402
-from yolos.train.criterion import SetCriterion  # noqa: E402
-from yolos.train.matcher import HungarianMatcher  # noqa: E402
-from yolos.train.optim import build_optimizer  # noqa: E402
-from yolos.train.recipe import init_box_anchors, init_head_priors, init_scratch_weights  # noqa: E402
+from benchmarks.common import environment, table
+from yolos.data.coco import CocoDetection
+from yolos.data.collate import collate_fn
+from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
+from yolos.evaluation.evaluate import evaluate
+from yolos.model import create_model
+from yolos.train.criterion import SetCriterion
+from yolos.train.matcher import HungarianMatcher
+from yolos.train.optim import build_optimizer
+from yolos.train.recipe import init_box_anchors, init_head_priors, init_scratch_weights
 
 SPEC = ShapesSpec(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=64)
 VAL_SEED = 987_654  # never used for training images
@@ -237,7 +234,7 @@ def summary_table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", nargs="+", default=list(RUNS), help=f"any of: {' | '.join(RUNS)}")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), help=f"any of: {' | '.join(RUNS)}".replace("%", "%%"))
     p.add_argument("--budget-seconds", type=float, default=240.0, help="training time per run")
     p.add_argument("--eval-every", type=float, default=None, help="seconds of training (default budget/8)")
     p.add_argument("--val-images", type=int, default=300)

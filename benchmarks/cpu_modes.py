@@ -13,22 +13,18 @@ Also printed: the largest logit and box difference of each bf16 mode from fp32 (
 and each mode's share of the nominal peak (``common.peak_flops``; FLOPs from
 ``yolos.analysis.flops``, two per multiply-add).
 
-    python benchmarks/cpu_modes.py                      # ti 512x672 and s 800x1056
-    python benchmarks/cpu_modes.py --cases ti --repeats 7
+    python -m benchmarks.cpu_modes                      # ti 512x672 and s 800x1056
+    python -m benchmarks.cpu_modes --cases ti --repeats 7
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, model_pair, peak_flops, table, time_alternating  # noqa: E402
-
-from yolos.analysis.flops import detector_flops  # noqa: E402
-from yolos.inference.predictor import autocast_for  # noqa: E402
+from benchmarks.common import environment, model_pair, peak_flops, table, time_alternating
+from yolos.analysis.flops import detector_flops
+from yolos.inference.predictor import autocast_for
 
 CASES = {"ti": ("yolos-ti", 512, 672), "s": ("yolos-s", 800, 1056)}
 

@@ -11,7 +11,7 @@ SDPA or eager attention, whichever is faster). Contenders alternate; medians of 
 Also printed: preprocessing alone, ``yolos.preprocess`` against ``YolosImageProcessor`` on the
 same images (the 5x goal of benchmarks/preprocess.py, re-measured here).
 
-    python benchmarks/end_to_end.py --repeats 3
+    python -m benchmarks.end_to_end --repeats 3
 """
 from __future__ import annotations
 
@@ -19,19 +19,16 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, environment, model_pair, table  # noqa: E402
-
-from yolos.checkpoint.hf import save_hf_directory  # noqa: E402
-from yolos.cli import main as yolos_main  # noqa: E402
-from yolos.inference.preprocess import preprocess  # noqa: E402
+from benchmarks.common import SHARED_DATA, environment, model_pair, table
+from yolos.checkpoint.hf import save_hf_directory
+from yolos.cli import main as yolos_main
+from yolos.inference.preprocess import preprocess
 
 
 def main(argv=None) -> int:

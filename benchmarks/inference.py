@@ -2,8 +2,8 @@
 the real shapes, identical inputs, same process, same thread count, alternating, medians), plus
 onnxruntime on the exported graph.
 
-    python benchmarks/inference.py                       # the four default cases
-    python benchmarks/inference.py --cases ti:1 --repeats 7 --compile
+    python -m benchmarks.inference                       # the four default cases
+    python -m benchmarks.inference --cases ti:1 --repeats 7 --compile
 
 The peer is transformers at its faster attention mode per case (eager and sdpa are both timed).
 """
@@ -13,7 +13,8 @@ import argparse
 import tempfile
 
 import torch
-from common import environment, model_pair, table, time_alternating
+
+from benchmarks.common import environment, model_pair, table, time_alternating
 
 CASES = {
     "ti:1": ("yolos-ti", 512, 672, 1),

@@ -4,7 +4,7 @@ without gradient checkpointing. No GPU here, so the figure is the process's peak
 (model, gradients, batch and libraries
 already there after a warm-up step on a tiny input) -- i.e. the step's own activation memory.
 
-    python benchmarks/memory.py [--variant yolos-s] [--size 800 1333] [--batch 1]
+    python -m benchmarks.memory [--variant yolos-s] [--size 800 1333] [--batch 1]
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import environment, table
+from benchmarks.common import environment, table
 
 CHILD = r"""
 import json, resource, sys, torch
-sys.path.insert(0, {bench!r})
-from common import random_weights_
-from train_step import make_targets
+sys.path.insert(0, {root!r})
+from benchmarks.common import random_weights_
+from benchmarks.train_step import make_targets
 from yolos import create_model
 impl, ckpt, variant, h, w, batch = {args!r}
 torch.manual_seed(0)
@@ -55,8 +55,8 @@ print(json.dumps({{"before_mib": before, "peak_mib": peak}}))
 
 
 def measure(impl, ckpt, variant, h, w, batch):
-    bench = str(Path(__file__).resolve().parent)
-    code = CHILD.format(bench=bench, args=(impl, ckpt, variant, h, w, batch))
+    root = str(Path(__file__).resolve().parents[1])  # the child imports benchmarks.* from the repository
+    code = CHILD.format(root=root, args=(impl, ckpt, variant, h, w, batch))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"{impl} ckpt={ckpt} failed:\n{out.stderr[-2000:]}")

@@ -6,8 +6,8 @@ read by ``yolos.from_pretrained``; one input at the variant's evaluation size; t
 absolute difference of logits and boxes against transformers' eager and SDPA attention. The
 ``eager vs sdpa`` column is transformers against itself: the floating-point noise floor.
 
-    python benchmarks/parity.py                       # CPU, all five variants
-    python benchmarks/parity.py --device cuda --variants yolos-ti yolos-s
+    python -m benchmarks.parity                       # CPU, all five variants
+    python -m benchmarks.parity --device cuda --variants yolos-ti yolos-s
 """
 from __future__ import annotations
 

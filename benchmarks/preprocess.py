@@ -2,7 +2,7 @@
 images of ../shared/data (coco-val80 + the cats image), one image per call (the inference case)
 and whole batches of 8, identical outputs (max |diff| of pixel_values).
 
-    python benchmarks/preprocess.py [--short-side 800 --long-side 1333] [--repeats 3]
+    python -m benchmarks.preprocess [--short-side 800 --long-side 1333] [--repeats 3]
 
 Images are decoded once beforehand (PIL, RGB): both sides get the same in-memory images, so the
 figure is resize + normalize + pad, not JPEG decoding.
@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import SHARED_DATA, environment, table
 from PIL import Image
+
+from benchmarks.common import SHARED_DATA, environment, table
 
 
 def load_images() -> list[Image.Image]:

@@ -15,8 +15,8 @@ Prints requests per second, p50/p95/p99 latency, errors by status, the server's 
 before and after, and the ratio to in-process throughput. The client threads share the machine's
 cores with the server, so on a small machine the server's figure is a lower bound.
 
-    python benchmarks/serve_load.py                       # 10 000 requests at concurrency 16
-    python benchmarks/serve_load.py --requests 500 --overload-requests 200
+    python -m benchmarks.serve_load                       # 10 000 requests at concurrency 16
+    python -m benchmarks.serve_load --requests 500 --overload-requests 200
 """
 from __future__ import annotations
 
@@ -34,12 +34,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment  # noqa: E402
-
-from yolos import from_pretrained, predict  # noqa: E402
-from yolos.data.synthetic import write_synthetic_dataset  # noqa: E402
-from yolos.inference.defaults import DEFAULT_MODEL  # noqa: E402
+from benchmarks.common import environment
+from yolos import from_pretrained, predict
+from yolos.data.synthetic import write_synthetic_dataset
+from yolos.inference.defaults import DEFAULT_MODEL
 
 
 def rss_mb(pid: int) -> float:

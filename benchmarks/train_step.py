@@ -2,14 +2,15 @@
 YolosForObjectDetection with its own loss (``labels=``), identical weights and batch, same process,
 alternating, medians. Also checks that the two losses agree.
 
-    python benchmarks/train_step.py [--cases ti micro] [--repeats 5]
+    python -m benchmarks.train_step [--cases ti micro] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 
 import torch
-from common import environment, model_pair, table, time_alternating
+
+from benchmarks.common import environment, model_pair, table, time_alternating
 
 CASES = {
     "ti": ("yolos-ti", 512, 672, 2),

@@ -16,14 +16,13 @@ are evaluated by the same code (COCO AP by faster-coco-eval over all [DET] predi
 same held-out images every ``--eval-every`` seconds of their own training. Printed: time and
 steps to AP50 0.5, the final AP of each, and the time each needs to reach the other's final AP.
 
-    python benchmarks/train_synthetic.py --budget-minutes 10
+    python -m benchmarks.train_synthetic --budget-minutes 10
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,18 +30,16 @@ from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment  # noqa: E402
-from convergence_study import SPEC, budget_lr, held_out_set, time_to  # noqa: E402
-
-from yolos.data.collate import collate_fn  # noqa: E402
-from yolos.data.synthetic import SyntheticShapes  # noqa: E402
-from yolos.evaluation.evaluate import evaluate  # noqa: E402
-from yolos.model import create_model  # noqa: E402
-from yolos.train.criterion import SetCriterion  # noqa: E402
-from yolos.train.matcher import HungarianMatcher  # noqa: E402
-from yolos.train.optim import build_optimizer  # noqa: E402
-from yolos.train.recipe import RECIPES, prepare_scratch_model  # noqa: E402
+from benchmarks.common import environment
+from benchmarks.convergence_study import SPEC, budget_lr, held_out_set, time_to
+from yolos.data.collate import collate_fn
+from yolos.data.synthetic import SyntheticShapes
+from yolos.evaluation.evaluate import evaluate
+from yolos.model import create_model
+from yolos.train.criterion import SetCriterion
+from yolos.train.matcher import HungarianMatcher
+from yolos.train.optim import build_optimizer
+from yolos.train.recipe import RECIPES, prepare_scratch_model
 
 WD, CLIP = 1e-4, 0.1
 
