@@ -97,20 +97,22 @@ def test_resume_without_a_state_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_every_train_option_is_a_config_field():
-    """The TrainConfig is built from the parsed options by name (cli.train.config_from_args), so
-    an option without a field, or a negated flag without its field, would be lost silently."""
+    """The parser is generated from TrainConfig's fields and the config is built back from the
+    parsed options by name (cli.train.config_from_args): every field with an option round-trips."""
     import argparse
     import dataclasses
 
     from yolos.cli import build_parser
-    from yolos.cli.train import NEGATED, config_from_args
+    from yolos.cli.train import _negated, config_from_args
     from yolos.train.config import TrainConfig
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     options = {a.dest for a in sub.choices["train"]._actions} - {"help"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert options - fields == {"max_pixels"} | set(NEGATED)  # max_pixels is process-wide, not the run's
-    assert set(NEGATED.values()) <= fields
+    negated = _negated()
+    assert negated == {"no_augment": "augment", "no_progress": "progress"}
+    assert options - fields == {"max_pixels"} | set(negated)  # max_pixels is process-wide, not the run's
+    assert fields - options == {"model_overrides", "variant"} | set(negated.values())  # not options
     args = build_parser().parse_args(["train", "--data", "d.yaml", "--lr", "0.002", "--no-augment",
                                       "--anchor-matching", "7", "--train-sizes", "96,128"])
     cfg = config_from_args(args)

@@ -7,7 +7,8 @@ import argparse
 from .. import validate
 
 
-def _typed(check, **kwargs):
+def typed(check, **kwargs):
+    """An argparse type from a :mod:`yolos.validate` check (its message becomes argparse's)."""
     def parse(text: str):
         try:
             return check(text, "", **kwargs)
@@ -18,14 +19,14 @@ def _typed(check, **kwargs):
     return parse
 
 
-threshold = _typed(validate.threshold)
-positive_int = _typed(validate.positive_int)
-non_negative_int = _typed(validate.non_negative_int)
-positive_float = _typed(validate.positive_float)
-non_negative_float = _typed(validate.non_negative_float)
-image_side = _typed(validate.image_side)
-port = _typed(validate.port)
-dtype = _typed(validate.dtype)
+threshold = typed(validate.threshold)
+positive_int = typed(validate.positive_int)
+non_negative_int = typed(validate.non_negative_int)
+positive_float = typed(validate.positive_float)
+non_negative_float = typed(validate.non_negative_float)
+image_side = typed(validate.image_side)
+port = typed(validate.port)
+dtype = typed(validate.dtype)
 
 
 def add_dtype(p) -> None:

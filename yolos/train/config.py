@@ -1,8 +1,26 @@
-"""Training options: one dataclass, stored (as a plain dict) in every training-state checkpoint."""
+"""Training options: one dataclass, stored (as a plain dict) in every training-state checkpoint.
+
+Each field also describes its command-line option (``metadata``: help text, the
+``yolos.validate`` check of its values, choices, a negated flag); ``yolos train`` builds its
+parser from these fields, so an option is written once, here.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+
+from .. import validate
+
+
+def option(default, help: str = "", check=None, choices=None, flag: str | None = None,
+           metavar: str | None = None, cli: bool = True, factory=None):
+    """A TrainConfig field with its command-line option. ``check``: a :mod:`yolos.validate`
+    function (or ``"sizes"``: a comma list of image sides); ``flag``: a negated flag for a field
+    that defaults to True (``--no-augment``); ``cli=False``: no option."""
+    meta = {"help": help, "check": check, "choices": choices, "flag": flag, "metavar": metavar, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -13,53 +31,74 @@ class TrainConfig:
 
     ``None`` for ``lr`` / ``batch_size`` means the variant's recipe value (the paper's recipe:
     Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32). ``batch_size`` is per process; the
-    global batch is ``batch_size * world_size``."""
+    global batch is ``batch_size * world_size``. ``None`` for the recipe options means the
+    recipe's value (:mod:`yolos.train.recipe`)."""
 
-    data: str = ""
-    out: str = "runs/train"
-    model: str = "micro"
-    recipe: str = "paper"  # paper | scratch (yolos.train.recipe.RECIPES); fills unset options
-    init: str | None = None  # DeiT/ViT checkpoint, or YOLOS checkpoint / hub id
-    init_kind: str = "auto"  # auto | yolos | imagenet
-    epochs: int = 10
-    batch_size: int | None = None
-    lr: float | None = None
-    min_lr: float = 1e-7
-    weight_decay: float = 1e-4
-    clip_max_norm: float = 0.1
-    warmup_epochs: int = 0
-    warmup_lr: float = 1e-6
-    warmup_steps: int | None = None  # None: the recipe's choice (paper: 0)
-    bf16: bool | None = None  # None: the recipe's choice (paper: off)
-    grad_checkpointing: bool = False
-    detach_det_tokens: bool = False
-    device: str | None = None
-    workers: int = 2
-    seed: int = 42
-    save_every_steps: int = 0  # also write the training state every N optimizer steps
-    log_every_steps: int = 0  # also append a log line every N optimizer steps
-    eval_every: int = 1  # epochs; 0 = never
-    resume: bool = False
+    data: str = option("", "dataset YAML or COCO folder")
+    out: str = option("runs/train", "run directory (logs, checkpoints)")
+    model: str = option("micro", "variant to build (yolos-ti, yolos-s, yolos-b, micro, ...)")
+    recipe: str = option(
+        "paper", "paper: the original recipe (default; for fine-tuning from DeiT or YOLOS). scratch: for "
+        "random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
+        "priors, anchor matching, bf16 autocast, patch size 16 (see docs/training.md). Options given "
+        "explicitly win over the recipe's", choices=["paper", "scratch"])
+    init: str | None = option(None, "start from a YOLOS checkpoint / hub id (new class head if the classes "
+                              "differ) or a DeiT/ViT ImageNet checkpoint (backbone init)")
+    init_kind: str = option("auto", choices=["auto", "yolos", "imagenet"])
+    epochs: int = option(10, check=validate.positive_int)
+    batch_size: int | None = option(None, "per process (default: the variant's recipe)", validate.positive_int)
+    lr: float | None = option(None, "default: the variant's recipe", validate.positive_float)
+    min_lr: float = option(1e-7, check=validate.non_negative_float)
+    weight_decay: float = option(1e-4, check=validate.non_negative_float)
+    clip_max_norm: float = option(0.1, "0: no clipping", validate.non_negative_float)
+    warmup_epochs: int = option(0, check=validate.non_negative_int)
+    warmup_lr: float = option(1e-6, "learning rate at the start of --warmup-epochs", validate.non_negative_float)
+    warmup_steps: int | None = option(None, "linear warmup over N optimizer steps (default: the recipe's; "
+                                      "paper 0)", validate.non_negative_int)
+    bf16: bool | None = option(None, "bfloat16 autocast (loss and matching stay fp32; default: the recipe's, "
+                               "paper off)")
+    grad_checkpointing: bool = option(False, "recompute blocks in backward (saves memory)")
+    detach_det_tokens: bool = option(False, "keep the [DET] tokens at their random init (paper, Table 7)")
+    device: str | None = option(None, "cpu, cuda, cuda:1 (default: cuda if available)")
+    workers: int = option(2, check=validate.non_negative_int)
+    seed: int = option(42, check=validate.non_negative_int)
+    save_every_steps: int = option(0, "also write the training state every N steps", validate.non_negative_int)
+    log_every_steps: int = option(0, check=validate.non_negative_int)
+    eval_every: int = option(1, "epochs between evaluations (0: never)", validate.non_negative_int)
+    resume: bool = option(False, "continue the run in --out from its state.pt")
     # Input sizes: short sides for training (multi-scale), one for eval; None = variant's.
-    train_sizes: list[int] | None = None
-    train_max_size: int | None = None
-    eval_size: int | None = None
-    eval_max_size: int | None = None
-    augment: bool = True
-    num_det_tokens: int | None = None  # only when building from scratch
-    patch_size: int | None = None  # only when building from scratch
-    head_priors: bool | None = None  # start the heads at the data's priors (from scratch only)
-    scratch_init: bool | None = None  # xavier, sin-cos positions, local attention (from scratch only)
-    anchors: bool | None = None  # each [DET] token starts at its own box (from scratch only)
-    anchor_matching: float | None = None  # matcher cost on the distance to each token's anchor cell; 0 off
-    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields (from scratch), e.g. tests
-    max_train_images: int | None = None  # subset (debugging / overfitting)
-    max_val_images: int | None = None  # first N val images (by id)
-    repeat: int = 1  # repeat the training set this many times per epoch (tiny datasets)
-    warm_start_images: int = 0  # with warm_start_epochs: the first epochs use only these first images
-    warm_start_epochs: int = 0
-    progress: bool = True
-    variant: str | None = None  # resolved: the variant the model was built as (None: ``model``)
+    train_sizes: list[int] | None = option(None, "training short sides, e.g. '96,112,128' (default: the "
+                                           "variant's scales)", "sizes")
+    train_max_size: int | None = option(None, check=validate.image_side)
+    eval_size: int | None = option(None, "evaluation short side", validate.image_side)
+    eval_max_size: int | None = option(None, check=validate.image_side)
+    augment: bool = option(True, "no flips/crops; resize to the largest train size", flag="--no-augment")
+    num_det_tokens: int | None = option(None, "from scratch only", validate.positive_int)
+    patch_size: int | None = option(None, "from scratch only (default: the recipe's, else the variant's)",
+                                    validate.positive_int)
+    head_priors: bool | None = option(None, "from scratch: start the class and box heads at the training "
+                                      "data's priors (default: the recipe's)")
+    scratch_init: bool | None = option(None, "from scratch: every block starts as a local pooling (a Fourier "
+                                       "position code, query = key projection), each [DET] token at its "
+                                       "anchor (default: the recipe's)")
+    anchors: bool | None = option(None, "from scratch: each [DET] token starts at its own box on a grid over "
+                                  "the image (default: the recipe's)")
+    anchor_matching: float | None = option(
+        None, "matcher cost on the distance from each [DET] token's anchor cell to an object's centre: 50 gives "
+        "each object to its nearest token (default: the recipe's; 0 off)", validate.non_negative_float,
+        metavar="WEIGHT")
+    model_overrides: dict = option(None, cli=False, factory=dict)  # ModelConfig fields (from scratch), e.g. tests
+    max_train_images: int | None = option(None, check=validate.positive_int)
+    max_val_images: int | None = option(None, "evaluate on the first N val images (with --max-train-images on "
+                                        "a train-only folder: the training images themselves)",
+                                        validate.positive_int)
+    repeat: int = option(1, "repeat the training set N times per epoch", validate.positive_int)
+    warm_start_images: int = option(0, "warm start from scratch: the first --warm-start-epochs epochs draw "
+                                    "only the first N training images (docs/training.md)",
+                                    validate.non_negative_int)
+    warm_start_epochs: int = option(0, check=validate.non_negative_int)
+    progress: bool = option(True, flag="--no-progress")
+    variant: str | None = option(None, cli=False)  # resolved: the variant the model was built as
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
