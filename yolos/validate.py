@@ -11,17 +11,24 @@ import math
 MAX_SIDE = 8192  # pixels per side of a model input (export, resize targets)
 
 
-def threshold(value, name: str = "threshold") -> float:
-    """A score threshold in [0, 1]."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a number between 0 and 1, got {value!r}")
+def _real(value, name: str, ok, expected: str, allow_bool: bool = True) -> float:
+    """``value`` as a finite float for which ``ok(v)`` holds, else ValueError
+    ``"{name}: expected {expected}, got {value!r}"``."""
+    message = f"{name}: expected {expected}, got {value!r}"
+    if isinstance(value, bool) and not allow_bool:
+        raise ValueError(message)
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number between 0 and 1, got {value!r}") from None
-    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name}: expected a number between 0 and 1, got {value!r}")
+        raise ValueError(message) from None
+    if not math.isfinite(v) or not ok(v):
+        raise ValueError(message)
     return v
+
+
+def threshold(value, name: str = "threshold") -> float:
+    """A score threshold in [0, 1]."""
+    return _real(value, name, lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1", allow_bool=False)
 
 
 def _whole(value, name: str, minimum: int) -> int:
@@ -60,23 +67,11 @@ def port(value, name: str = "port") -> int:
 
 
 def positive_float(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return v
+    return _real(value, name, lambda v: v > 0, "a positive number")
 
 
 def non_negative_float(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-    return v
+    return _real(value, name, lambda v: v >= 0, "a number >= 0")
 
 
 def image_side(value, name: str, minimum: int = 16) -> int:
