@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ..box_ops import xyxy_to_xywh
+from .postprocess import keep_indices
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -161,11 +162,7 @@ class Detections:
         """The detections that :func:`yolos.predict` would have returned with this ``threshold``
         and ``top_k``: scores strictly above ``threshold`` in their order, then, when more than
         ``top_k`` remain, the ``top_k`` best sorted by score (as ``postprocess`` does)."""
-        keep = torch.arange(len(self))
-        if threshold is not None:
-            keep = keep[self.scores[keep] > threshold]
-        if top_k is not None and len(keep) > top_k:
-            keep = keep[self.scores[keep].argsort(descending=True)[:top_k]]
+        keep = keep_indices(self.scores, threshold, top_k)
         return Detections(
             self.boxes[keep], self.scores[keep], self.labels[keep],
             [self.label_names[i] for i in keep.tolist()], self.image_size, self.image, self.path,

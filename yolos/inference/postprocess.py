@@ -47,10 +47,18 @@ def postprocess(
         boxes = boxes * torch.stack([w, h, w, h], dim=1)[:, None, :]
     results = []
     for s, c, b in zip(scores, labels, boxes):
-        keep = s > threshold
-        s, c, b = s[keep], c[keep], b[keep]
-        if top_k is not None and len(s) > top_k:
-            order = s.argsort(descending=True)[:top_k]
-            s, c, b = s[order], c[order], b[order]
-        results.append({"scores": s, "labels": c, "boxes": b})
+        keep = keep_indices(s, threshold, top_k)
+        results.append({"scores": s[keep], "labels": c[keep], "boxes": b[keep]})
     return results
+
+
+def keep_indices(scores: Tensor, threshold: float | None = None, top_k: int | None = None) -> Tensor:
+    """Indices of the detections kept: scores strictly above ``threshold`` in their order, then,
+    when more than ``top_k`` remain, the ``top_k`` best sorted by score. The one rule of
+    :func:`postprocess` and :meth:`yolos.Detections.select`."""
+    keep = torch.arange(len(scores), device=scores.device)
+    if threshold is not None:
+        keep = keep[scores > threshold]
+    if top_k is not None and len(keep) > top_k:
+        keep = keep[scores[keep].argsort(descending=True)[:top_k]]
+    return keep
