@@ -25,10 +25,15 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from .. import validate
+from ..checkpoint import from_pretrained
 from ..errors import ImageError
+from ..images import load_image
+from ..inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
+from ..model.variants import eval_sizes
 from .batcher import Batcher, QueueFull
 from .metrics import Metrics
 
@@ -127,12 +132,7 @@ class Service:
 
     def _load(self) -> None:
         try:
-            from PIL import Image
-
             if self.model is None:
-                from ..checkpoint import from_pretrained
-                from ..inference.defaults import DEFAULT_MODEL
-
                 self.model = from_pretrained(self.settings.model or DEFAULT_MODEL, device=self.settings.device)
             self.model.eval()
             batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch,
@@ -148,8 +148,6 @@ class Service:
 
     def info(self) -> dict:
         cfg = self.model.config
-        from ..model.variants import eval_sizes
-
         short, long = eval_sizes(cfg)
         return {"variant": cfg.variant, "num_classes": cfg.num_classes,
                 "classes": {str(i): cfg.label_name(i) for i in range(cfg.num_classes)},
@@ -295,7 +293,7 @@ def create_app(settings: ServeSettings | None = None, model=None) -> FastAPI:
             raise HTTPError(413, f"image is {len(data)} bytes, above the limit of "
                                  f"{settings.max_image_mb:g} MB (--max-image-mb)")
         try:
-            image = await run_in_threadpool(_decode_upload, data)
+            image = await run_in_threadpool(load_image, data)
         except ImageError as err:
             raise HTTPError(400, str(err)) from None
         try:
@@ -314,15 +312,5 @@ def create_app(settings: ServeSettings | None = None, model=None) -> FastAPI:
     return app
 
 
-def _decode_upload(data: bytes):
-    from ..images import load_image
-
-    return load_image(data)
-
-
 def _examples(settings: ServeSettings) -> list[Path]:
-    if settings.examples:
-        return [Path(p) for p in settings.examples]
-    from ..inference.defaults import DEFAULT_IMAGE
-
-    return [DEFAULT_IMAGE]
+    return [Path(p) for p in settings.examples] if settings.examples else [DEFAULT_IMAGE]
