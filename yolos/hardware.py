@@ -2,11 +2,31 @@
 Printed by ``yolos benchmark`` and every script in benchmarks/, so each figure names its machine."""
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 
 
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none), read once."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_name() -> str:
+    """The CPU model: /proc/cpuinfo's "model name", else lscpu's, else the platform's."""
+    if _cpuinfo().get("model name"):
+        return _cpuinfo()["model name"]
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
         for line in out.splitlines():
@@ -19,15 +39,12 @@ def cpu_name() -> str:
 
 def cpu_features() -> dict:
     """What the CPU offers for matrix products, from /proc/cpuinfo: vector extensions and clock."""
-    flags, mhz = set(), float("nan")
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("cpu MHz") and mhz != mhz:
-                mhz = float(line.split(":", 1)[1])
-    except OSError:
-        pass
+        mhz = float(info["cpu MHz"])
+    except (KeyError, ValueError):
+        mhz = float("nan")
     return {"avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
             "amx_bf16": "amx_bf16" in flags, "mhz": mhz}
 
