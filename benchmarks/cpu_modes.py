@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import environment, model_pair, peak_flops, table, time_alternating
 from yolos.analysis.flops import detector_flops
-from yolos.inference.predictor import autocast_for
+from yolos.inference.predictor import precision_for
 
 CASES = {"ti": ("yolos-ti", 512, 672), "s": ("yolos-s", 800, 1056)}
 
@@ -34,7 +34,7 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
     ours, theirs = model_pair(variant, "sdpa")
     ours_bf16_weights = model_pair(variant, "sdpa")[0].to(torch.bfloat16)
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1))
-    bf16 = autocast_for(ours, "bfloat16")
+    bf16 = precision_for(ours, "bfloat16")
 
     def hf(mode: str, low: bool):
         def call():
@@ -51,7 +51,7 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
         return call
 
     fns = {
-        "yolos fp32": ours_in(autocast_for(ours, None)),
+        "yolos fp32": ours_in(precision_for(ours, None)),
         "yolos bf16": ours_in(bf16),
         "yolos bf16 weights": lambda: ours_bf16_weights(x.to(torch.bfloat16)),
         "transformers eager fp32": hf("eager", False),

@@ -14,7 +14,7 @@ from yolos.data.synthetic import write_synthetic_dataset
 from yolos.data.transforms import make_transforms
 from yolos.evaluation.evaluate import evaluate
 from yolos.inference.defaults import DEFAULT_MODEL
-from yolos.inference.predictor import autocast_for
+from yolos.inference.predictor import precision_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,12 +32,67 @@ def test_random_weights_outputs_close_to_fp32():
     x = torch.randn(2, 3, 128, 192)
     with torch.inference_mode():
         ref = model(x)
-        with autocast_for(model, "bf16")():
+        with precision_for(model, "bf16")():
             low = model(x)
-    assert low["logits"].dtype == torch.float32 or low["logits"].dtype == torch.bfloat16
+    assert low["logits"].dtype == torch.float32  # the heads stay fp32
     d_logits = (low["logits"].float() - ref["logits"]).abs().max().item()
     d_boxes = (low["pred_boxes"].float() - ref["pred_boxes"]).abs().max().item()
     assert 0 < d_logits < 0.05 and d_boxes < 0.01, (d_logits, d_boxes)  # > 0: bf16 really ran
+
+
+def test_low_precision_is_a_snapshot_used_only_without_gradients():
+    """The cast weights are made once per precision_for call and used only with gradients off:
+    a backward pass under the context gives the fp32 gradients bit for bit, and after an
+    in-place optimizer step a new precision_for follows the new weights."""
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=10)
+    x = torch.randn(2, 3, 64, 96)
+    compute = precision_for(model, "bfloat16")
+
+    def grads(context):
+        model.zero_grad(set_to_none=True)
+        with context():
+            out = model(x)
+            (out["logits"].square().mean() + out["pred_boxes"].sum()).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain, under = grads(precision_for(model, None)), grads(compute)
+    for a, b in zip(plain, under):
+        assert torch.equal(a, b)  # gradients on: the fp32 weights, bit for bit
+    model.eval()
+    with torch.inference_mode():
+        before = model(x)["logits"]
+        with compute():
+            old_low = model(x)["logits"]
+        torch.optim.AdamW(model.parameters(), lr=0.05, fused=True).step()  # in place, no version bump
+        after = model(x)["logits"]
+        with precision_for(model, "bfloat16")():
+            new_low = model(x)["logits"]
+    assert (after - before).abs().max() > 0.1  # the step really changed the model
+    assert (new_low - after).abs().max() < (old_low - after).abs().max()
+
+
+def test_low_precision_stays_in_its_thread_and_whole_bf16_models_run():
+    """The mode is per thread (a server's model thread does not change other callers' numbers),
+    and a model cast to bf16 as a whole takes the same fused path."""
+    import threading
+
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=10).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        ref = model(x)["logits"]
+        seen = {}
+        with precision_for(model, "bf16")():
+            thread = threading.Thread(target=lambda: seen.update(out=model(x)["logits"]))
+            thread.start()
+            thread.join()
+            low = model(x)["logits"]
+        assert torch.equal(seen["out"], ref) and not torch.equal(low, ref)
+        whole = create_model("micro", num_det_tokens=10).eval()
+        whole.load_state_dict(model.state_dict())
+        out = whole.to(torch.bfloat16)(x.bfloat16())["logits"]
+    assert out.dtype == torch.bfloat16 and (out.float() - ref).abs().max() < 0.1
 
 
 def test_bundled_model_same_detections_and_ap(held_out):

@@ -97,14 +97,14 @@ def test_cli_export_bad_size_is_one_line_error(tmp_path, capsys):
 def test_fast_cpu_paths_match_plain_pytorch_forward_and_backward():
     """The oneDNN linears and the [DET]-only last block (used by export's reference model and by
     the benchmarks) give the plain F.linear / full-sequence results, gradients included."""
-    from yolos.model import vit
+    from yolos.model import kernels
 
     torch.manual_seed(0)
     model = create_model("micro", mid_pos_embed=True).train()
     x = torch.randn(2, 3, 96, 112)
 
     def run(fast: bool):
-        vit.ONEDNN_LINEAR = fast
+        kernels.ONEDNN_LINEAR = fast
         try:
             model.zero_grad(set_to_none=True)
             out = model(x)
@@ -112,7 +112,7 @@ def test_fast_cpu_paths_match_plain_pytorch_forward_and_backward():
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
             return out, grads
         finally:
-            vit.ONEDNN_LINEAR = None
+            kernels.ONEDNN_LINEAR = None
 
     fast, fast_grads = run(True)
     plain, plain_grads = run(False)
@@ -147,27 +147,27 @@ def test_cli_benchmark_random_input_and_bad_folder(tmp_path, capsys):
 def test_onednn_linear_is_chosen_by_measurement(monkeypatch, tmp_path):
     """By default the fp32 linear path is measured once: whichever of oneDNN and F.linear was
     faster is used, and both give the same numbers."""
-    from yolos.model import vit
+    from yolos.model import kernels
 
-    if not vit._HAS_ONEDNN:
+    if not kernels._HAS_ONEDNN:
         pytest.skip("this torch build has no oneDNN linear")
-    monkeypatch.setattr(vit, "ONEDNN_LINEAR", None)
-    monkeypatch.setattr(vit, "_MEASURED", None)
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", None)
+    monkeypatch.setattr(kernels, "_MEASURED", None)
     verdict = tmp_path / "verdict.txt"
-    monkeypatch.setattr(vit, "_verdict_file", lambda: verdict)
+    monkeypatch.setattr(kernels, "_verdict_file", lambda: verdict)
     x, w, b = torch.randn(300, 64), torch.randn(96, 64), torch.randn(96)
     with torch.no_grad():
-        out = vit.linear(x, w, b)
-    assert vit._MEASURED in (True, False)
-    assert verdict.read_text().strip() == ("onednn" if vit._MEASURED else "torch")  # kept for later processes
-    monkeypatch.setattr(vit, "_MEASURED", None)
+        out = kernels.linear(x, w, b)
+    assert kernels._MEASURED in (True, False)
+    assert verdict.read_text().strip() == ("onednn" if kernels._MEASURED else "torch")  # kept for later processes
+    monkeypatch.setattr(kernels, "_MEASURED", None)
     verdict.write_text("onednn\n")  # a later process reads the verdict instead of measuring
     with torch.no_grad():
-        vit.linear(x, w, b)
-    assert vit._MEASURED is True
+        kernels.linear(x, w, b)
+    assert kernels._MEASURED is True
     torch.testing.assert_close(out, torch.nn.functional.linear(x, w, b), rtol=0, atol=1e-5)
     calls = []
-    monkeypatch.setattr(vit, "_mm", lambda *a, **k: calls.append(1) or torch.nn.functional.linear(*a[:3]))
+    monkeypatch.setattr(kernels, "_mm", lambda *a, **k: calls.append(1) or torch.nn.functional.linear(*a[:3]))
     with torch.no_grad():
-        vit.linear(x, w, b)
-    assert bool(calls) == vit._MEASURED  # the measured choice is the one used
+        kernels.linear(x, w, b)
+    assert bool(calls) == kernels._MEASURED  # the measured choice is the one used

@@ -47,11 +47,11 @@ def _explicit_sdpa(q, k, v, *args, **kwargs):
 
 @pytest.mark.parametrize("size", [(96, 160), (128, 112), (100, 150)])
 def test_matches_torch_flop_counter_on_a_forward_pass(monkeypatch, size):
-    from yolos.model import vit
+    from yolos.model import kernels
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", _explicit_sdpa)
     # plain F.linear (torch's counter has no formula for the oneDNN fast path, when present)
-    monkeypatch.setattr(vit, "ONEDNN_LINEAR", False, raising=False)
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False, raising=False)
     model = create_model("micro", mid_pos_embed=True).eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

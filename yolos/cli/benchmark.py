@@ -47,7 +47,7 @@ def run(args) -> int:
     from ..errors import DatasetError
     from ..images import load_image
     from ..inference.postprocess import postprocess
-    from ..inference.predictor import autocast_for
+    from ..inference.predictor import precision_for
     from ..inference.preprocess import preprocess
     from ..model.variants import eval_sizes
     from .export import default_size, load_model_arg
@@ -58,7 +58,7 @@ def run(args) -> int:
     device = torch.device(args.device)
     model, name = load_model_arg(args.model)
     model = model.to(device).eval()
-    compute = autocast_for(model, args.dtype)
+    compute = precision_for(model, args.dtype)
     dtype_name = str(args.dtype or "float32").removeprefix("torch.")
     from ..hardware import cpu_summary
 

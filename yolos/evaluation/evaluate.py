@@ -16,7 +16,7 @@ from .. import distributed as D
 from ..errors import YolosError
 from ..inference.detections import coco_records
 from ..inference.postprocess import postprocess
-from ..inference.predictor import autocast_for, same_size_batches
+from ..inference.predictor import precision_for, same_size_batches
 from .coco_eval import coco_evaluate, gather_results
 
 
@@ -38,8 +38,8 @@ def _batches(dataset, batch_size: int):
 def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
                          progress: bool = True, dtype=None) -> list[dict]:
     """COCO result dicts (xywh boxes in original pixels, category ids) for every image;
-    ``dtype``: the compute dtype (:func:`yolos.inference.predictor.autocast_for`)."""
-    compute = autocast_for(model, dtype)
+    ``dtype``: the compute dtype (:func:`yolos.inference.predictor.precision_for`)."""
+    compute = precision_for(model, dtype)
     model_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if model_classes is not None and model_classes != dataset.num_classes:
         raise YolosError(f"the model predicts {model_classes} classes but the dataset "

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import YolosError
-from ..model import vit
+from ..model import kernels
 
 FORMATS = ("onnx", "torchscript")
 
@@ -72,12 +72,12 @@ def check_size(size, patch_size: int) -> tuple[int, int]:
 @contextlib.contextmanager
 def _portable_ops():
     """Graph export records standard ops only (no oneDNN inference shortcut)."""
-    previous = vit.ONEDNN_LINEAR
-    vit.ONEDNN_LINEAR = False
+    previous = kernels.ONEDNN_LINEAR
+    kernels.ONEDNN_LINEAR = False
     try:
         yield
     finally:
-        vit.ONEDNN_LINEAR = previous
+        kernels.ONEDNN_LINEAR = previous
 
 
 def export_model(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..inference.predictor import predict
+from ..inference.predictor import precision_for, predict
 
 
 class QueueFull(RuntimeError):
@@ -86,11 +86,14 @@ class Batcher:
         return jobs
 
     def _work(self) -> None:
+        # The served model never trains: its low-precision weights are cast once, here.
+        compute = precision_for(self.model, self.dtype)
         while (jobs := self._take()) is not None:
             try:
                 # One pass at the lowest threshold asked for; each request is then cut to its own.
-                found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
-                                threshold=min(j.threshold for j in jobs), dtype=self.dtype)
+                with compute():
+                    found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
+                                    threshold=min(j.threshold for j in jobs))
                 for job, det in zip(jobs, found):
                     job.future.set_result(det.select(job.threshold, job.top_k))
                 self.images_done += len(jobs)

@@ -1,0 +1,215 @@
+"""The backbone's matrix products: one ``linear`` that picks the fastest exact path for the tensors
+at hand, and the low-precision inference mode.
+
+fp32 on CPU: PyTorch's ``F.linear`` goes to MKL, which takes an AVX2 path on non-Intel CPUs,
+while oneDNN uses AVX-512 there and fuses the bias and the GELU. :func:`linear` therefore calls
+oneDNN for fp32 CPU tensors where it measured faster on the running CPU (in training through a
+small autograd function whose backward is two more oneDNN GEMMs); results are fp32 with another
+summation order (differences ~1e-6). On the Intel Xeon with AMX this project runs on, F.linear
+won the measurement, so it is used there.
+
+Low precision (:class:`LowPrecision`, what ``dtype="bfloat16"`` runs): the backbone's Linear
+weights are cast once to bf16 and, inside :func:`low_precision`, every backbone matrix product
+(and so the attention, which reads its q/k/v from them) runs in bf16 through oneDNN with the bias
+and the GELU fused; on CPUs with AMX that is where the time goes. The residual stream, the
+LayerNorms, the patch stem and the two heads stay fp32: each pass casts only activations, and
+the numbers stay close to fp32 (README, Benchmarks: bf16 fidelity).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# fp32 CPU linears through oneDNN: True / False force it on / off; None (the default) decides by
+# measurement (_onednn_measured): oneDNN only where it beat F.linear by ONEDNN_MARGIN, so the fast
+# path is never slower than plain PyTorch on the CPU at hand. The verdict is kept per CPU and
+# torch version in ~/.cache/yolos, so every later process (and every rank) takes the same path
+# and gives bit-identical outputs.
+ONEDNN_LINEAR: bool | None = None
+ONEDNN_MARGIN = 1.15
+_MEASURED: bool | None = None
+
+
+def _onednn_ok() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_HAS_ONEDNN = _onednn_ok()
+
+
+def _exporting() -> bool:
+    """True while traced, scripted, compiled or exported: graphs get the portable ``F.linear``."""
+    compiler = getattr(torch, "compiler", None)
+    return (
+        torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        or bool(compiler and getattr(compiler, "is_compiling", lambda: False)())
+        or bool(compiler and getattr(compiler, "is_exporting", lambda: False)())
+    )
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _mm(a: Tensor, b: Tensor, bias: Tensor | None = None, attr: str = "none") -> Tensor:
+    """``a @ b.T (+ bias)`` through oneDNN; ``a [..., K]``, ``b [N, K]`` contiguous."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, attr, [], "none" if attr == "gelu" else "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with oneDNN GEMMs in forward and backward (fp32, CPU)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _mm(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, weight.shape[0]).contiguous()  # [M, out]
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm(g, weight.t().contiguous()).reshape(x.shape)  # g @ W
+        if ctx.needs_input_grad[1]:
+            gw = _mm(g.t().contiguous(), x.reshape(-1, x.shape[-1]).t().contiguous())  # g^T @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb
+
+
+def _verdict_file():
+    import os
+    from pathlib import Path
+
+    from ..hardware import cpu_features, cpu_name
+
+    isa = "-".join(k for k, on in cpu_features().items() if on is True)
+    key = "".join(c if c.isalnum() else "-" for c in f"{cpu_name()}-{isa}-torch{torch.__version__}")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yolos" / f"onednn-linear-{key}.txt"
+
+
+def _onednn_measured(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether oneDNN beat ``F.linear`` by :data:`ONEDNN_MARGIN` on these shapes (up to 2048
+    rows; medians of 5 alternating timings). Measured once per CPU and torch version: the verdict
+    is read from, or written to, the cache file; without a writable cache, once per process."""
+    global _MEASURED
+    if _MEASURED is not None:
+        return _MEASURED
+    try:
+        path = _verdict_file()
+        if path.is_file():
+            _MEASURED = path.read_text().strip() == "onednn"
+            return _MEASURED
+    except OSError:
+        path = None
+    import time
+
+    with torch.no_grad():
+        a = x.reshape(-1, x.shape[-1])[:2048].contiguous()
+        times = {True: [], False: []}
+        for _ in range(6):
+            for fast in (True, False):
+                t0 = time.perf_counter()
+                _mm(a, weight, bias) if fast else F.linear(a, weight, bias)
+                times[fast].append(time.perf_counter() - t0)
+    median = {k: sorted(v[1:])[2] for k, v in times.items()}  # the first of each is a warm-up
+    _MEASURED = median[True] * ONEDNN_MARGIN < median[False]
+    if path is not None:
+        try:
+            from ..files import atomic_write_text
+
+            atomic_write_text(path, "onednn\n" if _MEASURED else "torch\n")
+        except OSError:
+            pass
+    return _MEASURED
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor:
+    """``F.linear`` (then exact erf-GELU when ``gelu``). A bf16/fp16 weight (a low-precision
+    copy from :func:`weight_of`, or a model cast as a whole) computes in that dtype with the bias
+    and GELU fused, when no gradient is needed; fp32 CPU tensors go through oneDNN when
+    :data:`ONEDNN_LINEAR` says so (by default: when it measured faster here)."""
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+    if weight.dtype in (torch.bfloat16, torch.float16) and not needs_grad and not _cpu_autocast():
+        return _linear_low(x, weight, bias, gelu)
+    if x.dtype != weight.dtype and not _cpu_autocast():
+        x = x.to(weight.dtype)  # a low-precision activation into a full-precision layer
+    if (
+        ONEDNN_LINEAR is not False and _HAS_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
+        and weight.dtype == torch.float32 and weight.is_contiguous()
+        and not _cpu_autocast() and not _exporting()
+        and (ONEDNN_LINEAR or _onednn_measured(x, weight, bias))
+    ):
+        x = x.contiguous()
+        if needs_grad:
+            out = _OneDNNLinear.apply(x, weight, bias)
+            return F.gelu(out) if gelu else out
+        return _mm(x, weight, bias, "gelu" if gelu else "none")
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if gelu else out
+
+
+# ----------------------------------------------------------------------------- low precision
+class LowPrecision:
+    """Copies in ``dtype`` (bfloat16 or float16) of the weights of every Linear inside
+    ``module``, made once (the backbone's: ``LowPrecision(model.blocks, torch.bfloat16)``).
+
+    A snapshot: later changes to the model's weights are not seen, so make one per use (a
+    ``predict`` call makes one per call; a server, whose model never trains, one at start)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype: low precision is bfloat16 or float16, got {dtype}")
+        self.dtype = dtype
+        with torch.no_grad():
+            self.weights = {id(m): m.weight.detach().to(dtype).contiguous()
+                            for m in module.modules() if isinstance(m, nn.Linear)}
+
+
+_ACTIVE: contextvars.ContextVar[LowPrecision | None] = contextvars.ContextVar("yolos_low_precision", default=None)
+
+
+@contextlib.contextmanager
+def low_precision(weights: LowPrecision):
+    """Run the Linears that ``weights`` holds in its dtype, in this thread or task, while
+    gradients are off (with gradients on, the fp32 weights are used as always)."""
+    token = _ACTIVE.set(weights)
+    try:
+        yield weights
+    finally:
+        _ACTIVE.reset(token)
+
+
+def weight_of(layer: nn.Linear) -> Tensor:
+    """The weight a forward pass uses for ``layer``: its low-precision copy inside
+    :func:`low_precision` (gradients off), else ``layer.weight``."""
+    active = _ACTIVE.get()
+    if active is not None and not torch.is_grad_enabled():
+        cast = active.weights.get(id(layer))
+        if cast is not None:
+            return cast
+    return layer.weight
+
+
+def _linear_low(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool) -> Tensor:
+    """``x @ weight.T + bias`` (then GELU) in ``weight.dtype``; the bias stays in its own dtype
+    (fp32: added to the fp32 accumulator on the oneDNN path)."""
+    x = x.to(weight.dtype)
+    if _HAS_ONEDNN and x.device.type == "cpu" and weight.is_contiguous() and not _exporting():
+        return _mm(x.contiguous(), weight, bias, "gelu" if gelu else "none")
+    out = F.linear(x, weight, None if bias is None else bias.to(weight.dtype))
+    return F.gelu(out) if gelu else out
