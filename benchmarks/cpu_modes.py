@@ -4,21 +4,27 @@ of the CPU's peak each reaches.
 Both models hold the same random weights of the real shapes (benchmarks/common.model_pair).
 Modes timed, alternating, medians:
 
-* yolos fp32; yolos bf16 (``dtype="bfloat16"``: autocast, what ``predict``/``--dtype bf16`` run);
-  yolos with its weights cast to bf16 once (``model.to(torch.bfloat16)``, a lever measured, not a
-  documented mode: LayerNorm and softmax then run in bf16 too);
+* yolos fp32; yolos bf16 (``dtype="bfloat16"``: ``precision_for``, what ``predict``/``--dtype bf16``
+  run, its weights cast once before the timing; the cast itself, paid once per ``predict`` call,
+  is printed); yolos cast to bf16 as a whole (``model.to(torch.bfloat16)``, a lever measured, not
+  a documented mode: LayerNorm, the residual stream and the heads then run in bf16 too);
 * transformers eager and SDPA attention, each in fp32 and under ``torch.autocast("cpu", bfloat16)``.
 
 Also printed: the largest logit and box difference of each bf16 mode from fp32 (random weights),
 and each mode's share of the nominal peak (``common.peak_flops``; FLOPs from
 ``yolos.analysis.flops``, two per multiply-add).
 
+With ``--breakdown``, the time of yolos bf16 and transformers SDPA under bf16 autocast is also
+split by operator kind (torch.profiler over 4 passes): attention, matrix products, GELU,
+LayerNorm, casts and copies, the patch convolution, the rest.
+
     python -m benchmarks.cpu_modes                      # ti 512x672 and s 800x1056
-    python -m benchmarks.cpu_modes --cases ti --repeats 7
+    python -m benchmarks.cpu_modes --cases ti --repeats 7 --breakdown
 """
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
@@ -34,7 +40,9 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
     ours, theirs = model_pair(variant, "sdpa")
     ours_bf16_weights = model_pair(variant, "sdpa")[0].to(torch.bfloat16)
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1))
+    t0 = time.perf_counter()
     bf16 = precision_for(ours, "bfloat16")
+    cast_ms = 1e3 * (time.perf_counter() - t0)
 
     def hf(mode: str, low: bool):
         def call():
@@ -53,7 +61,7 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
     fns = {
         "yolos fp32": ours_in(precision_for(ours, None)),
         "yolos bf16": ours_in(bf16),
-        "yolos bf16 weights": lambda: ours_bf16_weights(x.to(torch.bfloat16)),
+        "yolos whole model bf16": lambda: ours_bf16_weights(x.to(torch.bfloat16)),
         "transformers eager fp32": hf("eager", False),
         "transformers sdpa fp32": hf("sdpa", False),
         "transformers eager bf16": hf("eager", True),
@@ -68,7 +76,7 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
                               (out["pred_boxes"].float() - ref["pred_boxes"]).abs().max().item())
         times = time_alternating(fns, repeats=repeats, warmup=1)
     flops = 2 * detector_flops(ours.config, (h, w)).total
-    best_ours = min((k for k in times if k.startswith("yolos") and k != "yolos bf16 weights"), key=times.get)
+    best_ours = min((k for k in times if k.startswith("yolos") and k != "yolos whole model bf16"), key=times.get)
     best_theirs = min((k for k in times if k.startswith("transformers")), key=times.get)
     best_theirs_fp32 = min((k for k in times if k.startswith("transformers") and k.endswith("fp32")), key=times.get)
     rows = []
@@ -77,6 +85,8 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
         note = []
         if name == best_ours:
             note.append(f"{times[best_theirs] / t:.2f}x transformers' fastest ({best_theirs})")
+        if name == "yolos bf16":
+            note.append(f"weights cast once in {cast_ms:.0f} ms")
         if name == "yolos fp32":
             note.append(f"{times[best_theirs_fp32] / t:.2f}x transformers' fastest fp32")
         rows.append([f"{variant} {h}x{w}", name, f"{t:.3f}", f"{flops / t / 1e9:.0f}", f"{100 * flops / t / peak:.1f}%",
@@ -84,11 +94,55 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
     return rows
 
 
+def _kind(op: str) -> str:
+    if "attention" in op:
+        return "attention"
+    if any(k in op for k in ("linear_pointwise", "addmm", "mm")):
+        return "matrix products"
+    for kind in ("gelu", "layer_norm", "conv"):
+        if kind in op:
+            return kind
+    return "casts/copies" if "copy" in op else "rest"
+
+
+def breakdown(key: str) -> None:
+    """Per-pass time of yolos bf16 and transformers SDPA bf16 split by operator kind."""
+    from torch.profiler import ProfilerActivity, profile
+
+    variant, h, w = CASES[key]
+    ours, theirs = model_pair(variant, "sdpa")
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1))
+    bf16 = precision_for(ours, "bfloat16")
+
+    def yolos_bf16():
+        with bf16():
+            ours(x)
+
+    def transformers_bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            theirs(pixel_values=x)
+
+    for name, fn in (("yolos bf16", yolos_bf16), ("transformers sdpa bf16", transformers_bf16)):
+        with torch.inference_mode():
+            fn()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(4):
+                    fn()
+        kinds: dict[str, float] = {}
+        for event in prof.key_averages():
+            kinds[_kind(event.key)] = kinds.get(_kind(event.key), 0.0) + event.self_cpu_time_total / 4e3
+        total = sum(kinds.values())
+        ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
+        parts = ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in ranked)
+        print(f"  {variant} {h}x{w} {name}: {total:.1f} ms per pass (profiled): {parts}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--breakdown", action="store_true", help="also split the bf16 modes' time by operator kind")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
@@ -97,6 +151,9 @@ def main(argv=None) -> int:
         rows += run_case(key, args.repeats, args.threads)
         print("\n".join("  " + " | ".join(r) for r in rows[-7:]), flush=True)
     print(table(rows, ["case", "mode", "s/img", "GFLOP/s", "of peak", "max |diff| vs yolos fp32", "speed-up"]))
+    if args.breakdown:
+        for key in args.cases:
+            breakdown(key)
     return 0
 
 

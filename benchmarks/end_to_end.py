@@ -6,7 +6,8 @@ write one JSON file of all detections. Ours is the real ``yolos predict`` comman
 (``--no-images``); theirs is ``pipeline("object-detection")`` with its YolosImageProcessor at
 the same size (shortest edge 512, longest 1333) followed by ``json.dump``. Timed: fp32 for both,
 and each side's fastest mode (ours ``--dtype bf16``; theirs under ``torch.autocast`` bf16 with
-SDPA or eager attention, whichever is faster). Contenders alternate; medians of ``--repeats``.
+SDPA or eager attention, whichever is faster). Each contender runs once untimed first; then they
+alternate; medians of ``--repeats``.
 
 Also printed: preprocessing alone, ``yolos.preprocess`` against ``YolosImageProcessor`` on the
 same images (the 5x goal of benchmarks/preprocess.py, re-measured here).
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
         "pipeline sdpa bf16": run_theirs("sdpa", True),
         "pipeline eager bf16": run_theirs("eager", True),
     }
+    for fn in contenders.values():  # warm-up: first-call costs (kernel selection, caches) on both sides
+        fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(args.repeats):
         for name, fn in contenders.items():

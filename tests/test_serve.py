@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from yolos import from_pretrained, predict  # noqa: E402
 from yolos.inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL  # noqa: E402
+from yolos.model.kernels import LowPrecision  # noqa: E402
 from yolos.serve import ServeSettings, create_app  # noqa: E402
 from yolos.serve.batcher import Batcher, QueueFull  # noqa: E402
 
@@ -282,6 +283,27 @@ def test_batcher_bounded_queue_and_batched_equals_single(model):
         alone = predict(model, image, threshold=0.0)[0]
         torch.testing.assert_close(got.boxes, alone.boxes, atol=1e-4, rtol=0)
         torch.testing.assert_close(got.scores, alone.scores, atol=1e-5, rtol=0)
+
+
+def test_bf16_batcher_casts_the_weights_once(model, monkeypatch):
+    """A server's model never trains, so its bf16 weights are cast once for all requests, and
+    the answers are predict(dtype="bfloat16")'s."""
+    from yolos.inference import predictor
+
+    made = []
+    monkeypatch.setattr(predictor, "LowPrecision", lambda *a: made.append(1) or LowPrecision(*a))
+    image = Image.open(io.BytesIO(IMAGE))
+    batcher = Batcher(model, max_queue=4, max_batch=2, dtype="bfloat16")
+    try:
+        answers = [batcher.submit(image, 0.05).result(30) for _ in range(3)]
+    finally:
+        batcher.close()
+    assert len(made) == 1
+    expected = predict(model, image, threshold=0.05, dtype="bfloat16")[0]
+    assert len(expected) > 0
+    for got in answers:
+        assert got.label_names == expected.label_names
+        torch.testing.assert_close(got.scores, expected.scores, atol=1e-6, rtol=0)
 
 
 def test_real_server_process(server, model):
