@@ -12,7 +12,8 @@ Low precision (:class:`LowPrecision`, what ``dtype="bfloat16"`` runs): the backb
 weights are cast once to bf16 and, inside :func:`low_precision`, every backbone matrix product
 (and so the attention, which reads its q/k/v from them) runs in bf16 through oneDNN with the bias
 and the GELU fused; on CPUs with AMX that is where the time goes. The residual stream, the
-LayerNorms, the patch stem and the two heads stay fp32: each pass casts only activations, and
+LayerNorms, the patch stem, the heads and any Linear left out of the snapshot (the last block, in
+``yolos.inference.predictor.precision_for``) stay fp32: each pass casts only activations, and
 the numbers stay close to fp32 (README, Benchmarks: bf16 fidelity).
 """
 from __future__ import annotations
@@ -176,7 +177,7 @@ class LowPrecision:
             raise ValueError(f"dtype: low precision is bfloat16 or float16, got {dtype}")
         self.dtype = dtype
         with torch.no_grad():
-            self.weights = {id(m): m.weight.detach().to(dtype).contiguous()
+            self.weights = {m: m.weight.detach().to(dtype).contiguous()  # keyed by the layer itself
                             for m in module.modules() if isinstance(m, nn.Linear)}
 
 
@@ -199,7 +200,7 @@ def weight_of(layer: nn.Linear) -> Tensor:
     :func:`low_precision` (gradients off), else ``layer.weight``."""
     active = _ACTIVE.get()
     if active is not None and not torch.is_grad_enabled():
-        cast = active.weights.get(id(layer))
+        cast = active.weights.get(layer)
         if cast is not None:
             return cast
     return layer.weight
