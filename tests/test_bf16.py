@@ -105,14 +105,14 @@ def test_bundled_model_same_detections_and_ap(held_out):
         if a.label_names == b.label_names and (len(a) == 0 or (a.boxes - b.boxes).abs().max() <= 2.0):
             same += 1
     assert sum(len(d) for d in fp32) > 100, "the bundled model finds too little for this to mean anything"
-    # measured: 496 of 500 held-out images (seed 2000); these 100 differ in the few whose scores
-    # sit within ~0.05 of the threshold
+    # measured: 492-495 of 500 on four held-out sets (benchmarks/bf16_fidelity.py); the images
+    # that differ hold a score within a few hundredths of the threshold
     assert same >= 0.96 * len(files), f"{same} of {len(files)} images with identical detections"
     data = CocoDetection(held_out / "images", held_out / "annotations.json", transforms=make_transforms(
         "val", eval_size=(128, 128)))
     ap32 = evaluate(model, data, batch_size=16, progress=False)[0]["AP"]
     ap16 = evaluate(model, data, batch_size=16, progress=False, dtype="bf16")[0]["AP"]
-    assert abs(ap32 - ap16) <= 0.01, (ap32, ap16)  # measured 0.006 on 500 images
+    assert abs(ap32 - ap16) <= 0.005, (ap32, ap16)  # measured at most 0.0012 on four sets of 500
 
 
 def test_cli_dtype_option(tmp_path, held_out, capsys):
