@@ -14,6 +14,10 @@ Also printed: the largest logit and box difference of each bf16 mode from fp32 (
 and each mode's share of the nominal peak (``common.peak_flops``; FLOPs from
 ``yolos.analysis.flops``, two per multiply-add).
 
+With ``--openvino`` (needs ``pip install openvino``; not a dependency of yolos), OpenVINO also
+runs the graph of ``yolos export`` at the case's size with the bf16 precision hint, the backend
+the issue tracker suggested; it joins "yolos" modes only if it were ever made one.
+
 With ``--breakdown``, the time of yolos bf16 and transformers SDPA under bf16 autocast is also
 split by operator kind (torch.profiler over 4 passes): attention, matrix products, GELU,
 LayerNorm, casts and copies, the patch convolution, the rest.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,7 +40,29 @@ from yolos.inference.predictor import precision_for
 CASES = {"ti": ("yolos-ti", 512, 672), "s": ("yolos-s", 800, 1056)}
 
 
-def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
+def openvino_call(model, h: int, w: int, x: torch.Tensor, threads: int):
+    """A callable running ``model`` exported to ONNX at ``h x w`` in OpenVINO with the bf16 hint."""
+    import tempfile
+
+    import openvino as ov
+
+    from yolos.export.exporter import export_model
+
+    path = export_model(model, Path(tempfile.mkdtemp(prefix="yolos-ov-")) / "model.onnx", size=(h, w))
+    core = ov.Core()
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                     "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    pixels = x.numpy()
+
+    def call():
+        out = request.infer({0: pixels})
+        logits, boxes = (torch.from_numpy(out[o].copy()) for o in compiled.outputs)
+        return {"logits": logits, "pred_boxes": boxes}
+    return call
+
+
+def run_case(key: str, repeats: int, threads: int, openvino: bool = False) -> list[list[str]]:
     variant, h, w = CASES[key]
     ours, theirs = model_pair(variant, "sdpa")
     ours_bf16_weights = model_pair(variant, "sdpa")[0].to(torch.bfloat16)
@@ -67,6 +94,8 @@ def run_case(key: str, repeats: int, threads: int) -> list[list[str]]:
         "transformers eager bf16": hf("eager", True),
         "transformers sdpa bf16": hf("sdpa", True),
     }
+    if openvino:
+        fns["openvino bf16 (our ONNX)"] = openvino_call(ours, h, w, x, threads)
     with torch.inference_mode():
         ref = fns["yolos fp32"]()
         diffs = {}
@@ -143,13 +172,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--breakdown", action="store_true", help="also split the bf16 modes' time by operator kind")
+    ap.add_argument("--openvino", action="store_true", help="also time OpenVINO (bf16 hint) on our ONNX export")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
     rows = []
     for key in args.cases:
-        rows += run_case(key, args.repeats, args.threads)
-        print("\n".join("  " + " | ".join(r) for r in rows[-7:]), flush=True)
+        case_rows = run_case(key, args.repeats, args.threads, args.openvino)
+        rows += case_rows
+        print("\n".join("  " + " | ".join(r) for r in case_rows), flush=True)
     print(table(rows, ["case", "mode", "s/img", "GFLOP/s", "of peak", "max |diff| vs yolos fp32", "speed-up"]))
     if args.breakdown:
         for key in args.cases:
