@@ -145,14 +145,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -
     :data:`ONEDNN_LINEAR` says so (by default: when it measured faster here)."""
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
-    if weight.dtype in (torch.bfloat16, torch.float16) and not needs_grad and not _cpu_autocast():
+    autocast = _cpu_autocast()
+    if weight.dtype in (torch.bfloat16, torch.float16) and not needs_grad and not autocast:
         return _linear_low(x, weight, bias, gelu)
-    if x.dtype != weight.dtype and not _cpu_autocast():
+    if x.dtype != weight.dtype and not autocast:
         x = x.to(weight.dtype)  # a low-precision activation into a full-precision layer
     if (
         ONEDNN_LINEAR is not False and _HAS_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
         and weight.dtype == torch.float32 and weight.is_contiguous()
-        and not _cpu_autocast() and not _exporting()
+        and not autocast and not _exporting()
         and (ONEDNN_LINEAR or _onednn_measured(x, weight, bias))
     ):
         x = x.contiguous()

@@ -41,7 +41,8 @@ class Batcher:
             raise ValueError("max_queue and max_batch must be >= 1")
         self.model = model
         self.max_batch = max_batch
-        self.dtype = dtype
+        # The served model never trains: its low-precision weights are cast once, here.
+        self._compute = precision_for(model, dtype)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._running = 0  # requests taken off the queue and not finished yet
         self._lock = threading.Lock()
@@ -86,12 +87,10 @@ class Batcher:
         return jobs
 
     def _work(self) -> None:
-        # The served model never trains: its low-precision weights are cast once, here.
-        compute = precision_for(self.model, self.dtype)
         while (jobs := self._take()) is not None:
             try:
                 # One pass at the lowest threshold asked for; each request is then cut to its own.
-                with compute():
+                with self._compute():
                     found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
                                     threshold=min(j.threshold for j in jobs))
                 for job, det in zip(jobs, found):
