@@ -37,12 +37,6 @@ def model_pair(variant: str, attn_implementation: str = "sdpa", seed: int = 0, *
     return ours, theirs
 
 
-def hf_with_attention(theirs, attn_implementation: str):
-    """Switch an already loaded transformers model between ``eager`` and ``sdpa``."""
-    theirs.set_attn_implementation(attn_implementation)
-    return theirs
-
-
 def time_alternating(
     fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
 ) -> dict[str, float]:

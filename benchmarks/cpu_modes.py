@@ -28,6 +28,7 @@ LayerNorm, casts and copies, the patch convolution, the rest.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -62,10 +63,13 @@ def openvino_call(model, h: int, w: int, x: torch.Tensor, threads: int):
     return call
 
 
-def run_case(key: str, repeats: int, threads: int, openvino: bool = False) -> list[list[str]]:
+def run_case(key: str, repeats: int, threads: int, openvino: bool = False,
+             split: bool = False) -> list[list[str]]:
+    """The table rows of one case; with ``split``, the bf16 modes' time by operator kind is
+    printed too (:func:`breakdown`)."""
     variant, h, w = CASES[key]
     ours, theirs = model_pair(variant, "sdpa")
-    ours_bf16_weights = model_pair(variant, "sdpa")[0].to(torch.bfloat16)
+    ours_bf16_weights = copy.deepcopy(ours).to(torch.bfloat16)
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1))
     t0 = time.perf_counter()
     bf16 = precision_for(ours, "bfloat16")
@@ -120,6 +124,8 @@ def run_case(key: str, repeats: int, threads: int, openvino: bool = False) -> li
             note.append(f"{times[best_theirs_fp32] / t:.2f}x transformers' fastest fp32")
         rows.append([f"{variant} {h}x{w}", name, f"{t:.3f}", f"{flops / t / 1e9:.0f}", f"{100 * flops / t / peak:.1f}%",
                      f"{diffs[name]:.1e}", "; ".join(note)])
+    if split:
+        breakdown(f"{variant} {h}x{w}", {k: fns[k] for k in ("yolos bf16", "transformers sdpa bf16")})
     return rows
 
 
@@ -134,24 +140,11 @@ def _kind(op: str) -> str:
     return "casts/copies" if "copy" in op else "rest"
 
 
-def breakdown(key: str) -> None:
-    """Per-pass time of yolos bf16 and transformers SDPA bf16 split by operator kind."""
+def breakdown(label: str, fns: dict) -> None:
+    """Print each callable's time per pass split by operator kind (torch.profiler, 4 passes)."""
     from torch.profiler import ProfilerActivity, profile
 
-    variant, h, w = CASES[key]
-    ours, theirs = model_pair(variant, "sdpa")
-    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1))
-    bf16 = precision_for(ours, "bfloat16")
-
-    def yolos_bf16():
-        with bf16():
-            ours(x)
-
-    def transformers_bf16():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            theirs(pixel_values=x)
-
-    for name, fn in (("yolos bf16", yolos_bf16), ("transformers sdpa bf16", transformers_bf16)):
+    for name, fn in fns.items():
         with torch.inference_mode():
             fn()
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -163,7 +156,7 @@ def breakdown(key: str) -> None:
         total = sum(kinds.values())
         ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
         parts = ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in ranked)
-        print(f"  {variant} {h}x{w} {name}: {total:.1f} ms per pass (profiled): {parts}", flush=True)
+        print(f"  {label} {name}: {total:.1f} ms per pass (profiled): {parts}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -178,13 +171,10 @@ def main(argv=None) -> int:
     print(environment(), flush=True)
     rows = []
     for key in args.cases:
-        case_rows = run_case(key, args.repeats, args.threads, args.openvino)
+        case_rows = run_case(key, args.repeats, args.threads, args.openvino, args.breakdown)
         rows += case_rows
         print("\n".join("  " + " | ".join(r) for r in case_rows), flush=True)
     print(table(rows, ["case", "mode", "s/img", "GFLOP/s", "of peak", "max |diff| vs yolos fp32", "speed-up"]))
-    if args.breakdown:
-        for key in args.cases:
-            breakdown(key)
     return 0
 
 
