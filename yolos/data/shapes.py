@@ -1,0 +1,256 @@
+"""Drawing seeded shapes with exact boxes: what :mod:`yolos.data.synthetic` renders.
+
+:func:`render_shapes` draws one image from a :class:`ShapesSpec`. Two looks:
+
+* ``"classic"``: mid-tone noise, gradient or stripe backgrounds; fills from the 8 corners of the
+  RGB cube far from the background; upright triangles. The look the project's first models and
+  studies used; the same seed gives the same image as it always did.
+* ``"varied"``: every background kind, plain ones included, of any colour from black to white;
+  any fill colour (saturated, pale, dark or grey) with enough contrast to the background under
+  it; triangles and stars in any of four orientations; sensor noise on half the images. A model
+  trained on it detects shapes drawn the simple way (one colour on one colour), which classic
+  images never show.
+
+``outline`` draws that share of the shapes as outlines (2-4 px strokes) instead of filled.
+Kinds: square, circle, triangle (the classic three), star, cross, ring.
+
+Every box is the tight box of the shape's drawn pixels (``[x, y, w, h]`` with integer pixel
+edges) and ``area`` their count; shapes never overlap (one free pixel between neighbours).
+Side lengths are drawn log-uniformly from ``[min_size, max_size]``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+CLASSIC_SHAPES = ("square", "circle", "triangle")
+SHAPES = CLASSIC_SHAPES + ("star", "cross", "ring")
+LOOKS = ("classic", "varied")
+# Upper bounds of what a spec (a dataset YAML, the command line) may ask for: a larger image or
+# object count is refused before anything is allocated.
+MAX_IMAGE_SIZE = 2048
+MAX_OBJECTS = 100
+
+
+@dataclass(frozen=True)
+class ShapesSpec:
+    """What one image holds. ``min_size``/``max_size`` (side length in pixels) default to
+    ``image_size // 7`` to ``0.45 * image_size``; ``look`` and ``outline`` as in the module doc."""
+
+    image_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 3
+    shapes: tuple[str, ...] = CLASSIC_SHAPES
+    min_size: int | None = None
+    max_size: int | None = None
+    look: str = "classic"
+    outline: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "shapes", tuple(self.shapes))
+        if not self.shapes or any(s not in SHAPES for s in self.shapes) or len(set(self.shapes)) < len(self.shapes):
+            raise ValueError(f"shapes must be distinct names from {SHAPES}, got {self.shapes}")
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be 32..{MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}")
+        lo, hi = self.size_range
+        if not 3 <= lo <= hi <= self.image_size:
+            raise ValueError(f"need 3 <= min_size <= max_size <= image_size, got {lo}..{hi}")
+        if self.look not in LOOKS:
+            raise ValueError(f"look must be one of {LOOKS}, got {self.look!r}")
+        if isinstance(self.outline, bool) or not 0.0 <= float(self.outline) <= 1.0:
+            raise ValueError(f"outline must be a share between 0 and 1, got {self.outline!r}")
+
+    @property
+    def size_range(self) -> tuple[int, int]:
+        lo = self.min_size if self.min_size is not None else max(8, self.image_size // 7)
+        hi = self.max_size if self.max_size is not None else max(lo, int(self.image_size * 0.45) - 1)
+        return int(lo), int(hi)
+
+    def categories(self) -> list[dict]:
+        return [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(self.shapes)]
+
+
+# ----------------------------------------------------------------------------- backgrounds
+def _texture(rng, size: int, kind: int, base: np.ndarray, amplitude: float, other_range) -> np.ndarray:
+    """Noise (0), a linear gradient from ``base`` to a colour drawn from ``other_range`` (1) or
+    stripes (2) around ``base``; float32 ``[size, size, 3]``, not clipped."""
+    ramp = np.arange(size, dtype=np.float32) / size
+    if kind == 0:
+        return base + amplitude * rng.standard_normal((size, size, 3), dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi if kind == 1 else np.pi)
+    # (cos a) x + (sin a) y over the grid, by broadcasting a row against a column
+    t = np.float32(np.cos(angle)) * ramp[None, :] + np.float32(np.sin(angle)) * ramp[:, None]
+    if kind == 1:
+        other = rng.uniform(*other_range, size=3).astype(np.float32)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-9)
+        return base + (other - base) * t[..., None]
+    period = rng.uniform(0.05, 0.25)
+    wave = np.sin(np.float32(2 * np.pi / period) * t)
+    return base + amplitude * wave[..., None] * rng.uniform(0.5, 1.0, size=3).astype(np.float32)
+
+
+def _classic_background(rng, size: int) -> np.ndarray:
+    """Mid-tone noise, gradient or stripes (float32 [size, size, 3] in 0..255)."""
+    base = rng.uniform(70, 150, size=3).astype(np.float32)
+    kind = int(rng.integers(3))
+    return np.clip(_texture(rng, size, kind, base, 18 if kind == 0 else 25, (70, 150)), 0, 255)
+
+
+def _varied_background(rng, size: int) -> np.ndarray:
+    """Plain (a third), checkerboard, noise, gradient or stripes, of any colour."""
+    base = rng.uniform(0, 255, size=3).astype(np.float32)
+    kind = rng.choice(["plain", "plain", "checker", "noise", "gradient", "stripes"])
+    if kind == "plain":
+        return np.broadcast_to(base, (size, size, 3)).copy()
+    if kind == "checker":  # two close tones in squares of 4-16 px
+        cell = int(rng.integers(4, 17))
+        yy, xx = np.indices((size, size)) // cell
+        other = np.clip(base + rng.uniform(-40, 40, size=3), 0, 255).astype(np.float32)
+        return np.where(((yy + xx) % 2 == 0)[..., None], base, other).astype(np.float32)
+    index = {"noise": 0, "gradient": 1, "stripes": 2}[kind]
+    return np.clip(_texture(rng, size, index, base, rng.uniform(8, 30), (0, 255)), 0, 255)
+
+
+# ----------------------------------------------------------------------------- colours
+def _classic_colour(rng, background_mean: np.ndarray) -> np.ndarray:
+    """A saturated colour (a corner of the RGB cube: 8 hues incl. black and white) far
+    (L1 > 200) from the background's mean colour."""
+    while True:
+        c = rng.choice([0.0, 255.0], size=3) * rng.uniform(0.85, 1.0, size=3)
+        if np.abs(c - background_mean).sum() > 200:
+            return c
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6) % 6
+    f = h * 6 - math.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.array(rgb, dtype=np.float32) * 255
+
+
+def _varied_colour(rng, under: np.ndarray, min_contrast: float = 90.0) -> np.ndarray:
+    """A saturated, pale, dark or grey colour whose L1 distance to the mean colour ``under`` the
+    shape is at least ``min_contrast`` (the most distinct of 24 draws when none is)."""
+    best, best_distance = None, -1.0
+    for _ in range(24):
+        kind = rng.choice(4, p=[0.4, 0.3, 0.15, 0.15])
+        h = rng.uniform()
+        if kind == 0:
+            c = _hsv(h, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))  # saturated
+        elif kind == 1:
+            c = _hsv(h, rng.uniform(0.1, 0.45), rng.uniform(0.85, 1.0))  # pale
+        elif kind == 2:
+            c = _hsv(h, rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.35))  # dark
+        else:
+            c = np.full(3, rng.uniform(0, 255), dtype=np.float32)  # grey, white or black
+        distance = float(np.abs(c - under).sum())
+        if distance >= min_contrast:
+            return c
+        if distance > best_distance:
+            best, best_distance = c, distance
+    return best
+
+
+# ----------------------------------------------------------------------------- masks
+def _star_points(s: int, points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
+    r_out = (s - 1) / 2
+    cx = cy = (s - 1) / 2
+    out = []
+    for k in range(2 * points):
+        r = r_out if k % 2 == 0 else r_out * inner
+        a = -math.pi / 2 + k * math.pi / points
+        out.append((cx + r * math.cos(a), cy + r * math.sin(a)))
+    return out
+
+
+def shape_mask(shape: str, s: int, rng) -> np.ndarray:
+    """Boolean ``[s, s]`` mask of a filled shape spanning its square (a star spans its width
+    and most of its height)."""
+    mask = Image.new("L", (s, s), 0)
+    draw = ImageDraw.Draw(mask)
+    if shape == "square":
+        draw.rectangle((0, 0, s - 1, s - 1), fill=255)
+    elif shape == "circle":
+        draw.ellipse((0, 0, s - 1, s - 1), fill=255)
+    elif shape == "triangle":  # apex anywhere on the top edge
+        apex = int(rng.integers(0, s))
+        draw.polygon([(apex, 0), (0, s - 1), (s - 1, s - 1)], fill=255)
+    elif shape == "star":
+        draw.polygon(_star_points(s), fill=255)
+    elif shape == "cross":  # a plus sign with arms a third of the side wide
+        arm = max(1, round(s / 3))
+        lo = (s - arm) // 2
+        draw.rectangle((lo, 0, lo + arm - 1, s - 1), fill=255)
+        draw.rectangle((0, lo, s - 1, lo + arm - 1), fill=255)
+    elif shape == "ring":
+        hole = max(1, round(s * rng.uniform(0.25, 0.35)))
+        draw.ellipse((0, 0, s - 1, s - 1), fill=255)
+        draw.ellipse((hole, hole, s - 1 - hole, s - 1 - hole), fill=0)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return np.asarray(mask) > 0
+
+
+def outline_of(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels of ``mask`` within ``width`` pixels of its edge (the shape drawn as a stroke;
+    its extent, so its box, is the filled shape's)."""
+    image = Image.fromarray(np.pad(mask, width).astype(np.uint8) * 255)
+    inner = np.asarray(image.filter(ImageFilter.MinFilter(2 * width + 1)))[width:-width, width:-width] > 0
+    return mask & ~inner
+
+
+# ----------------------------------------------------------------------------- images
+def render_shapes(rng: np.random.Generator, spec: ShapesSpec) -> tuple[np.ndarray, list[dict]]:
+    """One image: ``(uint8 [H, W, 3], [{"bbox": [x, y, w, h], "category_id", "area"}, ...])``.
+
+    Places ``min_objects..max_objects`` shapes by rejection sampling (20 tries each; a shape
+    that finds no free spot is skipped, so crowded images may hold fewer)."""
+    size = spec.image_size
+    lo, hi = spec.size_range
+    varied = spec.look == "varied"
+    canvas = _varied_background(rng, size) if varied else _classic_background(rng, size)
+    bg_mean = canvas.reshape(-1, 3).mean(0)
+    occupied = np.zeros((size, size), dtype=bool)
+    objects = []
+    for _ in range(int(rng.integers(spec.min_objects, spec.max_objects + 1))):
+        for _attempt in range(20):
+            s = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi + 0.5)))))
+            s = min(max(s, lo), hi)
+            x0 = int(rng.integers(0, size - s + 1))
+            y0 = int(rng.integers(0, size - s + 1))
+            # one pixel of margin keeps the boxes of neighbours from touching
+            if not occupied[max(0, y0 - 1): y0 + s + 1, max(0, x0 - 1): x0 + s + 1].any():
+                break
+        else:
+            continue
+        shape_index = int(rng.integers(len(spec.shapes)))
+        shape = spec.shapes[shape_index]
+        mask = shape_mask(shape, s, rng)
+        region = canvas[y0: y0 + s, x0: x0 + s]
+        if varied:
+            if shape in ("triangle", "star"):
+                mask = np.rot90(mask, int(rng.integers(4)))
+            colour = _varied_colour(rng, region.reshape(-1, 3).mean(0))
+        else:
+            colour = _classic_colour(rng, bg_mean)
+        if spec.outline and rng.uniform() < spec.outline:
+            mask = outline_of(mask, max(2, min(4, round(s / 12))))
+        occupied[y0: y0 + s, x0: x0 + s] = True
+        region[mask] = colour
+        ys, xs = np.nonzero(mask)
+        bx, by = x0 + int(xs.min()), y0 + int(ys.min())
+        bw, bh = x0 + int(xs.max()) + 1 - bx, y0 + int(ys.max()) + 1 - by
+        objects.append({"bbox": [bx, by, bw, bh], "category_id": shape_index + 1, "area": int(mask.sum())})
+    if varied and rng.uniform() < 0.5:  # sensor noise over everything
+        canvas = canvas + rng.uniform(2, 8) * rng.standard_normal(canvas.shape, dtype=np.float32)
+    return np.clip(canvas, 0, 255).round().astype(np.uint8), objects
+
+
+__all__ = ["ShapesSpec", "render_shapes", "shape_mask", "outline_of", "SHAPES", "CLASSIC_SHAPES", "LOOKS",
+           "MAX_IMAGE_SIZE", "MAX_OBJECTS"]
