@@ -30,9 +30,9 @@ def _restore_pixel_limit():
     """``--max-pixels`` sets a process-wide limit; in-process CLI calls must not leak it."""
     from yolos import images
 
-    old = images.MAX_PIXELS
+    old = images._max_pixels
     yield
-    images.set_max_pixels(old)
+    images._max_pixels = old
 
 
 def cli(argv, capsys) -> tuple[int, str]:
@@ -434,7 +434,7 @@ def test_pixel_limit_in_the_api(tmp_path):
         images.load_image(path)
     with pytest.raises(images.ImageError, match="megapixels"):
         images.load_image(np.zeros((7000, 7000), dtype=np.uint8))
-    old = images.MAX_PIXELS
+    old = images._max_pixels
     try:
         images.set_max_pixels(0)
         assert images.load_image(path).size == (7000, 7000)
@@ -442,7 +442,7 @@ def test_pixel_limit_in_the_api(tmp_path):
         with pytest.raises(images.ImageError):
             images.load_image(Image.new("RGB", (20, 20)))
     finally:
-        images.set_max_pixels(old)
+        images._max_pixels = old
 
 
 @pytest.mark.parametrize("check, value, ok", [

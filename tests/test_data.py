@@ -78,7 +78,7 @@ def test_clamping_and_degenerate_boxes(tmp_path):
 
 
 def test_coco_subset_keeps_91_ids_and_renamed_ids_do_not(tmp_path):
-    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
     base = {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": []}
     cases = {
         "subset": ([{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}], True),
@@ -137,6 +137,11 @@ def test_broken_annotations_raise_dataset_errors(tmp_path, mutate, words):
 def test_undecodable_image_names_file_and_id(tmp_path):
     path = _broken(tmp_path, lambda d: None)
     (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match=r"a\.jpg.*image id 4"):  # the check reads every header first
+        CocoDetection(tmp_path, path)
+    noise = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    Image.fromarray(noise.numpy()).save(tmp_path / "a.png")
+    (tmp_path / "a.jpg").write_bytes((tmp_path / "a.png").read_bytes()[:2000])  # a header, then half the pixels
     ds = CocoDetection(tmp_path, path)
     with pytest.raises(DatasetError, match=r"a\.jpg.*image id 4"):
         ds[0]
@@ -193,7 +198,7 @@ def test_resolve_yaml_and_roboflow_layout(tmp_path, coco_val80):
     yaml_path.write_text("train: [unclosed\n")
     with pytest.raises(DatasetError, match="data.yaml"):
         resolve_dataset(yaml_path)
-    with pytest.raises(DatasetError, match="no COCO dataset layout"):
+    with pytest.raises(DatasetError, match="no dataset layout found; looked for COCO .*YOLO .*Pascal VOC"):
         resolve_dataset(tmp_path / "ds" / "train")
     with pytest.raises(DatasetError, match="not found"):
         resolve_dataset(tmp_path / "missing.yaml")

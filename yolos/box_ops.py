@@ -29,6 +29,26 @@ def xywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.stack((x, y, x + w, y + h), dim=-1)
 
 
+def exif_transpose_boxes(boxes: Tensor, orientation: int, width: float, height: float) -> Tensor:
+    """``[N, 4]`` xyxy boxes drawn on an image as stored (``width x height``, before its EXIF
+    ``orientation`` 1..8 is applied), in the frame of the image as displayed (after PIL's
+    ``ImageOps.exif_transpose``, which :func:`yolos.load_image` applies)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    w, h = width, height
+    corners = {  # where the stored corners (x0, y0) and (x1, y1) land
+        1: (x0, y0, x1, y1),
+        2: (w - x0, y0, w - x1, y1),          # mirrored left-right
+        3: (w - x0, h - y0, w - x1, h - y1),  # rotated 180
+        4: (x0, h - y0, x1, h - y1),          # mirrored top-bottom
+        5: (y0, x0, y1, x1),                  # transposed
+        6: (h - y0, x0, h - y1, x1),          # rotated 90 clockwise
+        7: (h - y0, w - x0, h - y1, w - x1),  # transversed
+        8: (y0, w - x0, y1, w - x1),          # rotated 90 counter-clockwise
+    }[orientation if orientation in range(1, 9) else 1]
+    a, b, c, d = corners
+    return torch.stack((torch.min(a, c), torch.min(b, d), torch.max(a, c), torch.max(b, d)), dim=-1)
+
+
 def box_area(boxes: Tensor) -> Tensor:
     """Area of ``xyxy`` boxes, ``[...]``."""
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])

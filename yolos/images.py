@@ -10,7 +10,7 @@ Accepted sources:
 
 Anything that is not a usable image raises :class:`yolos.errors.ImageError` naming the source.
 
-Pixel limit: images above :data:`MAX_PIXELS` (width x height; 40 megapixels by default, about
+Pixel limit: images above :func:`max_pixels` (width x height; 40 megapixels by default, about
 twice a 24 MP photo) are refused before they are decoded, so a small file that decodes to a huge
 image (a decompression bomb) cannot exhaust memory. Change it with :func:`set_max_pixels`, the
 ``YOLOS_MAX_PIXELS`` environment variable or ``--max-pixels`` on the command line; 0 removes it.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -33,38 +34,74 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # File suffixes read as images when a folder is searched (any file named explicitly is tried).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
+FLOAT_SLACK = 1e-3  # float images may overshoot 0..1 by rounding this much
 MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-def _env_max_pixels() -> int:
-    text = os.environ.get("YOLOS_MAX_PIXELS", "")
-    if not text.strip():
+_max_pixels: int | None = None  # set by set_max_pixels; None: $YOLOS_MAX_PIXELS or the default
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: :func:`set_max_pixels`'s, else ``$YOLOS_MAX_PIXELS``, else 40 MP.
+    A bad environment value is reported here, when an image is checked, so that ``import yolos``
+    and ``--help`` keep working."""
+    if _max_pixels is not None:
+        return _max_pixels
+    text = os.environ.get("YOLOS_MAX_PIXELS", "").strip()
+    if not text:
         return DEFAULT_MAX_PIXELS
     try:
-        return non_negative_int(text.strip(), "YOLOS_MAX_PIXELS")
+        return non_negative_int(text, "YOLOS_MAX_PIXELS")
     except ValueError as err:
-        raise ImageError(str(err)) from None
-
-
-MAX_PIXELS = _env_max_pixels()
+        raise ImageError(f"{err} (environment variable)") from None
 
 
 def set_max_pixels(limit: int) -> None:
     """Largest image (width x height) that :func:`load_image` accepts; 0 means no limit. PIL's
     own bomb check (which only warns below twice its limit) is left to ours."""
-    global MAX_PIXELS
-    MAX_PIXELS = non_negative_int(limit, "max_pixels")
+    global _max_pixels
+    _max_pixels = non_negative_int(limit, "max_pixels")
 
 
 def check_pixels(width: int, height: int, name: str) -> None:
-    """Raise :class:`ImageError` when ``width x height`` exceeds :data:`MAX_PIXELS`."""
-    if MAX_PIXELS and width * height > MAX_PIXELS:
+    """Raise :class:`ImageError` when ``width x height`` exceeds :func:`max_pixels`."""
+    limit = max_pixels()
+    if limit and width * height > limit:
         raise ImageError(
             f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the "
-            f"limit of {MAX_PIXELS / 1e6:.1f} (raise it with --max-pixels, YOLOS_MAX_PIXELS or "
+            f"limit of {limit / 1e6:.1f} (raise it with --max-pixels, YOLOS_MAX_PIXELS or "
             f"yolos.set_max_pixels; 0 = no limit)"
         )
+
+
+ORIENTATION_TAG = 0x0112  # EXIF: how the stored pixels must be turned to be shown upright
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation 1..8 of an opened image (1 when absent or invalid); read from the
+    header, nothing is decoded."""
+    try:
+        value = im.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError, TypeError, struct_error):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def probe_image(path) -> tuple[int, int, int]:
+    """``(width, height, orientation)`` of an image file from its header alone: the size as
+    :func:`load_image` returns it (EXIF orientation applied, so 5..8 swap the sides) and the
+    orientation. Raises :class:`ImageError` naming the file for a missing or unknown file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = exif_orientation(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    return (h, w, orientation) if orientation >= 5 else (w, h, orientation)
 
 
 def describe(source) -> str:
@@ -114,6 +151,10 @@ def _scale_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError(f"{name}: image contains NaN or infinite values")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:  # 0..255 floats or normalized values
+            raise ImageError(f"{name}: float image values must lie in 0..1, found {lo:g}..{hi:g} "
+                             f"(divide 0..255 values by 255, or pass uint8)")
         return (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 255):

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["predict", "info", "train", "val", "export", "benchmark", "flops", "analyze", "serve"]
+COMMANDS = ["predict", "info", "train", "val", "data", "export", "benchmark", "flops", "analyze", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,17 +1,20 @@
-"""COCO-format detection dataset with validated annotations and the category-id mapping.
+"""COCO-format annotations, and the dataset every layout is read through (:class:`CocoDetection`).
 
-Category ids -> labels:
+Category ids -> labels (the model's class indices):
 * a **COCO** dataset keeps the sparse 91-id space (label == category id, ``num_classes = 91``)
   so released checkpoints line up. A dataset counts as COCO when every category's
   ``(id, name)`` pair is one of the official COCO 2017 pairs (ids within 1..90), which holds
   for the full COCO json and for any subset of it.
 * any other dataset maps its category ids, sorted, to contiguous labels ``0..K-1``
-  (``num_classes = K``); :meth:`CocoDetection.label_to_category_id` maps back for result json.
-``keep_category_ids=True/False`` forces either choice.
+  (``num_classes = K``); :attr:`CocoDetection.category_ids` maps back (a model trained on it
+  stores them, so every output names the dataset's own ids).
+``keep_category_ids=True/False`` forces either choice; ``category_ids=[...]`` takes a model's
+label space (label i = ``category_ids[i]``).
 
-Targets (hustvl/YOLOS ``ConvertCocoPolysToMask``): crowd annotations are dropped (they stay in the
-json for evaluation), boxes are converted xywh -> xyxy, clamped to the image, and boxes with
-zero width or height after clamping are dropped.
+Targets (hustvl/YOLOS ``ConvertCocoPolysToMask``): crowd annotations (and VOC's "difficult"
+objects, read as crowd) are dropped from training targets (they stay for evaluation, which
+ignores detections matched to them); boxes come clipped to the image from the check
+(:mod:`yolos.data.check`), in the frame of the image as displayed.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from ..errors import DatasetError
+from ..box_ops import xywh_to_xyxy
+from ..errors import DatasetError, ImageError
+from ..images import load_image
+from .check import Problem, RawSplit, normalize_split, raise_fatal
 from .transforms import ToTensorNormalize
 
 
@@ -34,84 +39,147 @@ def _coco_id2label() -> dict[int, str]:
 
 
 def load_coco_json(annotation_file) -> dict:
-    """Read and structurally validate a COCO json; every problem raises a DatasetError naming
-    the file and the offending image id / annotation id / field."""
-    path = Path(annotation_file)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
-    validate_coco_dict(data, source=str(path))
+    """Read a COCO json and check it (:func:`check_coco_dict`); the first problem raises a
+    DatasetError naming the file and the image id / annotation id / field."""
+    data = read_coco_json(annotation_file)
+    _, problems = check_coco_dict(data, str(annotation_file))
+    if problems:
+        raise DatasetError(str(problems[0]))
     return data
 
 
-def _need(obj: dict, key: str, where: str, source: str, kinds):
+def read_coco_json(annotation_file) -> dict:
+    path = Path(annotation_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read annotation file ({e})") from None
+
+
+def _field(obj, key: str, where: str, kinds, problems: list, source: str):
+    """``obj[key]`` when it is one of ``kinds`` (never a bool), else None with a Problem."""
     if not isinstance(obj, dict):
-        raise DatasetError(f"{source}: {where} is not an object")
+        problems.append(Problem(source, f"{where} is not an object"))
+        return None
     if key not in obj:
-        raise DatasetError(f"{source}: {where} has no '{key}' field")
+        problems.append(Problem(source, f"{where} has no '{key}' field"))
+        return None
     value = obj[key]
     if not isinstance(value, kinds) or isinstance(value, bool):
-        raise DatasetError(f"{source}: {where} field '{key}' has invalid value {value!r}")
+        problems.append(Problem(source, f"{where} field '{key}' has invalid value {value!r}"))
+        return None
     return value
 
 
-def validate_coco_dict(data, source: str = "<dict>") -> None:
+def check_coco_dict(data, source: str = "<dict>") -> tuple[dict, list[Problem]]:
+    """``(clean dict, problems)``: every entry that is sound, with integer ids (string annotation
+    ids are numbered 1..N, which evaluators need), and a fatal :class:`Problem` for each broken
+    entry, each duplicate id and each unknown reference."""
     if not isinstance(data, dict):
-        raise DatasetError(f"{source}: top level must be a JSON object with images/annotations/categories")
+        return {}, [Problem(source, "top level must be a JSON object with images/annotations/categories")]
+    problems: list[Problem] = []
     for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise DatasetError(f"{source}: missing top-level '{key}' list")
-        if not isinstance(data[key], list):
-            raise DatasetError(f"{source}: top-level '{key}' must be a list")
-    image_ids = set()
+        if not isinstance(data.get(key), list):
+            problems.append(Problem(source, f"missing top-level '{key}' list" if key not in data
+                                    else f"top-level '{key}' must be a list"))
+    if problems:
+        return {}, problems
+    images, image_ids = [], set()
     for i, img in enumerate(data["images"]):
-        image_id = _need(img, "id", f"images[{i}]", source, int)
+        image_id = _field(img, "id", f"images[{i}]", int, problems, source)
+        if image_id is None:
+            continue
         where = f"image id {image_id}"
-        _need(img, "file_name", where, source, str)
-        for key in ("height", "width"):  # informational only: the decoded image's size is used
-            if key in img:
-                _need(img, key, where, source, (int, float))
+        ok = _field(img, "file_name", where, str, problems, source) is not None
+        for key in ("height", "width"):  # the annotation tool's size: tells the frame of rotated photos
+            if key in img and _field(img, key, where, (int, float), problems, source) is None:
+                ok = False
         if image_id in image_ids:
-            raise DatasetError(f"{source}: duplicate image id {image_id}")
+            problems.append(Problem(source, f"duplicate image id {image_id}"))
+            continue
         image_ids.add(image_id)
-    cat_ids = set()
+        if ok:
+            images.append(img)
+    categories, cat_ids = [], set()
     for i, cat in enumerate(data["categories"]):
-        cid = _need(cat, "id", f"categories[{i}]", source, int)
-        _need(cat, "name", f"category id {cid}", source, str)
+        cid = _field(cat, "id", f"categories[{i}]", int, problems, source)
+        if cid is None or _field(cat, "name", f"category id {cid}", str, problems, source) is None:
+            continue
         if cid in cat_ids:
-            raise DatasetError(f"{source}: duplicate category id {cid}")
+            problems.append(Problem(source, f"duplicate category id {cid}"))
+            continue
         cat_ids.add(cid)
+        categories.append({"id": cid, "name": cat["name"], **({"supercategory": cat["supercategory"]}
+                                                               if "supercategory" in cat else {})})
+    annotations, ann_ids = [], set()
+    numbered = all(isinstance(a, dict) and isinstance(a.get("id"), int) and not isinstance(a.get("id"), bool)
+                   for a in data["annotations"])
     for i, ann in enumerate(data["annotations"]):
-        ann_id = _need(ann, "id", f"annotations[{i}]", source, (int, str))
+        ann_id = _field(ann, "id", f"annotations[{i}]", (int, str), problems, source)
+        if ann_id is None:
+            continue
+        if ann_id in ann_ids:
+            problems.append(Problem(source, f"duplicate annotation id {ann_id!r} (two files joined? every "
+                                            f"annotation needs its own id)"))
+            continue
+        ann_ids.add(ann_id)
         where = f"annotation id {ann_id}"
-        image_id = _need(ann, "image_id", where, source, int)
+        image_id = _field(ann, "image_id", where, int, problems, source)
+        if image_id is None:
+            continue
         where = f"annotation id {ann_id} (image id {image_id})"
+        bad = len(problems)
         if image_id not in image_ids:
-            raise DatasetError(f"{source}: {where} refers to an image id that is not in 'images'")
-        cid = _need(ann, "category_id", where, source, int)
-        if cid not in cat_ids:
-            raise DatasetError(f"{source}: {where} has unknown category_id {cid} "
-                               f"(categories: {sorted(cat_ids)})")
-        bbox = _need(ann, "bbox", where, source, (list, tuple))
-        if len(bbox) != 4:
-            raise DatasetError(f"{source}: {where} field 'bbox' must have 4 numbers [x, y, w, h], "
-                               f"got {len(bbox)}")
-        for v in bbox:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise DatasetError(f"{source}: {where} field 'bbox' has a non-numeric or "
-                                   f"non-finite value {v!r}")
-        if bbox[2] < 0 or bbox[3] < 0:
-            raise DatasetError(f"{source}: {where} field 'bbox' has a negative size {bbox}")
+            problems.append(Problem(source, f"{where} refers to an image id that is not in 'images'"))
+        cid = _field(ann, "category_id", where, int, problems, source)
+        if cid is not None and cid not in cat_ids:
+            problems.append(Problem(source, f"{where} has unknown category_id {cid} (categories: {sorted(cat_ids)})"))
+        bbox = _field(ann, "bbox", where, (list, tuple), problems, source)
+        if bbox is not None:
+            if len(bbox) != 4:
+                problems.append(Problem(source, f"{where} field 'bbox' must have 4 numbers [x, y, w, h], "
+                                                f"got {len(bbox)}"))
+            elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
+                bad_value = next(v for v in bbox if isinstance(v, bool) or not isinstance(v, (int, float))
+                                 or not math.isfinite(v))
+                problems.append(Problem(source, f"{where} field 'bbox' has a non-numeric or non-finite value "
+                                                f"{bad_value!r}"))
+            elif bbox[2] < 0 or bbox[3] < 0:
+                problems.append(Problem(source, f"{where} field 'bbox' has a negative size {bbox}"))
         if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
-            raise DatasetError(f"{source}: {where} field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
-        if "area" in ann:
-            _need(ann, "area", where, source, (int, float))
+            problems.append(Problem(source, f"{where} field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}"))
+        area = ann.get("area")
+        if area is not None and (isinstance(area, bool) or not isinstance(area, (int, float))
+                                 or not math.isfinite(area) or area < 0):
+            problems.append(Problem(source, f"{where} field 'area' has invalid value {area!r}"))
+        if len(problems) == bad:
+            clean = {k: ann[k] for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd") if k in ann}
+            clean["bbox"] = [float(v) for v in bbox]
+            clean["iscrowd"] = int(ann.get("iscrowd", 0))
+            if not numbered:
+                clean["id"] = len(annotations) + 1
+            annotations.append(clean)
+    clean = dict(data, images=images, annotations=annotations, categories=categories)
+    return clean, problems
+
+
+def read_coco_split(images_dir, annotations, name: str = "val", frame: str = "auto") -> RawSplit:
+    """A :class:`RawSplit` of a COCO json (a path, or a dict already in memory)."""
+    images_dir = Path(images_dir)
+    if isinstance(annotations, dict):
+        data, source = annotations, "<annotations>"
+    else:
+        data, source = read_coco_json(annotations), str(annotations)
+    clean, problems = check_coco_dict(data, source)
+    if not images_dir.is_dir():
+        problems.insert(0, Problem(str(images_dir), f"images folder not found (for annotations {source})"))
+    return RawSplit(name, "coco", source, images_dir, clean or {"images": [], "annotations": [], "categories": []},
+                    problems=problems, frame=frame)
 
 
 def is_coco_category_set(categories: list[dict]) -> bool:
@@ -121,60 +189,57 @@ def is_coco_category_set(categories: list[dict]) -> bool:
 
 
 class CocoDetection(torch.utils.data.Dataset):
-    """``dataset[i] -> (image [3, h, w] float32 normalized, target)``.
+    """``dataset[i] -> (image [3, h, w] float32 normalized, target)``; any layout's split
+    (:meth:`from_split`), or a COCO json (the constructor).
 
     target: ``boxes [N, 4]`` cxcywh normalized by the unpadded transformed image, ``labels [N]``
     int64, ``image_id`` int, ``orig_size`` / ``size`` int64 ``(h, w)``, ``area [N]``, ``iscrowd [N]``.
 
     Args:
         images_dir: folder the json's ``file_name`` entries are relative to.
-        annotation_file: COCO instances json.
+        annotation_file: COCO instances json (or a dict in that form).
         transforms: ``(PIL image, target) -> (tensor, target)`` such as
             :func:`yolos.data.transforms.make_transforms`; None only converts and normalizes.
         keep_category_ids: None (auto, see module doc), True (labels are category ids) or False
             (contiguous labels).
         image_ids: optional subset (and order) of image ids.
-        check_files: check at construction that every image file exists.
         names: display names overriding the json's: ``{category id: name}`` or a list for the
             categories in ascending id order (``DatasetConfig.names``).
+        category_ids: the label space of a model (label i means ``category_ids[i]``); every
+            category of the dataset must be one of them.
+
+    Building it runs the dataset check (:func:`yolos.data.check.normalize_split`, every image
+    header read): a fatal problem raises a DatasetError naming the file; ``report`` holds the rest.
     """
 
     def __init__(self, images_dir, annotation_file, transforms=None, keep_category_ids=None,
-                 image_ids=None, check_files: bool = True, names=None):
-        self.images_dir = Path(images_dir)
-        self.annotation_file = Path(annotation_file)
+                 image_ids=None, names=None, category_ids=None):
+        raw = read_coco_split(images_dir, annotation_file)
+        self._setup(raw, transforms, keep_category_ids, image_ids, names, category_ids)
+
+    @classmethod
+    def from_split(cls, raw: RawSplit, transforms=None, names=None, category_ids=None,
+                   keep_category_ids=None) -> CocoDetection:
+        self = cls.__new__(cls)
+        self._setup(raw, transforms, keep_category_ids, None, names, category_ids)
+        return self
+
+    def _setup(self, raw: RawSplit, transforms, keep_category_ids, image_ids, names, category_ids) -> None:
+        self.images_dir = raw.images_root
+        self.annotation_file = raw.source
         self.transforms = transforms if transforms is not None else ToTensorNormalize()
-        if not self.images_dir.is_dir():
-            raise DatasetError(f"{self.images_dir}: images folder not found "
-                               f"(for annotations {self.annotation_file})")
-        data = load_coco_json(self.annotation_file)
-        self.categories = sorted(data["categories"], key=lambda c: c["id"])
-        display = {c["id"]: c["name"] for c in self.categories}
+        categories = sorted(raw.coco["categories"], key=lambda c: c["id"])
+        display = {c["id"]: c["name"] for c in categories}
         if names is not None:
-            display.update(self._names_override(names))
-        self.images = {img["id"]: img for img in data["images"]}
+            display.update(self._names_override(names, categories))
+        self.coco, self.report = normalize_split(raw, display)
+        raise_fatal(self.report)
+        self.categories = [dict(c, name=display[c["id"]]) for c in categories]
+        self.images = {img["id"]: img for img in self.coco["images"]}
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}
-        for ann in data["annotations"]:
+        for ann in self.coco["annotations"]:
             self.annotations[ann["image_id"]].append(ann)
-
-        if keep_category_ids is None:
-            keep_category_ids = is_coco_category_set(self.categories)
-        self.keep_category_ids = bool(keep_category_ids)
-        if self.keep_category_ids:
-            top = max((c["id"] for c in self.categories), default=0)
-            if any(c["id"] < 0 for c in self.categories):
-                raise DatasetError(f"{self.annotation_file}: keep_category_ids needs category "
-                                   f"ids >= 0")
-            # 91 for COCO (ids 1..90 plus the unused 0), so COCO checkpoints line up.
-            self.num_classes = max(91, top + 1) if is_coco_category_set(self.categories) else top + 1
-            self.category_id_to_label = {c["id"]: c["id"] for c in self.categories}
-        else:
-            self.num_classes = len(self.categories)
-            self.category_id_to_label = {c["id"]: i for i, c in enumerate(self.categories)}
-        self._label_to_cat = {v: k for k, v in self.category_id_to_label.items()}
-        self.class_names = {self.category_id_to_label[c["id"]]: display[c["id"]]
-                            for c in self.categories}
-
+        self._label_space(keep_category_ids, category_ids, display)
         if image_ids is None:
             self.ids = sorted(self.images)
         else:
@@ -182,23 +247,49 @@ class CocoDetection(torch.utils.data.Dataset):
             missing = [i for i in self.ids if i not in self.images]
             if missing:
                 raise DatasetError(f"{self.annotation_file}: image ids {missing[:5]} not in 'images'")
-        if check_files:
-            for image_id in self.ids:
-                path = self.image_path(image_id)
-                if not path.is_file():
-                    raise DatasetError(f"{path}: image file not found (image id {image_id} "
-                                       f"in {self.annotation_file})")
 
-    def _names_override(self, names) -> dict[int, str]:
+    def _label_space(self, keep_category_ids, category_ids, display) -> None:
         ids = [c["id"] for c in self.categories]
+        if category_ids is not None:  # the model's label space
+            unknown = [i for i in ids if i not in category_ids]
+            if unknown:
+                raise DatasetError(f"{self.annotation_file}: categories {[(i, display[i]) for i in unknown]} are not "
+                                   f"among the model's ({list(category_ids)}): it cannot detect them")
+            self.keep_category_ids = False
+            self.num_classes = len(category_ids)
+            self.category_ids = [int(i) for i in category_ids]
+        else:
+            if keep_category_ids is None:
+                keep_category_ids = is_coco_category_set(self.categories)
+            self.keep_category_ids = bool(keep_category_ids)
+            if self.keep_category_ids:
+                if any(i < 0 for i in ids):
+                    raise DatasetError(f"{self.annotation_file}: keep_category_ids needs category ids >= 0")
+                # 91 for COCO (ids 1..90 plus the unused 0), so COCO checkpoints line up.
+                top = max(ids, default=0)
+                self.num_classes = max(91, top + 1) if is_coco_category_set(self.categories) else top + 1
+                self.category_ids = None
+            else:
+                self.num_classes = len(ids)
+                self.category_ids = ids
+        if self.category_ids is None:
+            self.category_id_to_label = {i: i for i in ids}
+        else:
+            self.category_id_to_label = {cid: label for label, cid in enumerate(self.category_ids)}
+        self.class_names = {self.category_id_to_label[i]: display[i] for i in ids}
+        if category_ids is not None:  # labels of categories this split lacks keep the model's names
+            self.class_names = {label: display.get(cid, str(cid)) for label, cid in enumerate(self.category_ids)}
+
+    @staticmethod
+    def _names_override(names, categories) -> dict[int, str]:
+        ids = [c["id"] for c in categories]
         if isinstance(names, (list, tuple)):
             if len(names) != len(ids):
-                raise DatasetError(f"names: {len(names)} names given but {self.annotation_file} "
-                                   f"has {len(ids)} categories")
+                raise DatasetError(f"names: {len(names)} names given but the dataset has {len(ids)} categories")
             return dict(zip(ids, map(str, names)))
         unknown = [k for k in names if k not in ids]
         if unknown:
-            raise DatasetError(f"names: category ids {unknown} are not in {self.annotation_file}")
+            raise DatasetError(f"names: category ids {unknown} are not in the dataset's categories {ids}")
         return {int(k): str(v) for k, v in names.items()}
 
     # ----------------------------------------------------------------- mapping
@@ -206,12 +297,11 @@ class CocoDetection(torch.utils.data.Dataset):
         """Category id to write in COCO results for a model label. In the 91-id space a label
         with no category (e.g. 0 or 12 in COCO) maps to itself; evaluation ignores it."""
         label = int(label)
-        if self.keep_category_ids:
-            return self._label_to_cat.get(label, label)
-        if label not in self._label_to_cat:
-            raise DatasetError(f"{self.annotation_file}: label {label} out of range "
-                               f"0..{self.num_classes - 1}")
-        return self._label_to_cat[label]
+        if self.category_ids is None:
+            return label
+        if not 0 <= label < len(self.category_ids):
+            raise DatasetError(f"{self.annotation_file}: label {label} out of range 0..{self.num_classes - 1}")
+        return self.category_ids[label]
 
     def image_path(self, image_id: int) -> Path:
         return self.images_dir / self.images[image_id]["file_name"]
@@ -220,45 +310,27 @@ class CocoDetection(torch.utils.data.Dataset):
         return len(self.ids)
 
     # ----------------------------------------------------------------- loading
-    def load_image(self, image_id: int) -> Image.Image:
-        """The image as RGB; a missing, undecodable, too small (below one 16x16 patch) or too
-        large (above :data:`yolos.images.MAX_PIXELS`) file raises DatasetError."""
-        from .. import images as im_rules
-
+    def load_image(self, image_id: int):
+        """The image as RGB, decoded by :func:`yolos.load_image` (EXIF orientation applied, as
+        everywhere); a missing, undecodable, too small or too large file raises DatasetError."""
         path = self.image_path(image_id)
         try:
-            with Image.open(path) as im:
-                im_rules.check_pixels(im.width, im.height, f"{path} (image id {image_id})")
-                image = im.convert("RGB")  # grayscale / CMYK / palette COCO images included
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: image file not found (image id {image_id})") from None
-        except im_rules.ImageError as e:
-            raise DatasetError(str(e)) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError,
-                Image.DecompressionBombError) as e:
-            raise DatasetError(f"{path}: cannot decode image (image id {image_id}): "
-                               f"{type(e).__name__}: {e}") from None
-        if min(image.size) < im_rules.MIN_SIDE:
-            raise DatasetError(f"{path}: image is {image.width}x{image.height} pixels, smaller than one "
-                               f"{im_rules.MIN_SIDE}x{im_rules.MIN_SIDE} patch (image id {image_id})")
-        return image
+            return load_image(path)
+        except ImageError as e:
+            raise DatasetError(f"{e} (image id {image_id})") from None
 
     def raw_target(self, image_id: int, width: int, height: int) -> dict:
-        """Targets before transforms: boxes xyxy in pixels, clamped, crowd/degenerate dropped."""
+        """Targets before transforms: boxes xyxy in pixels of the decoded image, crowd dropped."""
         anns = [a for a in self.annotations[image_id] if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        boxes[:, 0::2].clamp_(min=0, max=width)
+        boxes = xywh_to_xyxy(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4))
+        boxes[:, 0::2].clamp_(min=0, max=width)  # the file may have changed since the check
         boxes[:, 1::2].clamp_(min=0, max=height)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        labels = torch.tensor([self.category_id_to_label[a["category_id"]] for a in anns],
-                              dtype=torch.int64)
-        area = torch.tensor([float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns],
-                            dtype=torch.float32)
-        iscrowd = torch.zeros(len(anns), dtype=torch.int64)
+        labels = torch.tensor([self.category_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
+        area = torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32)
         return {
             "boxes": boxes[keep], "labels": labels[keep], "area": area[keep],
-            "iscrowd": iscrowd[keep], "image_id": int(image_id),
+            "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64), "image_id": int(image_id),
             "orig_size": torch.tensor([height, width]), "size": torch.tensor([height, width]),
         }
 
@@ -267,6 +339,14 @@ class CocoDetection(torch.utils.data.Dataset):
         image = self.load_image(image_id)
         target = self.raw_target(image_id, image.width, image.height)
         return self.transforms(image, target)
+
+    def ground_truth(self) -> dict:
+        """The COCO dict that evaluation scores against: this split's images and annotations as
+        checked (displayed frame, clipped), restricted to :attr:`ids`."""
+        ids = set(self.ids)
+        return dict(self.coco, images=[im for im in self.coco["images"] if im["id"] in ids],
+                    annotations=[a for a in self.coco["annotations"] if a["image_id"] in ids],
+                    categories=self.categories)
 
     def __repr__(self) -> str:
         mode = "COCO 91-id labels" if self.keep_category_ids else "contiguous labels"

@@ -1,0 +1,118 @@
+"""``yolos data check|convert``: one screen about a dataset in any layout, and its COCO json."""
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from . import options as opt
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "data", help="check a dataset (COCO, YOLO or VOC layout), or write its COCO json",
+        description="Datasets are read in place in three layouts, recognised from the files: COCO json, "
+        "YOLO (data.yaml with train/val/names, images/ beside labels/), Pascal VOC (Annotations/, "
+        "JPEGImages/, ImageSets/Main/). Boxes of EXIF-rotated photos are taken in the displayed frame "
+        "unless the annotation's image size says they were drawn on the stored pixels.")
+    commands = p.add_subparsers(dest="data_command", metavar="ACTION")
+    commands.required = True
+    check = commands.add_parser(
+        "check", help="images, boxes per class, sizes, and every problem with its file and line",
+        description="Check a dataset the way `yolos train` and `yolos val` do before their first step, then "
+        "decode every image. Lists each problem with its file (and line): a box outside its image or of "
+        "zero area (repaired: clipped or dropped, and counted), a label beyond the names, a missing or "
+        "unreadable image, a duplicate id, EXIF-rotated images and which frame their boxes are in. "
+        "Exit code 1 when training would fail.")
+    check.add_argument("data", metavar="DATA", help="dataset YAML (ours or YOLO's data.yaml) or dataset folder")
+    check.add_argument("--split", choices=["train", "val", "both"], default="both")
+    check.add_argument("--headers-only", action="store_true",
+                       help="read image headers only (what train/val do), not every pixel")
+    check.add_argument("--limit", type=opt.positive_int, default=20, help="problems listed per kind and split")
+    opt.add_max_pixels(check)
+    check.set_defaults(func=run_check)
+    convert = commands.add_parser(
+        "convert", help="write the checked dataset as COCO json (images stay where they are)",
+        description="Write OUT/train.json and OUT/val.json (COCO, boxes as checked: displayed frame, "
+        "clipped; VOC 'difficult' as crowd) and OUT/data.yaml pointing at the images in place, so tools "
+        "that read COCO (pycocotools, other trainers) see exactly what yolos trains and evaluates on.")
+    convert.add_argument("data", metavar="DATA")
+    convert.add_argument("--out", required=True, help="folder for the json files and data.yaml (must not hold them)")
+    opt.add_max_pixels(convert)
+    convert.set_defaults(func=run_convert)
+
+
+def _splits(dc, which: str) -> list[str]:
+    names = ["train", "val"] if which == "both" else [which]
+    if which == "both" and dc.train is not None and dc.train == dc.val:
+        names = ["train"]  # one split used for both
+    return [n for n in names if getattr(dc, n) is not None]
+
+
+def decode_problems(raw, known: set[str]) -> list:
+    """A Problem for each image of ``raw`` that is there but does not decode (a truncated file
+    passes the header check), leaving out those already in ``known``."""
+    from ..data.check import Problem
+    from ..errors import ImageError
+    from ..images import load_image
+
+    def decode(image):
+        try:
+            load_image(raw.image_path(image))
+        except ImageError as err:
+            return Problem(raw.image_where(image), str(err).split(": ", 1)[-1])
+        return None
+
+    present = [im for im in raw.coco["images"] if raw.image_path(im).is_file()]
+    with ThreadPoolExecutor(4) as pool:
+        return [p for p in pool.map(decode, present) if p is not None and str(p) not in known]
+
+
+def run_check(args) -> int:
+    from ..data.check import normalize_split
+    from ..data.dataset_config import resolve_dataset
+
+    opt.apply_max_pixels(args)
+    dc = resolve_dataset(args.data)
+    failed = False
+    if dc.train_synthetic is not None:
+        print(f"train: rendered in memory ({dc.train_synthetic})")
+    for split in _splits(dc, args.split):
+        raw = dc.read(split)
+        _, report = normalize_split(raw)
+        if not args.headers_only:
+            report.problems += decode_problems(raw, {str(p) for p in report.problems})
+        if split == "train" and dc.val == dc.train:
+            report.name = "train = val (one split)"
+        print(report.render(args.limit))
+        failed = failed or bool(report.fatal)
+    verdict = "problems above would stop training" if failed else "ready to train"
+    print(f"yolos data check: {verdict}", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
+
+
+def run_convert(args) -> int:
+    from ..data.check import normalize_split, raise_fatal
+    from ..data.dataset_config import resolve_dataset
+    from ..files import atomic_write_text
+    from ..run_dir import run_dir
+
+    opt.apply_max_pixels(args)
+    dc = resolve_dataset(args.data)
+    splits = {}
+    for split in _splits(dc, "both"):
+        raw = dc.read(split)
+        coco, report = normalize_split(raw)
+        raise_fatal(report)
+        splits[split] = (raw.images_root.resolve(), coco)
+    with run_dir(args.out, run_files=("train.json", "val.json", "data.yaml"),
+                 say=lambda m: print(f"yolos data convert: {m}")) as out:
+        lines = []
+        for split, (images, coco) in splits.items():
+            atomic_write_text(out / f"{split}.json", json.dumps(coco, allow_nan=False))
+            lines.append(f"{split}: {{images: {json.dumps(str(images))}, annotations: {split}.json}}")
+            print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {out / f'{split}.json'}")
+        if "val" not in splits:
+            lines.append(f"val: {{images: {json.dumps(str(splits['train'][0]))}, annotations: train.json}}")
+        atomic_write_text(out / "data.yaml", "\n".join(lines) + "\n")
+    return 0
