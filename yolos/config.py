@@ -8,6 +8,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+# Bounds on every size a file's metadata can give, checked before a tensor is allocated (a
+# yolos-b is 768 wide and 12 deep; these leave room for far larger models and refuse nonsense).
+_BOUNDS = {"hidden_size": (1, 16384), "depth": (1, 256), "num_heads": (1, 1024), "mlp_dim": (1, 65536),
+           "patch_size": (1, 1024), "num_channels": (1, 64), "num_det_tokens": (1, 10000),
+           "num_classes": (1, 100000)}
+
 
 @dataclass
 class ModelConfig:
@@ -34,11 +40,29 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     class_names: dict[int, str] | None = None
     variant: str | None = None
+    # The dataset's category id of each label (label i means category_ids[i]); None: the label
+    # is the category id itself (COCO's 91-id space, and models trained before ids were kept).
+    category_ids: list[int] | None = None
 
     def __post_init__(self):
+        for name, (lo, hi) in _BOUNDS.items():  # before anything is built from a file's metadata
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+        if not isinstance(self.image_size, (list, tuple)) or len(self.image_size) != 2 or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 65536 for s in self.image_size):
+            raise ValueError(f"image_size must be two integers (H, W) in 1..65536, got {self.image_size!r}")
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise ValueError(f"layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
         self.image_size = tuple(int(s) for s in self.image_size)
         if self.class_names is not None:
             self.class_names = {int(k): str(v) for k, v in self.class_names.items()}
+        if self.category_ids is not None:
+            self.category_ids = [int(i) for i in self.category_ids]
+            if len(self.category_ids) != self.num_classes or len(set(self.category_ids)) != self.num_classes:
+                raise ValueError(f"category_ids must give {self.num_classes} distinct ids (one per label), "
+                                 f"got {self.category_ids}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
@@ -61,6 +85,13 @@ class ModelConfig:
         if self.class_names and label in self.class_names:
             return self.class_names[label]
         return str(label)
+
+    def category_id(self, label: int) -> int:
+        """The dataset's category id of a label (the label itself when no ids are stored)."""
+        label = int(label)
+        if self.category_ids is None or not 0 <= label < len(self.category_ids):
+            return label
+        return self.category_ids[label]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -49,7 +49,6 @@ def run(args) -> int:
     from ..analysis.det_tokens import collect
     from ..analysis.plots import plot_attention, plot_box_centres, plot_category_counts
     from ..checkpoint import from_pretrained
-    from ..data.coco import CocoDetection
     from ..data.dataset_config import resolve_dataset
     from ..images import load_image
     from ..inference.preprocess import preprocess
@@ -57,7 +56,7 @@ def run(args) -> int:
     model = from_pretrained(args.model, device=args.device).eval()
     short, long = _sizes(model.config, args.short_side, args.long_side)
     cfg = resolve_dataset(args.data)
-    dataset = CocoDetection(cfg.val_images, cfg.val_annotations, names=cfg.names)
+    dataset = cfg.dataset_for_model("val", model.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

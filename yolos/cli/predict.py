@@ -186,9 +186,8 @@ def _predict_into(args, out: Path, sources: list[str], di) -> int:
         ):
             i = mine[index]
             entries = det.to_dict()
-            for entry, label in zip(entries, det.labels.tolist()):
-                # COCO checkpoints predict category ids directly; other label sets are 0..K-1.
-                entry["category_id"] = label
+            for entry, category in zip(entries, det.category_ids.tolist()):
+                entry["category_id"] = category  # the dataset's own id (COCO checkpoints: COCO's)
             h, w = det.image_size
             record = {"file": files[i], "width": w, "height": h, "detections": entries}
             if not args.no_images:  # the image first: a record always means its image is there

@@ -6,25 +6,32 @@ size 1 by default, because padding changes YOLOS' predictions (no pixel mask).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .. import validate
 from . import options as opt
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("val", help="COCO evaluation of a checkpoint",
-                       description="Evaluate a checkpoint (path, hub id or run directory) with COCO AP/AR.")
+    p = sub.add_parser("val", help="COCO evaluation of a checkpoint, per class, with a confusion matrix",
+                       description="Evaluate a checkpoint with COCO AP/AR on the val split of a dataset in any "
+                       "layout (COCO json, YOLO data.yaml, Pascal VOC), checked first as `yolos data check` "
+                       "does. Prints the 12 COCO numbers and a per-class table (AP, AP50, AP75, AR, instances).")
     p.add_argument("--model", required=True,
                    help="checkpoint: our .safetensors, a transformers dir / hub id, an original .pth")
-    p.add_argument("--data", required=True, help="dataset YAML or COCO folder (its val split is used)")
+    p.add_argument("--data", required=True, help="dataset: a YAML (ours or YOLO's data.yaml) or a COCO, YOLO or "
+                   "VOC folder (its val split is used)")
     p.add_argument("--batch-size", type=opt.positive_int, default=1)
     p.add_argument("--eval-size", type=opt.image_side, default=None,
                    help="short side (default: the paper's evaluation size of the variant)")
     p.add_argument("--eval-max-size", type=opt.image_side, default=None)
     opt.add_max_pixels(p)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="directory for results.json (COCO result format) and stats.json")
+    p.add_argument("--out", default=None,
+                   help="folder for results.json (COCO results in the dataset's category ids), stats.json (with "
+                        "the per-class table), pr_curves.png, confusion_matrix.png/.json; a folder holding "
+                        "any of them already is left alone: the next free OUT2, OUT3... is used")
+    p.add_argument("--confusion-threshold", type=opt.threshold, default=0.5,
+                   help="score a detection needs to count in the confusion matrix (default 0.5)")
     p.add_argument("--no-progress", action="store_true")
     opt.add_dtype(p)
     p.set_defaults(func=run)
@@ -40,56 +47,72 @@ def _eval_transforms(model, args):
     return T.make_transforms("val", eval_size=(size, args.eval_max_size or max(long, size)))
 
 
-def build_val_dataset(model, data: str, transforms):
-    """The val split, in the model's label space (COCO's 91 ids for COCO categories)."""
-    from ..data.coco import CocoDetection
+def build_val_dataset(model, data, transforms):
+    """The val split of ``data`` (a path or a DatasetConfig), checked and in the model's label
+    space (its stored category ids, or COCO's 91 ids for COCO categories)."""
     from ..data.dataset_config import resolve_dataset
     from ..errors import DatasetError
 
     dc = resolve_dataset(data)
-    if not dc.val_annotations:
-        raise DatasetError(f"{data}: the dataset has no val split")
-    ds = CocoDetection(dc.val_images, dc.val_annotations, transforms=transforms, names=dc.names)
+    ds = dc.dataset_for_model("val", model.config, transforms)
     if len(ds) == 0:
-        raise DatasetError(f"{dc.val_annotations}: no images to evaluate on")
+        raise DatasetError(f"{ds.annotation_file}: no images to evaluate on")
     if not any(a for i in ds.ids for a in ds.annotations[i] if not a.get("iscrowd", 0)):
-        raise DatasetError(f"{dc.val_annotations}: no (non-crowd) annotations: AP and AR are "
+        raise DatasetError(f"{ds.annotation_file}: no (non-crowd) annotations: AP and AR are "
                            f"undefined without ground truth")
-    if ds.num_classes != model.config.num_classes:
-        raise DatasetError(
-            f"{dc.val_annotations}: labels span {ds.num_classes} classes, but the model predicts "
-            f"{model.config.num_classes}; evaluate on the dataset it was trained for"
-        )
     return ds
 
 
 def run(args) -> int:
     from .. import distributed as D
     from ..checkpoint import from_pretrained
+    from ..data.dataset_config import resolve_dataset
     from ..evaluation.evaluate import evaluate
 
     if args.out:
         validate.output_folder(args.out)
     opt.apply_max_pixels(args)
+    data = resolve_dataset(args.data)  # the layout is recognised before a model is loaded
     di = D.init_distributed(args.device)
     try:
         model = from_pretrained(args.model).to(di.device).eval()
-        dataset = build_val_dataset(model, args.data, _eval_transforms(model, args))
+        dataset = build_val_dataset(model, data, _eval_transforms(model, args))
         stats, results = evaluate(model, dataset, batch_size=args.batch_size, device=di.device,
-                                  progress=not args.no_progress, dtype=args.dtype)
+                                  progress=not args.no_progress, dtype=args.dtype, details=True)
         if di.is_main:
-            print(f"{args.model} on {len(dataset)} images:")
-            from ..evaluation.coco_eval import STAT_NAMES
-
-            for k in STAT_NAMES:
-                if k in stats:
-                    print(f"  {k:10s} {stats[k]:.4f}")
-            if args.out:
-                out = Path(args.out)
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "results.json").write_text(json.dumps(results))
-                (out / "stats.json").write_text(json.dumps(stats, indent=1))
-                print(f"results written to {out / 'results.json'}")
+            _report(args, model, dataset, stats, results)
     finally:
         D.cleanup()
     return 0
+
+
+def _report(args, model, dataset, stats: dict, results: list[dict]) -> None:
+    """The console summary (12 numbers, per-class table) and, with --out, the files."""
+    from ..evaluation.coco_eval import STAT_NAMES
+    from ..evaluation.report import confusion_matrix, per_class_table, write_plots
+    from ..files import atomic_write_text
+    from ..run_dir import run_dir
+
+    names = {c["id"]: c["name"] for c in dataset.categories}
+    curves, recall_points = stats.pop("pr_curves", {}), stats.pop("recall_points", [])
+    print(f"{args.model} on {len(dataset)} images ({dataset.annotation_file}):")
+    for k in STAT_NAMES:
+        print(f"  {k:10s} {stats[k]:.4f}")
+    if stats.get("per_class"):
+        for row in stats["per_class"]:
+            row["name"] = names.get(row["category_id"], str(row["category_id"]))
+        print(per_class_table(stats["per_class"], names))
+    ids = [c["id"] for c in dataset.categories]
+    confusion = confusion_matrix(dataset.ground_truth(), results, ids, args.confusion_threshold)
+    confusion["classes"] = [names[i] for i in ids]
+    if not args.out:
+        return
+    files = ("results.json", "stats.json", "confusion_matrix.json", "pr_curves.png", "confusion_matrix.png")
+    with run_dir(args.out, run_files=files, say=lambda m: print(f"yolos val: {m}")) as out:
+        atomic_write_text(out / "results.json", json.dumps(results, allow_nan=False))
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=1, allow_nan=False))
+        atomic_write_text(out / "confusion_matrix.json", json.dumps(confusion, indent=1))
+        if stats.get("per_class"):
+            write_plots(out, stats["per_class"], curves, recall_points, confusion, names)
+        print(f"results, per-class stats, PR curves and the confusion matrix (score >= "
+              f"{args.confusion_threshold:g}) written to {out}")

@@ -17,7 +17,7 @@ from ..errors import YolosError
 from ..inference.detections import coco_records
 from ..inference.postprocess import postprocess
 from ..inference.predictor import precision_for, same_size_batches
-from .coco_eval import coco_evaluate, gather_results
+from .coco_eval import STAT_NAMES, gather_results, per_class_metrics, pr_curves, run_cocoeval
 
 
 def _postprocess(outputs: dict, target_sizes: Tensor) -> list[dict]:
@@ -73,11 +73,14 @@ def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
 
 
 def evaluate(model, dataset, batch_size: int = 1, device="cpu", progress: bool = True,
-             print_summary: bool = False, dtype=None) -> tuple[dict, list[dict]]:
+             print_summary: bool = False, dtype=None, details: bool = False) -> tuple[dict, list[dict]]:
     """``(stats, results)``: COCO AP/AR (see :data:`yolos.evaluation.coco_eval.STAT_NAMES`)
     of ``model`` (a DDP wrapper is unwrapped) on ``dataset`` (a
-    :class:`yolos.data.coco.CocoDetection` built with eval transforms), evaluated on the
-    dataset's images only, and the raw COCO results.
+    :class:`yolos.data.coco.CocoDetection` built with eval transforms, in the model's label
+    space), scored against the dataset's checked ground truth on its images only, and the raw
+    COCO results (the dataset's category ids). ``details``: ``stats`` also holds ``per_class``
+    (COCO's per-category AP, AP50, AP75, AR, instances), ``pr_curves`` (precision at IoU 0.5 per
+    category at the ``recall_points``).
 
     Under torchrun (a process group initialized) each process predicts a strided shard of the
     images and the results are gathered before scoring, so every process gets the same stats
@@ -91,6 +94,11 @@ def evaluate(model, dataset, batch_size: int = 1, device="cpu", progress: bool =
     results = predict_coco_results(model, shard, batch_size=batch_size, device=device,
                                    progress=progress and rank == 0, dtype=dtype)
     results = gather_results(results)
-    stats = coco_evaluate(dataset.annotation_file, results, image_ids=dataset.ids,
-                          print_summary=print_summary)
+    ev = run_cocoeval(dataset.ground_truth(), results, image_ids=dataset.ids, print_summary=print_summary)
+    stats = {name: 0.0 for name in STAT_NAMES} if ev is None else \
+        {name: float(v) for name, v in zip(STAT_NAMES, ev.stats[:12])}
+    if details and ev is not None:
+        stats["per_class"] = per_class_metrics(ev)
+        stats["pr_curves"] = pr_curves(ev)
+        stats["recall_points"] = [float(r) for r in ev.params.recThrs]
     return stats, results

@@ -44,8 +44,11 @@ class Detections:
     Attributes:
         boxes: ``[N, 4]`` float, ``(xmin, ymin, xmax, ymax)`` in pixels of the original image.
         scores: ``[N]`` float in (threshold, 1].
-        labels: ``[N]`` int64 class ids (COCO checkpoints: the sparse category ids 1..90).
+        labels: ``[N]`` int64 model labels (class indices; COCO checkpoints: the sparse
+            category ids 1..90).
         label_names: ``N`` class names (the id as text when the model has no names).
+        category_ids: ``[N]`` int64 the dataset's category ids of the labels (the model's
+            ``config.category_ids``; equal to ``labels`` for models without them).
         image_size: ``(h, w)`` of the original image.
         image: the RGB image when it was given in memory (kept for :meth:`plot`), else None.
         path: the file it was read from, else None.
@@ -58,6 +61,11 @@ class Detections:
     image_size: tuple[int, int]
     image: Image.Image | None = field(default=None, repr=False)
     path: str | None = None
+    category_ids: Tensor | None = None
+
+    def __post_init__(self):
+        if self.category_ids is None:
+            self.category_ids = self.labels.clone()
 
     def __len__(self) -> int:
         return int(self.scores.numel())
@@ -89,17 +97,16 @@ class Detections:
         return out
 
     def to_coco(self, image_id: int, label_to_category_id=None) -> list[dict]:
-        """COCO result entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
+        """COCO result entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``,
+        ready for pycocotools against the dataset the model was trained on.
 
-        ``label_to_category_id`` maps model labels to dataset category ids (a dict or a
-        callable); by default the label *is* the category id, as for COCO checkpoints.
+        ``category_id`` is the dataset's own id by default (:attr:`category_ids`, which a model
+        trained by yolos keeps; COCO checkpoints predict COCO ids directly).
+        ``label_to_category_id`` (a dict or a callable on model labels) overrides it.
         """
         if label_to_category_id is None:
-            to_cat = int
-        elif callable(label_to_category_id):
-            to_cat = label_to_category_id
-        else:
-            to_cat = label_to_category_id.__getitem__
+            return coco_records(image_id, self.boxes, self.scores, self.category_ids, int)
+        to_cat = label_to_category_id if callable(label_to_category_id) else label_to_category_id.__getitem__
         return coco_records(image_id, self.boxes, self.scores, self.labels, to_cat)
 
     def plot(
@@ -166,12 +173,13 @@ class Detections:
         return Detections(
             self.boxes[keep], self.scores[keep], self.labels[keep],
             [self.label_names[i] for i in keep.tolist()], self.image_size, self.image, self.path,
+            self.category_ids[keep],
         )
 
     def cpu(self) -> Detections:
         return Detections(
             self.boxes.cpu(), self.scores.cpu(), self.labels.cpu(), self.label_names,
-            self.image_size, self.image, self.path,
+            self.image_size, self.image, self.path, self.category_ids.cpu(),
         )
 
     @classmethod

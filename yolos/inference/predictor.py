@@ -132,7 +132,7 @@ def iter_predict(
         model.to(device)
     compute = precision_for(model, dtype)  # after the move: the cast weights live with the model
     param = next(model.parameters())
-    names = model.config.label_name
+    names, category_id = model.config.label_name, model.config.category_id
 
     def run(size: tuple[int, int], items: list[tuple[int, object, object]]) -> list[tuple[int, Detections]]:
         # Loaded and sized once, in load(); one bucket = one resized size.
@@ -154,6 +154,7 @@ def iter_predict(
                 boxes=det["boxes"].cpu(), scores=det["scores"].cpu(), labels=labels,
                 label_names=[names(int(c)) for c in labels], image_size=tuple(original),
                 image=pil, path=str(source) if is_path else None,
+                category_ids=torch.tensor([category_id(int(c)) for c in labels], dtype=torch.int64),
             )))
         return out
 

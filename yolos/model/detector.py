@@ -63,11 +63,14 @@ class YOLOS(nn.Module):
             for layer in head.layers:
                 layer.reset_parameters()
 
-    def reset_heads(self, num_classes: int, class_names: dict[int, str] | None = None) -> None:
-        """Replace the class head with a freshly initialized one for a new label set; the box
-        head and [DET] tokens are kept. This is how a COCO checkpoint is fine-tuned on other classes."""
+    def reset_heads(self, num_classes: int, class_names: dict[int, str] | None = None,
+                    category_ids: list[int] | None = None) -> None:
+        """Replace the class head with a freshly initialized one for a new label set (names and
+        the dataset's category ids of its labels); the box head and [DET] tokens are kept. This
+        is how a COCO checkpoint is fine-tuned on other classes."""
         d = self.config.hidden_size
-        self.config = self.config.replace(num_classes=num_classes, class_names=class_names)
+        self.config = self.config.replace(num_classes=num_classes, class_names=class_names,
+                                          category_ids=category_ids)
         device = self.pos_embed.device
         self.class_head = HeadMLP(d, d, num_classes + 1).to(device)
 

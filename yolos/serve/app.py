@@ -150,7 +150,7 @@ class Service:
         cfg = self.model.config
         short, long = eval_sizes(cfg)
         return {"variant": cfg.variant, "num_classes": cfg.num_classes,
-                "classes": {str(i): cfg.label_name(i) for i in range(cfg.num_classes)},
+                "classes": {str(cfg.category_id(i)): cfg.label_name(i) for i in range(cfg.num_classes)},
                 "input_size": {"short_side": short, "long_side": long},
                 "num_det_tokens": cfg.num_det_tokens, "max_image_mb": self.settings.max_image_mb,
                 "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch,

@@ -48,20 +48,31 @@ def _resolve_model_source(cfg: TrainConfig) -> str:
 
 
 def same_label_space(model_config, dataset) -> bool:
-    """True when the model's class head already means the dataset's labels (same count, same
-    names wherever the model has names): then a checkpoint is fine-tuned with its head kept."""
+    """True when the model's class head already means the dataset's labels: the same count, and
+    the same names wherever the model has names (else the same category ids where the model
+    stores them). Then a checkpoint is fine-tuned with its head kept (and the dataset's ids)."""
     if model_config.num_classes != dataset.num_classes:
         return False
-    names = model_config.class_names or {}
-    return all(names.get(label, name) == name for label, name in dataset.class_names.items())
+    names = model_config.class_names
+    if names:
+        return all(names.get(label, name) == name for label, name in dataset.class_names.items())
+    ids = dataset.category_ids
+    return model_config.category_ids is None or ids is None or list(model_config.category_ids) == list(ids)
 
 
-def build_datasets(cfg: TrainConfig, variant_name: str):
-    """(DatasetConfig, train, val or None). Labels: COCO's 91-id space when the categories are
-    COCO's, contiguous 0..K-1 otherwise (CocoDetection's auto mode). A synthetic train split
-    renders its images (fresh every epoch unless ``fresh: false``) with labels that must match
-    the val split's categories."""
-    from ..data.coco import CocoDetection
+def label_space(dataset) -> dict:
+    """The keyword arguments that build another split (or a model) in ``dataset``'s label space."""
+    if dataset.category_ids is None:
+        return {"keep_category_ids": True}
+    return {"category_ids": list(dataset.category_ids)}
+
+
+def build_datasets(cfg: TrainConfig, variant_name: str, category_ids=None):
+    """(DatasetConfig, train, val or None), each split checked (:mod:`yolos.data.check`; a fatal
+    problem raises a DatasetError naming the file before anything is trained). Labels: COCO's
+    91-id space when the categories are COCO's, contiguous 0..K-1 otherwise (CocoDetection's auto
+    mode), or ``category_ids`` (a resumed model's). A synthetic train split renders its images
+    (fresh every epoch unless ``fresh: false``) with labels that must match the val split's."""
     from ..data.dataset_config import resolve_dataset
 
     dc = resolve_dataset(cfg.data)
@@ -73,17 +84,17 @@ def build_datasets(cfg: TrainConfig, variant_name: str):
         if cfg.max_train_images:
             train.num_images = min(train.num_images, cfg.max_train_images)
     else:
-        train = CocoDetection(dc.train_images, dc.train_annotations, names=dc.names,
-                              transforms=train_transforms)
+        train = dc.dataset("train", train_transforms, category_ids=category_ids)
         if cfg.max_train_images:
             train.ids = train.ids[: cfg.max_train_images]
     if train.num_classes == 0:
-        raise DatasetError(f"{dc.train_annotations or dc.source}: 'categories' is empty: there is "
-                           f"nothing to learn")
+        raise DatasetError(f"{dc.source}: 'categories' is empty: there is nothing to learn")
     val = None
-    if dc.val_annotations:
-        val = CocoDetection(dc.val_images, dc.val_annotations, names=dc.names,
-                            transforms=_transforms(cfg, variant_name, "val"))
+    if dc.val is not None:
+        # A rendered train split is compared with the val split's own classes; a read one gives
+        # the val split its label space (a val category it lacks could never be detected).
+        space = {} if dc.train_synthetic is not None and category_ids is None else label_space(train)
+        val = dc.dataset("val", _transforms(cfg, variant_name, "val"), **space)
         if cfg.max_val_images:
             val.ids = val.ids[: cfg.max_val_images]
         if dc.train_synthetic is not None and val.class_names != train.class_names:
@@ -102,7 +113,11 @@ def build_model(cfg: TrainConfig, state: dict | None, log):
         model = YOLOS(ModelConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
         variant = cfg.variant or cfg.model
-        dc, train, val = build_datasets(cfg, variant)
+        dc, train, val = build_datasets(cfg, variant, model.config.category_ids)
+        if not same_label_space(model.config, train):
+            raise DatasetError(f"{dc.source}: the dataset's classes {train.class_names} are not the run's "
+                               f"{model.config.class_names}; a resumed run cannot change its classes (start a new "
+                               f"run with --init {cfg.out}/last.safetensors)")
         return model, dc, train, val, variant
     source = _resolve_model_source(cfg)
     variant = cfg.model
@@ -114,13 +129,16 @@ def build_model(cfg: TrainConfig, state: dict | None, log):
         dc, train, val = build_datasets(cfg, variant)
         if same_label_space(model.config, train):
             log(f"keeping the checkpoint's class head ({model.config.num_classes} classes)")
+            if train.category_ids is not None and model.config.category_ids != list(train.category_ids):
+                model.config = model.config.replace(category_ids=list(train.category_ids))
         else:
-            model.reset_heads(train.num_classes, dict(train.class_names))
+            model.reset_heads(train.num_classes, dict(train.class_names), train.category_ids)
             had = len(model.config.class_names or {}) or "?"
             log(f"new class head for {train.num_classes} classes (checkpoint had {had} names)")
     else:
         dc, train, val = build_datasets(cfg, variant)
-        overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names)}
+        overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names),
+                     "category_ids": train.category_ids}
         if cfg.num_det_tokens:
             overrides["num_det_tokens"] = cfg.num_det_tokens
         if cfg.patch_size:
