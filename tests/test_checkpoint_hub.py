@@ -54,7 +54,7 @@ def test_unreachable_hub_says_how_to_use_a_local_directory(tmp_path):
         assert not result["ok"]
         msg = result["error"]
         assert "could not reach the Hugging Face hub for 'hustvl/yolos-small'" in msg
-        assert "huggingface-cli download hustvl/yolos-small --local-dir DIR" in msg
+        assert "hf download hustvl/yolos-small --local-dir DIR" in msg
         assert 'yolos.from_pretrained("DIR")' in msg
 
 
@@ -140,5 +140,5 @@ def test_hub_download_fallback_and_offline_cache(tmp_path, fake_hub):
     cached, uncached = run_scenario(
         "print(json.dumps([attempt('hustvl/yolos-tiny'), attempt('yolos-b')]))", endpoint, home, offline=True)
     assert cached == {"ok": True, "config": expected}
-    assert not uncached["ok"] and "huggingface-cli download hustvl/yolos-base" in uncached["error"]
+    assert not uncached["ok"] and "hf download hustvl/yolos-base" in uncached["error"]
     assert FakeHub.log == []  # offline means no request at all

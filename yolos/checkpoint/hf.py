@@ -13,7 +13,10 @@ import torch
 from torch import Tensor
 
 from ..config import ModelConfig
+from ..files import atomic_path, atomic_write_text
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 from ..model.detector import CONVENIENCES
+from ..model.variants import eval_sizes
 
 # One table for both directions: (transformers name, ours). An entry ending in "." renames a
 # prefix, any other a whole name; {i} is a block index.
@@ -114,7 +117,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
         image_size = [image_size, image_size]
     if hf.get("hidden_act", "gelu") != "gelu" or not hf.get("qkv_bias", True):
         raise ValueError("only hidden_act='gelu' with qkv_bias=True is a YOLOS configuration")
+    category_ids = hf.get("yolos_category_ids")
     return ModelConfig(
+        category_ids=category_ids,
         hidden_size=hf.get("hidden_size", 768),
         depth=hf.get("num_hidden_layers", 12),
         num_heads=hf.get("num_attention_heads", 12),
@@ -131,10 +136,13 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 
 def config_to_hf(config: ModelConfig) -> dict:
-    """A transformers ``YolosConfig`` dict for ``config``."""
+    """A transformers ``YolosConfig`` dict for ``config``: ``id2label``/``label2id`` from the class
+    names (transformers' ids are the model's labels), and the dataset's category id of each
+    label under ``yolos_category_ids`` (transformers keeps unknown keys; we read it back)."""
     names = config.class_names or {}
     id2label = {str(i): names.get(i, f"LABEL_{i}") for i in range(config.num_classes)}
-    return {
+    extra = {} if config.category_ids is None else {"yolos_category_ids": list(config.category_ids)}
+    return {**extra,
         "architectures": ["YolosForObjectDetection"],
         "model_type": "yolos",
         "hidden_size": config.hidden_size,
@@ -158,15 +166,33 @@ def config_to_hf(config: ModelConfig) -> dict:
     }
 
 
+def preprocessor_config(config: ModelConfig) -> dict:
+    """transformers' ``YolosImageProcessor`` settings for a model: its evaluation size under
+    transformers' protocol (:func:`yolos.model.eval_sizes`), ImageNet statistics, PIL bilinear."""
+    short, long = eval_sizes(config, "transformers")
+    return {
+        "image_processor_type": "YolosImageProcessor",
+        "format": "coco_detection",
+        "do_resize": True, "size": {"shortest_edge": short, "longest_edge": long}, "resample": 2,
+        "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+        "do_pad": True, "do_convert_annotations": True,
+    }
+
+
 def save_hf_directory(model, directory) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` that transformers loads as-is."""
+    """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``: a directory
+    that ``transformers.pipeline("object-detection", model=directory)`` and the Auto classes load
+    as-is, and that gives the detections of ``yolos predict``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in ours_to_hf(model.state_dict()).items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(directory / "config.json", json.dumps(config_to_hf(model.config), indent=2))
+    atomic_write_text(directory / "preprocessor_config.json", json.dumps(preprocessor_config(model.config), indent=2))
     return directory
 
 

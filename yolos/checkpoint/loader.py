@@ -194,7 +194,7 @@ def download_from_hub(repo_id: str) -> Path:
         return CheckpointError(
             f"could not reach the Hugging Face hub for {repo_id!r} and it is not in the local "
             f"cache ({type(err).__name__}). Download it on a connected machine with "
-            f"`huggingface-cli download {repo_id} --local-dir DIR`, copy DIR here and call "
+            f"`hf download {repo_id} --local-dir DIR` (huggingface_hub's command line), copy DIR here and call "
             f"yolos.from_pretrained(\"DIR\") (or `--model DIR` on the command line)"
         )
 
