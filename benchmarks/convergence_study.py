@@ -52,6 +52,32 @@ BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, b
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
                anchors=True)
 
+def repeat_targets(target: dict, k: int, num_tokens: int) -> dict:
+    """One-to-many matching (a dead end, kept for its study row): ``target`` with its labels and
+    boxes repeated ``min(k, T // N)`` times (at least once), so the Hungarian matcher gives every
+    object k [DET] tokens, as hybrid-matching DETRs do early in training."""
+    n = len(target["labels"])
+    times = max(1, min(k, num_tokens // max(n, 1)))
+    if times == 1:
+        return target
+    return dict(target, labels=target["labels"].repeat(times), boxes=target["boxes"].repeat(times, 1))
+
+
+def patch_features(model, x: torch.Tensor) -> torch.Tensor:
+    """The patch outputs after the final LayerNorm, ``[B, gh*gw, D]`` row-major (the dense
+    pretraining row): the detector's forward with every block computing all rows."""
+    p = model.config.patch_size
+    pos, mid = model.position_embeddings((x.shape[-2] // p, x.shape[-1] // p))
+    h = model.patch_embed(x)
+    b, t = x.shape[0], model.config.num_det_tokens
+    h = torch.cat([model.cls_token.expand(b, -1, -1), h, model.det_tokens.expand(b, -1, -1)], 1) + pos
+    for i, block in enumerate(model.blocks):
+        h, _ = block(h)
+        if mid is not None and i < len(model.blocks) - 1:
+            h = h + mid[i]
+    return model.norm(h)[:, 1:-t]
+
+
 RUNS: dict[str, dict] = {
     "baseline (paper recipe, random init)": BASELINE,
     "scratch recipe": SCRATCH,
@@ -176,15 +202,16 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):
             if train_time < pretrain_until:  # dense patch classification on the ViT
-                out = model(x, output_patch_features=True)
                 grid = x.shape[-1] // run["patch"]
-                logits = pretrain_head(out["patch_features"].float())
+                logits = pretrain_head(patch_features(model, x).float())
                 loss = torch.nn.functional.cross_entropy(
                     logits.flatten(0, 1), patch_labels(targets, grid, k).flatten())
             else:
                 out = model(x)
                 k_match = run["one_to_many"] if train_time < run["one_to_many_until"] * budget else 1
-                loss = criterion({kk: v.float() for kk, v in out.items()}, targets, one_to_many=k_match)["loss"]
+                if k_match > 1:
+                    targets = [repeat_targets(t, k_match, run["det_tokens"]) for t in targets]
+                loss = criterion({kk: v.float() for kk, v in out.items()}, targets)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)

@@ -36,10 +36,11 @@ from yolos.data.collate import collate_fn
 from yolos.data.synthetic import SyntheticShapes
 from yolos.evaluation.evaluate import evaluate
 from yolos.model import create_model
+from yolos.train.config import RECIPES
 from yolos.train.criterion import SetCriterion
 from yolos.train.matcher import HungarianMatcher
 from yolos.train.optim import build_optimizer
-from yolos.train.recipe import RECIPES, prepare_scratch_model
+from yolos.train.recipe import prepare_scratch_model
 
 WD, CLIP = 1e-4, 0.1
 

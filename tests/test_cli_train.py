@@ -115,5 +115,6 @@ def test_every_train_option_is_a_config_field():
     assert fields - options == {"model_overrides", "variant"} | set(negated.values())  # not options
     args = build_parser().parse_args(["train", "--data", "d.yaml", "--lr", "0.002", "--no-augment",
                                       "--anchor-matching", "7", "--train-sizes", "96,128"])
-    cfg = config_from_args(args)
+    cfg, given = config_from_args(args)
     assert (cfg.lr, cfg.augment, cfg.progress, cfg.anchor_matching, cfg.train_sizes) == (0.002, False, True, 7.0, [96, 128])
+    assert given == {"data", "lr", "augment", "anchor_matching", "train_sizes"}  # what a resumed run may take

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from yolos.box_ops import cxcywh_to_xyxy, generalized_box_iou
-from yolos.train.criterion import SetCriterion, average_num_boxes
+from yolos.train.criterion import SetCriterion, loss_normalizers
 from yolos.train.matcher import HungarianMatcher
 
 hf_loss = pytest.importorskip("transformers.loss.loss_for_object_detection")
@@ -146,7 +146,7 @@ def _dist_worker(rank, world, port, queue):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         targets = [{"labels": torch.zeros(n, dtype=torch.int64)} for n in ([3, 4] if rank == 0 else [1])]
-        num = average_num_boxes(targets, "cpu")
+        num = loss_normalizers(targets, 10, 0.1, "cpu")
         # rank 1 repeats image 7 (DistributedSampler padding): it must appear once.
         mine = [{"image_id": 5, "score": 0.5}, {"image_id": 7, "score": 0.1}] if rank == 0 else \
             [{"image_id": 7, "score": 0.1}, {"image_id": 9, "score": 0.2}]
@@ -170,7 +170,9 @@ def test_num_boxes_and_results_are_reduced_across_ranks():
         p.join(timeout=60)
     for rank in (0, 1):
         num, results = got[rank]
-        assert num == pytest.approx((7 + 1) / 2)
+        assert num["num_boxes"] == pytest.approx((7 + 1) / 2)
+        # class weights: rank 0 matches 7 of 20 tokens, rank 1 1 of 10; unmatched count 0.1
+        assert num["class_weight"] == pytest.approx((7 + 0.1 * 13 + 1 + 0.1 * 9) / 2)
         assert sorted(r["image_id"] for r in results) == [5, 7, 9]
 
 
@@ -186,29 +188,3 @@ def test_cuda_matching_under_autocast_equals_cpu():
     for (p1, t1), (p2, t2) in zip(cpu, gpu):
         assert torch.equal(p1, p2) and torch.equal(t1, t2)
     assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
-
-
-def test_one_to_many_matches_each_object_k_times():
-    from yolos.train.criterion import SetCriterion, repeat_targets
-    from yolos.train.matcher import HungarianMatcher
-
-    torch.manual_seed(0)
-    t = 6
-    logits = torch.randn(1, t, 3)
-    boxes = torch.rand(1, t, 4) * 0.5 + 0.25
-    target = {"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.1, 0.3]])}
-    crit = SetCriterion(2, HungarianMatcher(1, 5, 2), eos_coef=0.1)
-    one = crit({"logits": logits, "pred_boxes": boxes}, [target])
-    two = crit({"logits": logits, "pred_boxes": boxes}, [target], one_to_many=2)
-    # by hand: with k = 2 the box loss averages over 4 matched pairs, each object twice
-    rep = repeat_targets(target, 2, t)
-    assert rep["labels"].tolist() == [0, 1, 0, 1] and rep["boxes"].shape == (4, 4)
-    matcher = HungarianMatcher(1, 5, 2)
-    (pi, ti), = matcher({"logits": logits, "pred_boxes": boxes}, [rep])
-    by_hand = (boxes[0, pi] - rep["boxes"][ti]).abs().sum() / 4
-    assert torch.allclose(two["loss_bbox"], by_hand, atol=1e-6)
-    assert len(set(pi.tolist())) == 4  # four different tokens
-    assert not torch.allclose(one["loss_bbox"], two["loss_bbox"])
-    # never more copies than tokens allow: 2 objects x 5 > 6 tokens -> 3 copies
-    assert len(repeat_targets(target, 5, t)["labels"]) == 6
-    assert repeat_targets(target, 1, t) is target

@@ -11,37 +11,54 @@ import torch
 from yolos.data.coco import CocoDetection
 from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.errors import DatasetError
-from yolos.model import create_model
-from yolos.train.config import TrainConfig
+from yolos.model import create_model, get_variant
+from yolos.train.config import RECIPES, TrainConfig
 from yolos.train.recipe import (
-    RECIPES,
     dataset_priors,
     init_box_anchors,
     init_head_priors,
     init_scratch_weights,
     prepare_scratch_model,
-    resolve_recipe,
 )
 
+MICRO = get_variant("micro")
 
-def test_paper_recipe_keeps_the_original_defaults():
-    cfg = resolve_recipe(TrainConfig(data="x"))
-    assert (cfg.lr, cfg.warmup_steps, cfg.bf16, cfg.head_priors, cfg.patch_size) == (None, 0, False, False, None)
+
+def test_paper_recipe_keeps_the_original_defaults_and_the_variant_fills_the_rest():
+    cfg = TrainConfig(data="x").resolved(MICRO)
+    assert (cfg.warmup_steps, cfg.bf16, cfg.head_priors, cfg.patch_size, cfg.anchor_matching) == (0, False, False,
+                                                                                                   None, 0.0)
+    assert (cfg.lr, cfg.batch_size, cfg.variant) == (MICRO.lr, MICRO.batch_size, "micro")  # the variant's
+    assert cfg.train_sizes == list(MICRO.train_scales) and (cfg.eval_size, cfg.eval_max_size) == (128, 128)
 
 
 def test_scratch_recipe_fills_unset_options_and_explicit_ones_win():
-    cfg = resolve_recipe(TrainConfig(data="x", recipe="scratch"))
+    cfg = TrainConfig(data="x", recipe="scratch").resolved(MICRO)
     for key, value in RECIPES["scratch"].items():
         assert getattr(cfg, key) == value
-    mine = resolve_recipe(TrainConfig(data="x", recipe="scratch", lr=5e-4, bf16=False, warmup_steps=0))
+    mine = TrainConfig(data="x", recipe="scratch", lr=5e-4, bf16=False, warmup_steps=0).resolved(MICRO)
     assert (mine.lr, mine.bf16, mine.warmup_steps) == (5e-4, False, 0)
     assert mine.head_priors is True  # still the recipe's where unset
-    assert resolve_recipe(mine) == mine  # idempotent (a resumed run resolves again)
+    assert mine.resolved(MICRO) == mine  # idempotent (a resumed run resolves again)
 
 
-def test_unknown_recipe_names_the_option():
-    with pytest.raises(ValueError, match="--recipe"):
-        resolve_recipe(TrainConfig(data="x", recipe="fast"))
+def test_finetune_recipe_keeps_the_checkpoints_anchor_matching():
+    anchored = create_model("micro").config.replace(anchor_matching=50.0)
+    assert TrainConfig(data="x", recipe="finetune").resolved(MICRO, anchored).anchor_matching == 50.0
+    plain = create_model("micro").config
+    assert TrainConfig(data="x", recipe="finetune").resolved(MICRO, plain).anchor_matching == 0.0
+    assert TrainConfig(data="x", recipe="finetune", anchor_matching=7).resolved(MICRO, anchored).anchor_matching == 7
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(recipe="fast"), "--recipe: expected one of paper, scratch, finetune"),
+    (dict(lr=-1), "--lr"), (dict(epochs=0), "--epochs"), (dict(batch_size=2.5), "--batch-size"),
+    (dict(train_sizes=[8]), "--train-sizes"), (dict(bf16="yes"), "--bf16"), (dict(init_kind="x"), "--init-kind"),
+    (dict(accumulate_steps=0), "--accumulate-steps"),
+])
+def test_a_bad_value_from_python_gets_the_cli_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(data="x", **kwargs)
 
 
 def test_head_priors_give_the_stated_probabilities_and_boxes():
@@ -192,7 +209,7 @@ def test_synthetic_train_split_in_a_dataset_yaml(tmp_path):
     from yolos.train.data_order import SeededDataset
 
     path = _yaml(tmp_path, "synthetic: {num_images: 12, image_size: 64, max_objects: 3, seed: 4}")
-    _, train, val = build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]), "micro")
+    _, train, val = build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]).resolved(MICRO))
     assert isinstance(train, SyntheticShapes) and len(train) == 12 and train.class_names == val.class_names
     seeded = SeededDataset(train, seed=0)
     first = seeded[2][0]
@@ -213,7 +230,7 @@ def test_synthetic_split_errors_name_the_field(tmp_path, train, message):
 
     path = _yaml(tmp_path, train)
     with pytest.raises(DatasetError, match=message):
-        build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]), "micro")
+        build_datasets(TrainConfig(data=str(path), augment=False, train_sizes=[64]).resolved(MICRO))
 
 
 def test_synthetic_split_needs_a_val_split(tmp_path):
@@ -221,27 +238,6 @@ def test_synthetic_split_needs_a_val_split(tmp_path):
 
     with pytest.raises(DatasetError, match="needs a 'val' split"):
         resolve_dataset(_yaml(tmp_path, "synthetic: {num_images: 4}", val=False))
-
-
-def test_warm_start_draws_only_the_first_images_then_everything():
-    from yolos.train.data_order import SeededDataset
-
-    spec = ShapesSpec(64, 1, 3, min_size=8, max_size=24)
-    data = SyntheticShapes(spec, 12, seed=2)
-    reference = [data[i][0] for i in range(3)]  # epoch 0's first three images
-    seeded = SeededDataset(data, seed=0, warm_images=3, warm_epochs=2)
-    for epoch in (0, 1):
-        seeded.epoch = epoch
-        assert data.epoch == 0  # rendered as in epoch 0 throughout the warm start
-        for i in range(12):
-            assert torch.equal(seeded[i][0], reference[i % 3])
-    seeded.epoch = 2
-    assert data.epoch == 2 and not torch.equal(seeded[0][0], reference[0])
-    assert not torch.equal(seeded[5][0], reference[5 % 3])
-    # without a warm start nothing changes
-    plain = SeededDataset(data, seed=0)
-    plain.epoch = 0
-    assert torch.equal(plain[5][0], data[5][0])
 
 
 def test_anchor_matching_gives_each_object_its_nearest_cell():

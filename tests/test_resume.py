@@ -49,13 +49,17 @@ def _config(data, out, **kw):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("batch_size, accumulate_steps", [(2, 1), (1, 2)])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, batch_size, accumulate_steps):
+    """Also with gradient accumulation: a step is then two batches, and the resumed epoch skips
+    the batches of the steps done."""
     data = make_shapes(tmp_path / "ds", n=8)  # 4 steps per epoch, 12 in all; augmentation on
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    batching = dict(batch_size=batch_size, accumulate_steps=accumulate_steps)
     torch.set_num_threads(1)  # as in the runner (conftest restores nothing else we change)
-    fit(TrainConfig.from_dict(_config(data, ref_out)))  # uninterrupted reference, in-process
+    fit(TrainConfig.from_dict(_config(data, ref_out, **batching)))  # uninterrupted reference, in-process
 
-    proc = subprocess.Popen(_cmd(tmp_path, _config(data, out)), env=_env())
+    proc = subprocess.Popen(_cmd(tmp_path, _config(data, out, **batching)), env=_env())
     state_path = out / "state.pt"
     killed_state = None
     deadline = time.time() + 240
@@ -77,7 +81,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         pytest.skip("the run finished before a mid-epoch checkpoint could be caught (machine too fast)")
     assert killed_state["global_step"] < 12
 
-    subprocess.run(_cmd(tmp_path, _config(data, out, resume=True)), check=True, env=_env(), timeout=300)
+    subprocess.run(_cmd(tmp_path, _config(data, out, resume=True, **batching)), check=True, env=_env(), timeout=300)
     a, b = load_native(ref_out / "last.safetensors"), load_native(out / "last.safetensors")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), f"{name} differs after resume (max |diff| {(x - y).abs().max():.3g})"

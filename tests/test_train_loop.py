@@ -111,8 +111,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     forward = C.SetCriterion.forward
     calls = {"n": 0}
 
-    def poisoned(self, outputs, targets):
-        out = forward(self, outputs, targets)
+    def poisoned(self, outputs, targets, normalizers=None):
+        out = forward(self, outputs, targets, normalizers)
         calls["n"] += 1
         if calls["n"] == 3:  # epoch 1 (2 steps per epoch), its first step
             out["loss"] = out["loss"] * float("nan")

@@ -43,6 +43,9 @@ class ModelConfig:
     # The dataset's category id of each label (label i means category_ids[i]); None: the label
     # is the category id itself (COCO's 91-id space, and models trained before ids were kept).
     category_ids: list[int] | None = None
+    # The anchor-matching weight its [DET] tokens were trained under (yolos train
+    # --anchor-matching; 0: plain Hungarian matching); fine-tuning (--recipe finetune) keeps it.
+    anchor_matching: float = 0.0
 
     def __post_init__(self):
         for name, (lo, hi) in _BOUNDS.items():  # before anything is built from a file's metadata
@@ -52,6 +55,9 @@ class ModelConfig:
         if not isinstance(self.image_size, (list, tuple)) or len(self.image_size) != 2 or not all(
                 isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 65536 for s in self.image_size):
             raise ValueError(f"image_size must be two integers (H, W) in 1..65536, got {self.image_size!r}")
+        if isinstance(self.anchor_matching, bool) or not isinstance(self.anchor_matching, (int, float)) \
+                or not 0 <= self.anchor_matching < 1e6:
+            raise ValueError(f"anchor_matching must be a number >= 0, got {self.anchor_matching!r}")
         if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
                 or not 0 < self.layer_norm_eps < 1:
             raise ValueError(f"layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")

@@ -28,3 +28,23 @@ def atomic_path(path, suffix: str = ""):
 def atomic_write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` when a process was
+    killed mid-write (``.NAME.tmpPID...`` whose process is gone); returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: its file
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed

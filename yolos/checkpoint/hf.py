@@ -117,9 +117,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
         image_size = [image_size, image_size]
     if hf.get("hidden_act", "gelu") != "gelu" or not hf.get("qkv_bias", True):
         raise ValueError("only hidden_act='gelu' with qkv_bias=True is a YOLOS configuration")
-    category_ids = hf.get("yolos_category_ids")
     return ModelConfig(
-        category_ids=category_ids,
+        category_ids=hf.get("yolos_category_ids"),
+        anchor_matching=hf.get("yolos_anchor_matching", 0.0),
         hidden_size=hf.get("hidden_size", 768),
         depth=hf.get("num_hidden_layers", 12),
         num_heads=hf.get("num_attention_heads", 12),
@@ -137,11 +137,14 @@ def config_from_hf(hf: dict) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig) -> dict:
     """A transformers ``YolosConfig`` dict for ``config``: ``id2label``/``label2id`` from the class
-    names (transformers' ids are the model's labels), and the dataset's category id of each
-    label under ``yolos_category_ids`` (transformers keeps unknown keys; we read it back)."""
+    names (transformers' ids are the model's labels), the dataset's category id of each label
+    under ``yolos_category_ids`` and the anchor matching its tokens learned under
+    (``yolos_anchor_matching``); transformers keeps unknown keys, we read them back."""
     names = config.class_names or {}
     id2label = {str(i): names.get(i, f"LABEL_{i}") for i in range(config.num_classes)}
     extra = {} if config.category_ids is None else {"yolos_category_ids": list(config.category_ids)}
+    if config.anchor_matching:
+        extra["yolos_anchor_matching"] = config.anchor_matching
     return {**extra,
         "architectures": ["YolosForObjectDetection"],
         "model_type": "yolos",

@@ -32,12 +32,15 @@ def add_parser(sub) -> None:
             continue
         name = "--" + f.name.replace("_", "-")
         kwargs = {"help": meta.get("help") or None}
+        # Options the user leaves out stay out of the namespace (argparse.SUPPRESS), so the run
+        # knows which ones were given (a resumed run takes those); TrainConfig has the defaults.
+        kwargs["default"] = argparse.SUPPRESS
         if meta.get("flag"):  # a field that defaults to True, turned off by its flag
             p.add_argument(meta["flag"], action="store_true", **kwargs)
             continue
         if f.type in ("bool | None", "bool"):
             action = argparse.BooleanOptionalAction if f.type == "bool | None" else "store_true"
-            p.add_argument(name, action=action, default=f.default, **kwargs)
+            p.add_argument(name, action=action, **kwargs)
             continue
         check = meta.get("check")
         if check == "sizes":
@@ -49,8 +52,6 @@ def add_parser(sub) -> None:
                 kwargs[key] = meta[key]
         if f.name == "data":
             kwargs["required"] = True
-        else:
-            kwargs["default"] = f.default
         p.add_argument(name, **kwargs)
     opt.add_max_pixels(p)
     p.set_defaults(func=run)
@@ -67,15 +68,15 @@ def _negated() -> dict[str, str]:
 
 
 def config_from_args(args):
-    """The TrainConfig of parsed arguments: every field by its option's ``dest``, the negated
-    flags (``--no-augment``) turned back into their fields."""
+    """``(TrainConfig, names of the options given)`` of parsed arguments: every given field by its
+    option's ``dest``, the negated flags (``--no-augment``) turned back into their fields."""
     import dataclasses
 
     from ..train.config import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    values.update({field: not getattr(args, flag) for flag, field in _negated().items()})
-    return TrainConfig(**values)
+    values.update({field: not getattr(args, flag) for flag, field in _negated().items() if hasattr(args, flag)})
+    return TrainConfig(**values), set(values)
 
 
 def run(args) -> int:
@@ -84,9 +85,9 @@ def run(args) -> int:
     from ..train.loop import TrainingInterrupted, fit
 
     opt.apply_max_pixels(args)
-    cfg = config_from_args(args)
+    cfg, given = config_from_args(args)
     try:
-        summary = fit(cfg)
+        summary = fit(cfg, given=given)
     except TrainingInterrupted as err:
         print(f"yolos train: {err}", file=sys.stderr)
         return 130

@@ -113,7 +113,6 @@ class YOLOS(nn.Module):
         pixel_values: Tensor,
         output_attentions: bool = False,
         output_det_features: bool = False,
-        output_patch_features: bool = False,
     ) -> dict[str, Tensor]:
         """Run the detector.
 
@@ -123,8 +122,6 @@ class YOLOS(nn.Module):
                 ``[B, heads, S, S]`` with ``S = 1 + (H//p)*(W//p) + T`` (slower explicit path).
             output_det_features: also return ``det_features`` ``[B, T, D]``, the [DET] outputs
                 after the final LayerNorm (what the heads read).
-            output_patch_features: also return ``patch_features`` ``[B, (H//p)*(W//p), D]``,
-                the patch outputs after the final LayerNorm, row-major (dense pretraining tasks).
 
         Returns:
             ``{"logits": [B, T, num_classes + 1], "pred_boxes": [B, T, 4]}``; boxes are
@@ -133,9 +130,7 @@ class YOLOS(nn.Module):
         p = self.config.patch_size
         grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
         pos, mid = self.position_embeddings(grid)
-        return self.forward_with_pos_embed(
-            pixel_values, pos, mid, output_attentions, output_det_features, output_patch_features
-        )
+        return self.forward_with_pos_embed(pixel_values, pos, mid, output_attentions, output_det_features)
 
     def forward_with_pos_embed(
         self,
@@ -144,7 +139,6 @@ class YOLOS(nn.Module):
         mid: Tensor | None,
         output_attentions: bool = False,
         output_det_features: bool = False,
-        output_patch_features: bool = False,
     ) -> dict[str, Tensor]:
         """Forward with position embeddings already resampled to the input grid (export bakes
         them in as constants through this entry point)."""
@@ -161,9 +155,8 @@ class YOLOS(nn.Module):
             want_attn = output_attentions and i == last
             # Only the [DET] outputs of the last block are read: let just those rows attend and
             # skip the MLP for the others (same numbers, ~1/12 less work). Full rows when the
-            # last layer's attention maps or the patch outputs are asked for.
-            full_rows = output_attentions or output_patch_features
-            queries = t if i == last and not full_rows else None
+            # last layer's attention maps are asked for.
+            queries = t if i == last and not output_attentions else None
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x, _ = torch.utils.checkpoint.checkpoint(block, x, False, queries, use_reentrant=False)
             else:
@@ -179,8 +172,6 @@ class YOLOS(nn.Module):
             out["attentions"] = attention
         if output_det_features:
             out["det_features"] = det
-        if output_patch_features:
-            out["patch_features"] = x[:, 1:-t]
         return out
 
     # ---------------------------------------------------------------- helpers

@@ -2,7 +2,13 @@
 
 Each field also describes its command-line option (``metadata``: help text, the
 ``yolos.validate`` check of its values, choices, a negated flag); ``yolos train`` builds its
-parser from these fields, so an option is written once, here.
+parser from these fields, so an option is written once, here. The same checks run when a
+``TrainConfig`` is made in Python, with the CLI's messages.
+
+Every value a run trains with is decided in one place, :meth:`TrainConfig.resolved`: an option
+given explicitly wins; an option left unset (None) takes its recipe's value (:data:`RECIPES`),
+then the variant's (learning rate, batch, sizes) or, when fine-tuning, the checkpoint's (the
+anchor matching its [DET] tokens learned under).
 """
 from __future__ import annotations
 
@@ -10,6 +16,17 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .. import validate
+
+# What each recipe sets for options left unset. ``paper`` is the original recipe (and the values
+# every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with.
+_PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False, "anchors": False,
+          "anchor_matching": 0.0}
+RECIPES: dict[str, dict] = {
+    "paper": _PAPER,
+    "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
+                    bf16=True, patch_size=16, anchor_matching=50.0),
+    "finetune": dict(_PAPER, lr=5e-4, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint"),
+}
 
 
 def option(default, help: str = "", check=None, choices=None, flag: str | None = None,
@@ -25,28 +42,32 @@ def option(default, help: str = "", check=None, choices=None, flag: str | None =
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything ``yolos train`` accepts. Immutable: ``fit`` resolves it once (the recipe's
-    values, the variant's lr and batch, the variant a checkpoint was built as) into a new one with
-    ``dataclasses.replace``, and writes that resolved config to ``log.jsonl`` and ``state.pt``.
+    """Everything ``yolos train`` accepts. Immutable; ``fit`` resolves it once
+    (:meth:`resolved`) and writes the resolved config to ``log.jsonl`` and ``state.pt``.
 
-    ``None`` for ``lr`` / ``batch_size`` means the variant's recipe value (the paper's recipe:
-    Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32). ``batch_size`` is per process; the
-    global batch is ``batch_size * world_size``. ``None`` for the recipe options means the
-    recipe's value (:mod:`yolos.train.recipe`)."""
+    ``None`` for ``lr`` / ``batch_size`` / sizes means the variant's value (the paper's recipe:
+    Ti 5e-5 x 2/GPU, S/B 2.5e-5 x 1/GPU, micro 3e-4 x 32); ``None`` for the recipe options
+    means the recipe's value. ``batch_size`` is per process; the global batch is
+    ``batch_size * world_size * accumulate_steps``."""
 
     data: str = option("", "dataset YAML or COCO folder")
     out: str = option("runs/train", "run directory (logs, checkpoints)")
     model: str = option("micro", "variant to build (yolos-ti, yolos-s, yolos-b, micro, ...)")
     recipe: str = option(
-        "paper", "paper: the original recipe (default; for fine-tuning from DeiT or YOLOS). scratch: for "
-        "random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
-        "priors, anchor matching, bf16 autocast, patch size 16 (see docs/training.md). Options given "
-        "explicitly win over the recipe's", choices=["paper", "scratch"])
+        "paper", "paper: the original recipe (default; what the released models were trained with from DeiT). "
+        "scratch: for random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at "
+        "the data's priors, anchor matching, bf16 autocast, patch size 16. finetune: from a YOLOS checkpoint "
+        "(--init) on new data: lr 5e-4 with 50 warmup steps, a new class head at the data's priors, the "
+        "checkpoint's anchor matching, bf16 autocast (see docs/training.md). Options given explicitly win over "
+        "the recipe's", choices=list(RECIPES))
     init: str | None = option(None, "start from a YOLOS checkpoint / hub id (new class head if the classes "
                               "differ) or a DeiT/ViT ImageNet checkpoint (backbone init)")
     init_kind: str = option("auto", choices=["auto", "yolos", "imagenet"])
     epochs: int = option(10, check=validate.positive_int)
     batch_size: int | None = option(None, "per process (default: the variant's recipe)", validate.positive_int)
+    accumulate_steps: int = option(1, "batches per optimizer step (gradient accumulation): N steps of batch B "
+                                   "take the step of one batch of N x B, for a GPU that fits few images",
+                                   validate.positive_int, metavar="N")
     lr: float | None = option(None, "default: the variant's recipe", validate.positive_float)
     min_lr: float = option(1e-7, check=validate.non_negative_float)
     weight_decay: float = option(1e-4, check=validate.non_negative_float)
@@ -93,12 +114,52 @@ class TrainConfig:
                                         "a train-only folder: the training images themselves)",
                                         validate.positive_int)
     repeat: int = option(1, "repeat the training set N times per epoch", validate.positive_int)
-    warm_start_images: int = option(0, "warm start from scratch: the first --warm-start-epochs epochs draw "
-                                    "only the first N training images (docs/training.md)",
-                                    validate.non_negative_int)
-    warm_start_epochs: int = option(0, check=validate.non_negative_int)
     progress: bool = option(True, flag="--no-progress")
     variant: str | None = option(None, cli=False)  # resolved: the variant the model was built as
+
+    def __post_init__(self):
+        """Each field's check and choices (the CLI's, with its messages); None is "unset"."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            name = "--" + f.name.replace("_", "-")
+            if value is None:
+                continue
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ValueError(f"{name}: expected one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+            check = meta.get("check")
+            if check == "sizes":
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise ValueError(f"{name}: expected a list of image sides, got {value!r}")
+                object.__setattr__(self, f.name, [validate.image_side(v, name) for v in value])
+            elif check is not None:
+                object.__setattr__(self, f.name, check(value, name))
+            elif f.type in ("bool", "bool | None") and not isinstance(value, bool):
+                raise ValueError(f"{name}: expected true or false, got {value!r}")
+
+    def resolved(self, variant, init_config=None) -> TrainConfig:
+        """The config a run trains with: every option left unset (None) filled in from the
+        recipe (:data:`RECIPES`), then from ``variant`` (a :class:`yolos.model.variants.Variant`:
+        learning rate, batch, training scales, evaluation size) and, for the recipe's
+        "checkpoint" values, from ``init_config`` (the --init model's ModelConfig; 0 without
+        one). Idempotent: a resumed run resolves its saved config again to itself."""
+        from ..model.variants import eval_sizes
+
+        changes = {}
+        for key, value in RECIPES[self.recipe].items():
+            if getattr(self, key) is None:
+                if value == "checkpoint":
+                    value = float(getattr(init_config, key, 0.0) or 0.0)
+                changes[key] = value
+        cfg = dataclasses.replace(self, **changes)
+        scales = list(cfg.train_sizes or variant.train_scales)
+        short, long = eval_sizes(variant.config.variant, "paper")
+        eval_size = cfg.eval_size or short
+        return dataclasses.replace(
+            cfg, variant=variant.config.variant,
+            lr=cfg.lr if cfg.lr is not None else variant.lr,
+            batch_size=cfg.batch_size or variant.batch_size,
+            train_sizes=scales, train_max_size=cfg.train_max_size or max(variant.train_max_size, max(scales)),
+            eval_size=eval_size, eval_max_size=cfg.eval_max_size or max(long, eval_size))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -12,7 +12,9 @@ With ``indices`` from the Hungarian matcher:
 
 ``num_boxes`` is the number of target boxes in the batch, summed over ranks and divided by the
 world size when torch.distributed is initialized, clamped to >= 1 (DETR; transformers only does
-this under Accelerate). The loss terms are computed in fp32 whatever the autocast dtype.
+this under Accelerate); the class loss's weight sum is reduced the same way, so several
+processes (and accumulated micro-batches) take exactly the step of one large batch
+(:func:`loss_normalizers`). The loss terms are computed in fp32 whatever the autocast dtype.
 """
 from __future__ import annotations
 
@@ -25,23 +27,23 @@ from ..box_ops import cxcywh_to_xyxy, generalized_box_iou
 from .matcher import HungarianMatcher
 
 
-def average_num_boxes(targets: list[dict], device) -> float:
-    """Target boxes per rank, averaged over ranks (all-reduce), at least 1."""
-    num = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+def loss_normalizers(targets: list[dict], num_tokens: int, eos_coef: float, device) -> dict[str, float]:
+    """The divisors of one optimizer step's losses, from every target it trains on (all its
+    micro-batches when gradients are accumulated): ``num_boxes``, the target boxes, and
+    ``class_weight``, the sum of the class loss's weights (1 per matched [DET] token, ``eos_coef``
+    per unmatched one). Each is summed over ranks and divided by the world size, because DDP
+    averages gradients over ranks; so N processes, or N accumulated micro-batches, of batch B
+    take the step of one batch of N x B. ``num_boxes`` is at least 1 (DETR)."""
+    boxes = sum(len(t["labels"]) for t in targets)
+    matched = sum(min(len(t["labels"]), num_tokens) for t in targets)
+    weight = matched + eos_coef * (len(targets) * num_tokens - matched)
+    values = torch.tensor([float(boxes), float(weight)], device=device, dtype=torch.float64)
     world = 1
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num)
+        dist.all_reduce(values)
         world = dist.get_world_size()
-    return torch.clamp(num / world, min=1).item()
-
-
-def repeat_targets(target: dict, k: int, num_tokens: int) -> dict:
-    """``target`` with its labels and boxes repeated ``min(k, T // N)`` times (at least once)."""
-    n = len(target["labels"])
-    times = max(1, min(k, num_tokens // max(n, 1)))
-    if times == 1:
-        return target
-    return dict(target, labels=target["labels"].repeat(times), boxes=target["boxes"].repeat(times, 1))
+    boxes, weight = (values / world).tolist()
+    return {"num_boxes": max(boxes, 1.0), "class_weight": max(weight, 1e-12)}
 
 
 class SetCriterion(nn.Module):
@@ -57,24 +59,23 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
-    def forward(self, outputs: dict, targets: list[dict], one_to_many: int = 1) -> dict[str, Tensor]:
+    def forward(self, outputs: dict, targets: list[dict], normalizers: dict | None = None) -> dict[str, Tensor]:
         """``outputs``: ``logits [B, T, num_classes+1]``, ``pred_boxes [B, T, 4]`` (cxcywh);
         ``targets``: per image ``labels [N_i]`` int64 and ``boxes [N_i, 4]`` (cxcywh, normalized
         by the unpadded image). Returns scalar tensors (``loss`` carries the gradient).
 
-        ``one_to_many=k`` matches every object to k [DET] tokens instead of one (its target is
-        repeated k times, fewer where ``k * N_i > T``): k times the positive supervision per
-        step, as in hybrid-matching DETRs, at the price of duplicate detections, so it is for
-        the start of training only and the loss must end one-to-one."""
+        ``normalizers``: :func:`loss_normalizers` of the whole optimizer step when these targets
+        are one of its micro-batches (the losses of the micro-batches then add up to the loss of
+        the whole batch); by default those of ``targets`` alone."""
         logits, pred_boxes = outputs["logits"], outputs["pred_boxes"]
-        if one_to_many > 1:
-            targets = [repeat_targets(t, one_to_many, logits.shape[1]) for t in targets]
         if logits.shape[-1] != self.num_classes + 1:
             raise ValueError(f"logits have {logits.shape[-1]} classes, the criterion expects "
                              f"num_classes + 1 = {self.num_classes + 1}")
         device = logits.device
         indices = self.matcher(outputs, targets)
-        num_boxes = average_num_boxes(targets, device)
+        if normalizers is None:
+            normalizers = loss_normalizers(targets, logits.shape[1], self.eos_coef, device)
+        num_boxes = normalizers["num_boxes"]
 
         batch_idx = torch.cat([torch.full_like(p, i) for i, (p, _) in enumerate(indices)]).to(device)
         pred_idx = torch.cat([p for p, _ in indices]).to(device)
@@ -88,8 +89,8 @@ class SetCriterion(nn.Module):
             target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
                                         device=device)
             target_classes[batch_idx, pred_idx] = tgt_labels
-            loss_ce = F.cross_entropy(logits32.transpose(1, 2), target_classes,
-                                      weight=self.empty_weight.to(device))
+            loss_ce = F.cross_entropy(logits32.transpose(1, 2), target_classes, weight=self.empty_weight.to(device),
+                                      reduction="sum") / normalizers["class_weight"]
 
             src_boxes = pred_boxes[batch_idx, pred_idx].float()
             loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes

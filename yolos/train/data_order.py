@@ -15,20 +15,10 @@ from torch.utils.data import Dataset, Sampler
 class SeededDataset(Dataset):
     """``dataset`` repeated ``repeat`` times; item ``i`` of epoch ``e`` is produced with the
     python/numpy/torch generators seeded from ``(seed, e, i)`` (then restored), so random
-    augmentation is a pure function of the position in the run.
+    augmentation is a pure function of the position in the run."""
 
-    Warm start: during the first ``warm_epochs`` epochs every item is one of the first
-    ``warm_images`` images (item ``i`` -> image ``i % warm_images``; a rendered dataset renders
-    them as in epoch 0, the same few images throughout), so a model from random weights can
-    first fit a few images and then continue, in the same run, on all of them."""
-
-    def __init__(self, dataset, seed: int, repeat: int = 1, warm_images: int = 0, warm_epochs: int = 0):
+    def __init__(self, dataset, seed: int, repeat: int = 1):
         self.dataset, self.seed, self.repeat, self._epoch = dataset, seed, max(1, repeat), 0
-        self.warm_images, self.warm_epochs = min(warm_images, len(dataset)), warm_epochs
-
-    @property
-    def warming(self) -> bool:
-        return self.warm_images > 0 and self._epoch < self.warm_epochs
 
     @property
     def epoch(self) -> int:
@@ -39,7 +29,7 @@ class SeededDataset(Dataset):
         # Datasets that render their items (SyntheticShapes) draw new ones per epoch.
         self._epoch = value
         if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(0 if self.warming else value)
+            self.dataset.set_epoch(value)
 
     def __len__(self) -> int:
         return len(self.dataset) * self.repeat
@@ -52,7 +42,7 @@ class SeededDataset(Dataset):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(s)
-                return self.dataset[i % (self.warm_images if self.warming else len(self.dataset))]
+                return self.dataset[i % len(self.dataset)]
         finally:
             random.setstate(py)
             np.random.set_state(npst)

@@ -1,6 +1,7 @@
 """One training epoch (hustvl/YOLOS ``engine.py::train_one_epoch``), resumable mid-epoch."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import defaultdict
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .. import distributed as D
 from ..distributed import all_reduce_flag, all_reduce_mean
 from ..errors import YolosError
 
@@ -51,6 +53,18 @@ def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
             for t in targets]
 
 
+def _groups(batches, size: int):
+    """Lists of ``size`` consecutive batches (the last one may be shorter)."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -64,52 +78,63 @@ def train_one_epoch(
     global_step: int = 0,
     clip_max_norm: float = 0.1,
     bf16: bool = False,
+    accumulate_steps: int = 1,
     on_step: Callable[[int, int, dict], None] | None = None,
     progress: bool = False,
 ) -> tuple[dict, int]:
-    """Train over ``loader`` (which already skips the ``start_step`` batches done before a resume).
+    """Train over ``loader`` (which already skips the batches of the ``start_step`` optimizer
+    steps done before a resume).
 
-    Each step: forward (bf16 autocast if asked; the criterion casts to fp32 itself), the
-    finite-loss check (all ranks stop together), backward, global-norm clipping, AdamW step.
-    ``on_step(step_in_epoch_done, global_step_done, step_metrics)`` runs after every optimizer
-    step (checkpointing and step logging live there).
+    Each optimizer step takes ``accumulate_steps`` batches (the last step of an epoch may take
+    fewer): the loss normalizers of all of them first (:func:`yolos.train.criterion.loss_normalizers`,
+    so the micro-batch losses add up to the loss of one batch of them all), then per batch
+    forward (bf16 autocast if asked; the criterion casts to fp32 itself), the finite-loss check
+    (all ranks stop together) and backward (DDP synchronises only the last one); then
+    global-norm clipping and the AdamW step. ``on_step(step_in_epoch_done, global_step_done,
+    step_metrics)`` runs after every optimizer step (checkpointing and step logging live there).
 
     Returns ``(epoch means of the logged losses averaged over ranks, global_step)``.
     """
+    from .criterion import loss_normalizers
+
     model.train()
     criterion.train()
     sums: dict[str, float] = defaultdict(float)
     count = 0
     step = start_step
     t0 = time.perf_counter()
-    iterator = _batches(loader)
+    groups = _groups(_batches(loader), accumulate_steps)
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, total=len(loader), desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
-    for pixel_values, targets in iterator:
+        total = -(-len(loader) // accumulate_steps)
+        groups = tqdm(groups, total=total, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
+    num_tokens = D.unwrap(model).config.num_det_tokens
+    for group in groups:
         lr = schedule.apply(optimizer, epoch, global_step)
-        pixel_values = pixel_values.to(device, non_blocking=True)
-        targets = move_targets(targets, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            outputs = model(pixel_values)
-        outputs = {k: v.float() for k, v in outputs.items()}
-        losses = criterion(outputs, targets)
-        loss = losses["loss"]
-        # One host sync per step (as hustvl/YOLOS): the loss value for the check and the running means.
-        values = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
-        bad = not math.isfinite(values["loss"])
-        if all_reduce_flag(bad, device):
-            raise NonFiniteLossError(
-                f"non-finite loss ({values['loss']}) at epoch {epoch}, step {step} "
-                f"(global step {global_step}): {values}"
-            )
+        group = [(pixels.to(device, non_blocking=True), move_targets(targets, device)) for pixels, targets in group]
+        normalizers = loss_normalizers([t for _, targets in group for t in targets], num_tokens,
+                                       criterion.eos_coef, device)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        values: dict[str, float] = defaultdict(float)
+        for i, (pixel_values, targets) in enumerate(group):
+            sync = i == len(group) - 1 or not hasattr(model, "no_sync")
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                    outputs = model(pixel_values)
+                outputs = {k: v.float() for k, v in outputs.items()}
+                losses = criterion(outputs, targets, normalizers)
+                # One host sync per batch (as hustvl/YOLOS): the loss for the check and the means.
+                part = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
+                if all_reduce_flag(not math.isfinite(part["loss"]), device):
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({part['loss']}) at epoch {epoch}, step {step} "
+                        f"(global step {global_step}): {part}")
+                losses["loss"].backward()
+            for k, v in part.items():  # sums for the losses; means for the error rates
+                values[k] += v if k.startswith("loss") else v / len(group)
         if clip_max_norm and clip_max_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None], clip_max_norm
-            )
+            norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_max_norm)
             values["grad_norm"] = float(norm)
         optimizer.step()
         step += 1
@@ -118,7 +143,7 @@ def train_one_epoch(
         for k, v in values.items():
             sums[k] += v
         if progress:
-            iterator.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
+            groups.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
         if on_step is not None:
             on_step(step, global_step, dict(values, lr=lr))
     means = {k: v / max(count, 1) for k, v in sums.items()}

@@ -1,57 +1,19 @@
-"""Training recipes: named presets of :class:`TrainConfig` values, and the from-scratch inits.
-
-``paper`` is the original recipe (AdamW, the variant's lr and batch, per-epoch cosine, clip 0.1,
-hustvl/YOLOS init) and stays the default, above all when fine-tuning from DeiT or YOLOS checkpoints.
-``scratch`` gathers the inits the convergence study (docs/training.md,
-``benchmarks/convergence_study.py``) built for a small YOLOS from random weights; on their own
-they do not leave DETR's plateau within CPU budgets (the study's table says so).
-A recipe only fills options the user left unset; an option given on the command line wins.
+"""The inits the recipes start a model with (the recipes' option values are
+:data:`yolos.train.config.RECIPES`): the from-scratch inits the convergence study
+(docs/training.md, ``benchmarks/convergence_study.py``) built for a small YOLOS from random
+weights, and the heads at the data's priors (also the new class head of ``--recipe finetune``).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
 from .matcher import anchor_centres
 
-# Values a recipe sets (TrainConfig field -> value). Fields that are None in TrainConfig mean
-# "the variant's value"; a recipe replaces those defaults, never an explicit user choice.
-RECIPES: dict[str, dict] = {
-    "paper": {},
-    "scratch": {
-        "lr": 1e-3,
-        "warmup_steps": 100,
-        "scratch_init": True,
-        "anchors": True,
-        "head_priors": True,
-        "bf16": True,
-        "patch_size": 16,
-        "anchor_matching": 50.0,
-    },
-}
-
-
-# What an option left unset (None) means when no recipe sets it.
-UNSET_DEFAULTS = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False,
-                  "anchors": False, "anchor_matching": 0.0}
-
-
-def resolve_recipe(cfg):
-    """A copy of ``cfg`` (a TrainConfig) with every unset option the recipe names filled in,
-    then the remaining unset recipe options at :data:`UNSET_DEFAULTS`. ``lr``, ``patch_size`` and
-    ``num_det_tokens`` left unset after that mean the variant's value."""
-    if cfg.recipe not in RECIPES:
-        raise ValueError(f"--recipe: unknown recipe {cfg.recipe!r}; known: {', '.join(RECIPES)}")
-    changes = {k: v for k, v in RECIPES[cfg.recipe].items() if getattr(cfg, k) is None}
-    changes.update({k: v for k, v in UNSET_DEFAULTS.items()
-                    if getattr(cfg, k) is None and k not in changes})
-    return dataclasses.replace(cfg, **changes)
-
 
 @torch.no_grad()
-def init_head_priors(model, objects_per_image: float, box_size: float = 0.2) -> None:
+def init_head_priors(model, objects_per_image: float, box_size: float = 0.2, box: bool = True) -> None:
     """Start the heads at the data's priors instead of PyTorch's default outputs (only the
     last layers' biases change; their default random weights keep the [DET] tokens distinct).
 
@@ -62,7 +24,8 @@ def init_head_priors(model, objects_per_image: float, box_size: float = 0.2) -> 
       cxcywh) instead of ``(0.5, 0.5, 0.5, 0.5)``: a plausible size instead of half the image.
 
     ``objects_per_image``: the mean number of objects per training image (clamped to
-    ``[0.5, T - 0.5]``); ``box_size``: a typical side as a fraction of the image.
+    ``[0.5, T - 0.5]``); ``box_size``: a typical side as a fraction of the image; ``box=False``
+    leaves a trained box head alone (fine-tuning).
     """
     t = model.config.num_det_tokens
     k = model.config.num_classes
@@ -70,6 +33,8 @@ def init_head_priors(model, objects_per_image: float, box_size: float = 0.2) -> 
     cls_bias = model.class_head.layers[-1].bias
     cls_bias.fill_(math.log(p_obj / k))
     cls_bias[-1] = math.log(1 - p_obj)
+    if not box:
+        return
     logit = math.log(box_size / (1 - box_size))
     box_bias = model.box_head.layers[-1].bias
     box_bias.copy_(torch.tensor([0.0, 0.0, logit, logit], dtype=box_bias.dtype))

@@ -7,23 +7,43 @@ import time
 from pathlib import Path
 
 from .. import distributed as D
-from ..files import atomic_path
+from ..files import atomic_path, atomic_write_text
 
 
 class RunLog:
     """log.jsonl writer (rank 0). On resume, lines past the checkpoint's step are dropped so
     the log reads as one uninterrupted run."""
 
-    def __init__(self, out: Path, enabled: bool, resume_step: int | None):
+    def __init__(self, out: Path, enabled: bool, resume_step: int | None, say=print):
         self.path = out / "log.jsonl"
         self.enabled = enabled
         self.last_plot = 0.0
         if enabled and resume_step is not None and self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("global_step", 0) <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+            rows, damaged = self._rows()
+            if damaged:
+                say(f"{self.path}: {damaged} damaged line(s) dropped (the log is informational; state.pt "
+                    f"holds the run)")
+            keep = [json.dumps(r) for r in rows if r.get("global_step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
         elif enabled and resume_step is None and self.path.exists():
             self.path.unlink()
+
+    def _rows(self) -> tuple[list[dict], int]:
+        """The log's records and how many lines were not records (an edited or torn file)."""
+        rows, damaged = [], 0
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                damaged += 1
+                continue
+            if isinstance(row, dict) and isinstance(row.get("global_step", 0), int):
+                rows.append(row)
+            else:
+                damaged += 1
+        return rows, damaged
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -59,8 +79,7 @@ class RunLog:
     def epochs(self) -> list[dict]:
         if not self.path.exists():
             return []
-        rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
-        return [r for r in rows if r.get("type") == "epoch"]
+        return [r for r in self._rows()[0] if r.get("type") == "epoch" and isinstance(r.get("train"), dict)]
 
 
 def plot_metrics(records: list[dict], path: Path) -> None:
