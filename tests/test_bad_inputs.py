@@ -331,7 +331,7 @@ def test_bad_training_image_gives_one_line(shapes, tmp_path, capsys, workers, fa
     code, err = cli(["train", "--data", shapes, "--out", tmp_path / "run", *args, "--epochs", "1"], capsys)
     line = one_error_line(err, "train")
     assert code == 2 and "000002.jpg" in line, line
-    assert {"broken": "cannot decode", "tiny": "smaller than one", "bomb": "megapixels"}[fault] in line
+    assert {"broken": "not a readable image", "tiny": "smaller than one", "bomb": "megapixels"}[fault] in line
 
 
 def test_ctrl_c_saves_the_state_and_resume_finishes(shapes, tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ..box_ops import xyxy_to_xywh
+from ..files import atomic_path
 from .postprocess import keep_indices
 
 
@@ -156,13 +157,12 @@ class Detections:
         return canvas
 
     def save(self, path, **plot_kwargs) -> Path:
-        """Write :meth:`plot` to ``path`` (format from the extension)."""
+        """Write :meth:`plot` to ``path`` (format from the extension), atomically."""
         path = Path(path)
         image = self.plot(**plot_kwargs)
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            image.save(path, quality=90)
-        else:
-            image.save(path)
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower()),
+                       **({"quality": 90} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
         return path
 
     def select(self, threshold: float | None = None, top_k: int | None = None) -> Detections:

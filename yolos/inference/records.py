@@ -13,6 +13,7 @@ on resume).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..files import atomic_write_text
@@ -24,32 +25,37 @@ def part_path(out: Path, rank: int) -> Path:
     return Path(out) / PARTS / f"part-{rank:05d}.jsonl"
 
 
-def _read_part(path: Path) -> tuple[list[dict], int]:
-    """The complete records of one part and the byte length they end at (a torn tail excluded)."""
+def _read_part(path: Path) -> tuple[list[dict], int, int]:
+    """``(records, end, damaged)``: the records of one part, the byte length of its complete
+    lines (a torn last line, without its newline, is left out) and how many complete lines were
+    not records (damaged by hand or disk: skipped, never a reason to drop the lines after them)."""
     data = path.read_bytes()
-    records, good_end, start = [], 0, 0
-    while True:
-        end = data.find(b"\n", start)
-        if end < 0:
-            break
-        line = data[start:end]
-        start = end + 1
+    end = data.rfind(b"\n") + 1  # what follows the last newline is a line torn by a kill
+    records, damaged = [], 0
+    for line in data[:end].split(b"\n"):
         if not line.strip():
-            good_end = start
             continue
         try:
-            records.append(json.loads(line))
-        except ValueError:  # a torn line can only be the last one; stop at it
-            break
-        good_end = start
-    return records, good_end
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            damaged += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("file"), str):
+            records.append(record)
+        else:
+            damaged += 1
+    return records, end, damaged
 
 
 def read_records(out: Path) -> dict[str, dict]:
     """``file -> record`` over every part in ``out``; a predicted record wins over an error."""
     found: dict[str, dict] = {}
     for path in sorted((Path(out) / PARTS).glob("part-*.jsonl")):
-        for record in _read_part(path)[0]:
+        records, _, damaged = _read_part(path)
+        if damaged:
+            print(f"yolos predict: {path}: {damaged} damaged line(s) skipped (their images are predicted again)",
+                  file=sys.stderr)
+        for record in records:
             key = record.get("file")
             previous = found.get(key)
             if key is not None and (previous is None or "error" in previous):
@@ -65,9 +71,9 @@ class RecordWriter:
         self.path = part_path(out, rank)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            _, good_end = _read_part(self.path)
+            _, complete, _ = _read_part(self.path)
             with open(self.path, "r+b") as f:
-                f.truncate(good_end)
+                f.truncate(complete)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
@@ -82,6 +88,30 @@ class RecordWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+JOB_FILE = "job.json"
+
+
+def check_job(out: Path, job: dict, resume: bool) -> None:
+    """A new job records what it is (``records/job.json``: model, threshold, sizes, ...); a
+    resumed one must be the same job, else a ValueError says what differs (its records would
+    otherwise be mixed with results of other settings)."""
+    path = Path(out) / PARTS / JOB_FILE
+    if resume and path.exists():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ValueError(f"--resume: {path} is damaged; start a new job in another --out") from None
+        differ = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in job.items() if before.get(k) != v]
+        if differ:
+            raise ValueError(f"--resume: the job in {out} ran with other settings ({'; '.join(differ)}); "
+                             f"resume it with its own, or start a new job in another --out")
+        return
+    if resume and any((Path(out) / PARTS).glob("part-*.jsonl")):
+        raise ValueError(f"--resume: {out} holds records of a job that recorded no settings; start a new job")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(job, indent=1))
 
 
 def merge(out: Path, files: list[str], header: dict, unreadable: list[dict] = ()) -> dict:
