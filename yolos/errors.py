@@ -15,3 +15,7 @@ class ImageError(YolosError, ValueError):
 
 class DatasetError(YolosError, ValueError):
     """An annotation file, image or box in a dataset is invalid."""
+
+
+class PredictionError(YolosError, ValueError):
+    """The model's outputs for an image are not finite numbers; the message names the image."""

@@ -31,6 +31,9 @@ from .validate import non_negative_int
 # The pixel statistics every YOLOS/DeiT checkpoint was trained with (RGB, on [0, 1] values).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The decoders an image file is handed to: raster formats only. Pillow would also hand a file to
+# EPS (which runs Ghostscript), PSD, FITS and others; an upload or a photo folder needs none.
+RASTER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "AVIF")  # JPEG covers MPO
 # File suffixes read as images when a folder is searched (any file named explicitly is tried).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
@@ -96,7 +99,7 @@ def probe_image(path) -> tuple[int, int, int]:
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=RASTER_FORMATS) as im:
             w, h = im.size
             orientation = exif_orientation(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
@@ -128,14 +131,16 @@ def _open_path(path: Path) -> Image.Image:
 def _decode(file, name: str) -> Image.Image:
     """Decode a path or a binary file object, checking the pixel limit from the header first."""
     try:
-        with Image.open(file) as im:
+        with Image.open(file, formats=RASTER_FORMATS) as im:
             check_pixels(im.width, im.height, name)  # from the header, before decoding
             im.load()  # decode now so that truncated files fail here, not later
             return ImageOps.exif_transpose(im)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            MemoryError) as err:
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image (not one of the raster formats "
+                         f"{', '.join(RASTER_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, MemoryError) as err:
         raise ImageError(f"{name}: not a readable image ({type(err).__name__}: {err})") from None
 
 

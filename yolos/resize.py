@@ -19,7 +19,9 @@ def resize_shape(
     ``rule="hf"`` reproduces transformers' ``YolosImageProcessor`` (the uncapped short side is
     used for the long side when the cap applies); ``rule="orig"`` the hustvl/YOLOS training
     transforms (the rounded short side is used, and an already-right image is kept first).
-    The two almost always agree after the multiple-of-16 floor.
+    The two almost always agree after the multiple-of-16 floor. A side is never below one
+    ``multiple`` (an image thinner than the cap allows, say 4000 x 16, would floor to 0 pixels,
+    where transformers fails): such an image is stretched to one patch across.
     """
     if rule not in ("hf", "orig"):
         raise ValueError(f"rule must be 'hf' or 'orig', not {rule!r}")
@@ -39,4 +41,4 @@ def resize_shape(
         out_h, out_w = height, width
     else:
         out_h, out_w = int(size), int(scale_base * width / height)
-    return out_h - out_h % multiple, out_w - out_w % multiple
+    return max(multiple, out_h - out_h % multiple), max(multiple, out_w - out_w % multiple)

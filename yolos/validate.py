@@ -38,8 +38,8 @@ def _whole(value, name: str, minimum: int) -> int:
     if isinstance(value, bool):
         raise ValueError(message)
     try:
-        v = int(value)  # "3.5" and "a" raise here
-    except (TypeError, ValueError):
+        v = int(value)  # "3.5" and "a" raise here, inf overflows
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(message) from None
     if not isinstance(value, str) and v != value:  # 2.5 -> 2 would silently truncate
         raise ValueError(message)
@@ -109,7 +109,12 @@ def device(value, name: str = "device"):
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{name}: {value!r} asked for, but there are only "
                              f"{torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type not in ("cpu", "mps", "xpu"):
+    elif dev.type in ("mps", "xpu"):
+        backend = getattr(torch.backends, "mps", None) if dev.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise ValueError(f"{name}: {value!r} asked for, but this machine or torch build has no {dev.type} "
+                             f"device; use --device cpu")
+    elif dev.type != "cpu":
         raise ValueError(f"{name}: unsupported device type {dev.type!r} (use cpu or cuda)")
     return dev
 

@@ -48,11 +48,21 @@ def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
         CheckpointError: naming the file (or hub id), for missing/unexpected keys, shape
             mismatches, unsafe pickles, unreadable files or an unreachable hub.
     """
+    where = check_model_name(name_or_path)
+    if isinstance(where, Path):
+        if where.is_dir():
+            return load_hf_directory(where, device=device, **overrides)
+        return load_file(where, device=device, **overrides)
+    return load_hf_directory(download_from_hub(where), device=device, **overrides)
+
+
+def check_model_name(name_or_path):
+    """What a model argument names, decided without loading anything: an existing file or
+    directory (a ``Path``), or a hub repository id (a ``str``; variant names map to their released
+    checkpoint's). Raises CheckpointError for a name that is none of these."""
     path = Path(name_or_path)
-    if path.is_dir():
-        return load_hf_directory(path, device=device, **overrides)
-    if path.is_file():
-        return load_file(path, device=device, **overrides)
+    if path.is_dir() or path.is_file():
+        return path
     name = str(name_or_path)
     looks_like_path = (
         path.suffix in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
@@ -63,20 +73,18 @@ def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
     try:
         variant = get_variant(name)
     except KeyError:
-        repo_id = name if "/" in name else ""
-    else:
-        if variant.hub_id is None:
-            raise CheckpointError(
-                f"variant {name!r} has no released checkpoint; yolos.create_model({name!r}) "
-                f"builds it with random weights"
-            )
-        repo_id = variant.hub_id
-    if not repo_id:
+        if "/" in name and all(name.split("/")):
+            return name
         raise CheckpointError(
             f"{name!r} is neither an existing file or directory, a hub id (owner/name) nor a "
             f"released variant name (yolos-ti, yolos-s, yolos-s-300, yolos-s-dwr, yolos-b)"
+        ) from None
+    if variant.hub_id is None:
+        raise CheckpointError(
+            f"variant {name!r} has no released checkpoint; yolos.create_model({name!r}) "
+            f"builds it with random weights"
         )
-    return load_hf_directory(download_from_hub(repo_id), device=device, **overrides)
+    return variant.hub_id
 
 
 # ----------------------------------------------------------------------------- files
@@ -159,8 +167,12 @@ def _read_hf_weights(directory: Path):
     if index.is_file():  # sharded save_pretrained output
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"cannot read {index}: {e}") from None
+        outside = [s for s in shards if not isinstance(s, str) or Path(s).name != s or s in ("", ".", "..")]
+        if outside:
+            raise CheckpointError(f"{index}: shard {outside[0]!r} is not a file name in {directory} (an index may "
+                                  f"only name files beside it)")
         state = {}
         for shard in shards:
             state.update(load_safetensors(directory / shard)[0])
@@ -225,4 +237,4 @@ def download_from_hub(repo_id: str) -> Path:
     raise CheckpointError(f"hub repository {repo_id!r} has neither of {HF_WEIGHT_FILES}")
 
 
-__all__ = ["from_pretrained", "load_file", "load_hf_directory", "download_from_hub"]
+__all__ = ["from_pretrained", "check_model_name", "load_file", "load_hf_directory", "download_from_hub"]

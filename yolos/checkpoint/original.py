@@ -77,6 +77,16 @@ def _grid_candidates(num_patches: int, width: int) -> list[tuple[int, int]]:
     return found
 
 
+def _check_depth(state_dict, depth: int, source) -> None:
+    """A file missing its last blocks would otherwise load as a shallower model: the mid position
+    embeddings (one per block but the first) say the depth. (Without them, as in Ti, nothing in
+    the file does: such a file loads as the depth it holds.)"""
+    mid = state_dict.get("mid_pos_embed")
+    if mid is not None and mid.shape[0] + 1 != depth:
+        raise CheckpointError(f"{source}: holds {depth} blocks but mid position embeddings for {mid.shape[0] + 1}: "
+                              f"the last {mid.shape[0] + 1 - depth} block(s) are missing (a damaged file?)")
+
+
 def infer_config(state_dict: dict[str, Tensor], source, **overrides) -> ModelConfig:
     """The ModelConfig of a state dict with our key names, read off its tensor shapes.
 
@@ -91,7 +101,12 @@ def infer_config(state_dict: dict[str, Tensor], source, **overrides) -> ModelCon
         return state_dict[key]
 
     width = need("cls_token").shape[-1]
-    depth = len({int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))})
+    indices = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))})
+    depth = len(indices)
+    if indices != list(range(depth)):
+        missing = sorted(set(range(max(indices, default=-1) + 1)) - set(indices))
+        raise CheckpointError(f"{source}: blocks {missing} are missing (the file holds blocks {indices})")
+    _check_depth(state_dict, depth, source)
     mlp_dim = need("blocks.0.mlp.fc1.weight").shape[0]
     patch = need("patch_embed.proj.weight")
     num_det = need("det_tokens").shape[1]

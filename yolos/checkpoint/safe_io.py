@@ -159,6 +159,10 @@ def load_strict(model: torch.nn.Module, state_dict: dict[str, Tensor], source) -
     problems = key_mismatch(model.state_dict(), state_dict)
     if problems:
         raise CheckpointError(f"{source} does not fit the model; {problems}")
+    not_float = [f"{k} ({v.dtype})" for k, v in state_dict.items() if not v.is_floating_point()]
+    if not_float:
+        raise CheckpointError(f"{source}: tensors that are not floating point, so not trained weights: "
+                              f"{', '.join(not_float[:4])}{' ...' if len(not_float) > 4 else ''}")
     model.load_state_dict(state_dict, strict=True)
 
 

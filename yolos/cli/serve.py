@@ -26,12 +26,16 @@ def add_parser(sub) -> None:
                    help="server processes, each with its own model and queue")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on every endpoint but /healthz "
-                        "(default: $YOLOS_API_KEY; unset = no key)")
+                        "(default: $YOLOS_API_KEY; unset = no key; an empty key is refused)")
     p.add_argument("--max-image-mb", type=opt.positive_float, default=20.0, help="largest accepted image file")
     p.add_argument("--max-queue", type=opt.positive_int, default=64,
                    help="requests that may wait per worker; beyond it the answer is 503 with Retry-After")
     p.add_argument("--max-batch", type=opt.positive_int, default=8,
                    help="waiting images run together (same-size images only, so results do not change)")
+    p.add_argument("--max-inflight-megapixels", type=opt.positive_float, default=100.0,
+                   help="decoded pixels all requests of a worker may hold at once (about 3 bytes each, plus "
+                        "the decoder's scratch): the memory bound whatever the concurrency; a request beyond "
+                        "it gets 503 (413 for one image larger than the whole budget)")
     p.add_argument("--threads", type=opt.positive_int, default=None,
                    help="torch threads per worker (default: torch's, i.e. the cores)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
@@ -51,20 +55,40 @@ def run(args) -> int:
         raise RuntimeError(f"yolos serve needs {err.name}: pip install 'yolos[serve]'") from None
     opt.check_device(args)
     opt.apply_max_pixels(args)
-    api_key = args.api_key if args.api_key is not None else os.environ.get("YOLOS_API_KEY") or None
-    settings = ServeSettings(model=args.model, device=args.device, api_key=api_key,
+    settings = ServeSettings(model=args.model, device=args.device, api_key=_api_key(args.api_key),
                              dtype=None if args.dtype is None else str(args.dtype).removeprefix("torch."),
                              max_image_mb=args.max_image_mb, max_queue=args.max_queue,
-                             max_batch=args.max_batch, cors_origins=tuple(args.cors_origin))
+                             max_batch=args.max_batch, max_inflight_megapixels=args.max_inflight_megapixels,
+                             cors_origins=tuple(args.cors_origin))
+    if args.model is not None:  # a typo is reported now, not by a server that never gets ready
+        from ..checkpoint.loader import check_model_name
+
+        check_model_name(args.model)
     os.environ[SETTINGS_ENV] = json.dumps(
         dict(settings.__dict__, cors_origins=list(settings.cors_origins), threads=args.threads,
              max_pixels=args.max_pixels))
     print(f"yolos serve: http://{args.host}:{args.port}/ ({args.workers} worker"
-          f"{'s' if args.workers > 1 else ''}{', API key required' if api_key else ''})", file=sys.stderr)
+          f"{'s' if args.workers > 1 else ''}{', API key required' if settings.api_key else ''})", file=sys.stderr)
     # The factory builds the app inside each worker process from SETTINGS_ENV.
+    from ..serve.protocol import uvicorn_http_options
+
     uvicorn.run("yolos.cli.serve:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", timeout_graceful_shutdown=10)
+                workers=args.workers, log_level="warning", timeout_graceful_shutdown=10, **uvicorn_http_options())
     return 0
+
+
+def _api_key(given: str | None) -> str | None:
+    """The key from --api-key, else $YOLOS_API_KEY; an empty one (an unset shell variable) is
+    an error, never a server without authentication."""
+    if given is None:
+        given = os.environ.get("YOLOS_API_KEY")
+        where = "YOLOS_API_KEY"
+    else:
+        where = "--api-key"
+    if given is not None and not given.strip():
+        raise ValueError(f"{where}: empty key (an unset variable?); give the secret, or leave the key out "
+                         f"entirely to serve without one")
+    return given
 
 
 def app_from_env():
@@ -85,4 +109,8 @@ def app_from_env():
     values["examples"] = tuple(values["examples"])
     from ..serve import create_app
 
-    return create_app(ServeSettings(**values))
+    def stop():  # a model that cannot load: the worker exits instead of answering 503 forever
+        print("yolos serve: stopping: no model to serve", flush=True)
+        os._exit(3)
+
+    return create_app(ServeSettings(**values), on_load_failure=stop)

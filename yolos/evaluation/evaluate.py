@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from .. import distributed as D
-from ..errors import YolosError
+from ..errors import PredictionError, YolosError
 from ..inference.detections import coco_records
-from ..inference.postprocess import postprocess
+from ..inference.postprocess import non_finite, postprocess
 from ..inference.predictor import precision_for, same_size_batches
 from .coco_eval import STAT_NAMES, gather_results, per_class_metrics, pr_curves, run_cocoeval
 
@@ -59,6 +59,10 @@ def predict_coco_results(model, dataset, batch_size: int = 1, device="cpu",
             pixel_values = torch.stack([im for im, _ in batch]).to(device)
             with compute():
                 outputs = model(pixel_values)
+            broken = [batch[i][1]["image_id"] for i in non_finite(outputs)]
+            if broken:
+                raise PredictionError(f"the model's outputs are not finite (NaN or inf) for image id "
+                                      f"{broken[0]} of {dataset.annotation_file}: no AP can be computed from them")
             sizes = torch.stack([t["orig_size"] for _, t in batch]).to(device)
             for (_, target), det in zip(batch, _postprocess(outputs, sizes)):
                 results += coco_records(target["image_id"], det["boxes"].cpu(), det["scores"].cpu(),

@@ -52,6 +52,14 @@ def postprocess(
     return results
 
 
+def non_finite(outputs) -> list[int]:
+    """Indices of the images whose logits or boxes hold NaN or infinity: numbers that cannot be
+    right (broken weights, an overflowing low-precision pass), never to be written as boxes."""
+    logits, boxes = _get(outputs, "logits"), _get(outputs, "pred_boxes")
+    good = torch.isfinite(logits).flatten(1).all(1) & torch.isfinite(boxes).flatten(1).all(1)
+    return (~good).nonzero().flatten().tolist()
+
+
 def keep_indices(scores: Tensor, threshold: float | None = None, top_k: int | None = None) -> Tensor:
     """Indices of the detections kept: scores strictly above ``threshold`` in their order, then,
     when more than ``top_k`` remain, the ``top_k`` best sorted by score. The one rule of

@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 
 from .. import validate
-from ..errors import ImageError
+from ..errors import ImageError, PredictionError
 from ..images import describe, load_image
 from ..model.detector import CONVENIENCES
 from ..model.kernels import LowPrecision, low_precision
 from ..model.variants import eval_sizes
 from .detections import Detections
-from .postprocess import postprocess
+from .postprocess import non_finite, postprocess
 from .preprocess import _map, pixel_batch, target_size
 
 WAITING_FACTOR = 4  # flush the fullest bucket once WAITING_FACTOR * batch_size images wait
@@ -94,16 +94,14 @@ def precision_for(model, dtype) -> Callable:
     return lambda: low_precision(weights)
 
 
-def check_predict_options(threshold, batch_size, top_k, short_side, long_side, dtype=None) -> None:
-    """Refuse bad prediction options with a ValueError naming the option."""
-    validate.threshold(threshold, "threshold")
-    validate.dtype(dtype, "dtype")
-    validate.positive_int(batch_size, "batch_size")
-    if top_k is not None:
-        validate.positive_int(top_k, "top_k")
-    for name, side in (("short_side", short_side), ("long_side", long_side)):
-        if side is not None:
-            validate.image_side(side, name)
+def check_predict_options(threshold, batch_size, top_k, short_side, long_side, dtype=None) -> tuple:
+    """The prediction options as the values they stand for (``"0.3"`` -> 0.3), or a ValueError
+    naming the bad one."""
+    return (validate.threshold(threshold, "threshold"), validate.positive_int(batch_size, "batch_size"),
+            None if top_k is None else validate.positive_int(top_k, "top_k"),
+            None if short_side is None else validate.image_side(short_side, "short_side"),
+            None if long_side is None else validate.image_side(long_side, "long_side"),
+            validate.dtype(dtype, "dtype"))
 
 
 def iter_predict(
@@ -121,10 +119,12 @@ def iter_predict(
 ) -> Iterator[tuple[int, Detections]]:
     """Stream ``(input index, Detections)`` in completion order (see :func:`predict`).
 
-    ``on_error(index, source, error)``, when given, receives images that cannot be read and
-    they are skipped; without it the :class:`ImageError` propagates.
+    ``on_error(index, source, error)``, when given, receives images that cannot be read (an
+    :class:`ImageError`) or whose outputs are not finite (a :class:`PredictionError`), and they
+    are skipped; without it the error propagates.
     """
-    check_predict_options(threshold, batch_size, top_k, short_side, long_side, dtype)
+    threshold, batch_size, top_k, short_side, long_side, dtype = check_predict_options(
+        threshold, batch_size, top_k, short_side, long_side, dtype)
     default_short, default_long = eval_sizes(model.config)
     short_side = short_side or default_short
     long_side = long_side or default_long
@@ -144,8 +144,16 @@ def iter_predict(
             outputs = model(pixel_values)
         # One bucket = one resized size, so no padding: normalized boxes scale to the original.
         decoded = postprocess(outputs, original_sizes, threshold=threshold, top_k=top_k)
+        broken = set(non_finite(outputs))
         out = []
-        for (index, source, pil), original, det in zip(items, original_sizes, decoded):
+        for i, ((index, source, pil), original, det) in enumerate(zip(items, original_sizes, decoded)):
+            if i in broken:
+                err = PredictionError(f"{describe(source)}: the model's outputs are not finite (NaN or inf); "
+                                      f"no boxes can be given (broken weights, or a {dtype or 'float32'} overflow?)")
+                if on_error is None:
+                    raise err
+                on_error(index, source, err)
+                continue
             is_path = isinstance(source, (str, Path))
             labels = det["labels"].cpu()
             # The decoded image goes along (plot/save need not read the file again); predict()

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ImageError
 from ..images import IMAGENET_MEAN, IMAGENET_STD, describe, load_image
 from ..resize import resize_shape
 
@@ -49,15 +48,10 @@ def _as_list(images) -> list:
 def target_size(
     image: Image.Image, short_side: int, long_side: int | None, rule: str = "hf", name: str = "image"
 ) -> tuple[int, int]:
-    """The ``(h, w)`` an RGB PIL image is resized to; ImageError if a side would vanish."""
+    """The ``(h, w)`` an RGB PIL image is resized to (:func:`yolos.resize.resize_shape`: at least
+    one patch per side, so a very thin image is stretched to one patch across)."""
     w, h = image.size
-    out = resize_shape(h, w, short_side, long_side, rule=rule)
-    if min(out) < 16:
-        raise ImageError(
-            f"{name}: a {w}x{h} image resizes to {out[1]}x{out[0]} at short side {short_side} / "
-            f"long side {long_side}, smaller than one 16x16 patch (aspect ratio too extreme)"
-        )
-    return out
+    return resize_shape(h, w, short_side, long_side, rule=rule)
 
 
 def normalize_into(out: np.ndarray, image: Image.Image) -> None:

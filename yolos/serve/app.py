@@ -6,10 +6,16 @@ or ``application/octet-stream``), or as the Hugging Face inference API's JSON
 ``top_k`` may also be query parameters (the JSON's win). It answers the transformers
 object-detection pipeline's list ``[{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}]``.
 
-Errors are JSON ``{"error": "..."}`` naming the problem: 400 not a usable image, 401 missing or
-wrong API key, 413 body too large, 415 content type not accepted, 422 bad parameters, 503 not
-ready yet or queue full (with ``Retry-After``). The server never fetches URLs or opens paths
-named in a request: an image only ever comes from the request's own bytes.
+Every error is JSON ``{"error": "..."}`` naming the problem: 400 not a usable image, 401 missing
+or wrong API key, 404/405 no such route or method, 413 body or image too large, 415 content
+type not accepted, 422 bad parameters, 431 headers too large (:mod:`yolos.serve.protocol`), 503
+not ready, queue full or pixel budget spent (with ``Retry-After``). Anything unexpected is a JSON
+500 without a traceback. The server never fetches URLs or opens paths named in a request: an
+image only ever comes from the request's own bytes, and only raster decoders read it.
+
+Memory is bounded by configuration: at most ``max_queue`` requests wait per worker, and the
+decoded pixels of all requests in flight never exceed ``max_inflight_megapixels`` (a request is
+counted from before its image is decoded until its answer is sent).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import io
 import json
 import threading
 import time
@@ -24,17 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import validate
 from ..checkpoint import from_pretrained
 from ..errors import ImageError
-from ..images import load_image
+from ..images import RASTER_FORMATS, load_image
 from ..inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 from ..model.variants import eval_sizes
 from .batcher import Batcher, QueueFull
+from .limits import BodyLimit, PixelBudget
 from .metrics import Metrics
 
 PAGE = Path(__file__).with_name("page.html")
@@ -54,8 +64,13 @@ class ServeSettings:
     max_image_mb: float = 20.0
     max_queue: int = 64
     max_batch: int = 8
+    max_inflight_megapixels: float = 100.0
     cors_origins: tuple[str, ...] = ()
     examples: tuple[str, ...] = field(default=())  # image files the page offers (default: bundled)
+
+    def __post_init__(self):
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key: empty; give a secret, or leave the key out to serve without one")
 
     @property
     def max_body_bytes(self) -> int:
@@ -69,54 +84,6 @@ class HTTPError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a body above ``limit`` bytes, by Content-Length before reading
-    anything, or while it streams in (chunked uploads carry no length). The body is read here,
-    bounded, and replayed to the app, which then never holds more than ``limit`` bytes."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await _send_error(send, 413, f"request body is {length.decode(errors='replace')} "
-                                                f"bytes, above the limit of {self.limit} (--max-image-mb)")
-        parts, seen = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            parts.append(message.get("body", b""))
-            seen += len(parts[-1])
-            if seen > self.limit:
-                return await _send_error(send, 413, f"request body above the limit of {self.limit} "
-                                                    "bytes (--max-image-mb)")
-            if not message.get("more_body", False):
-                break
-        body = b"".join(parts)
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()  # after the body: wait for a disconnect as usual
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-async def _send_error(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class Service:
     """The model behind the app: loaded and warmed up on a thread so /healthz answers at once."""
 
@@ -125,48 +92,53 @@ class Service:
         self.model = model
         self.batcher: Batcher | None = None
         self.error: str | None = None
-        self.ready = threading.Event()
+        self.budget = PixelBudget(int(settings.max_inflight_megapixels * 1e6))
 
-    def start(self) -> None:
-        threading.Thread(target=self._load, name="yolos-load", daemon=True).start()
+    def start(self, on_failure=None) -> None:
+        threading.Thread(target=self._load, args=(on_failure,), name="yolos-load", daemon=True).start()
 
-    def _load(self) -> None:
+    def _load(self, on_failure) -> None:
         try:
             if self.model is None:
                 self.model = from_pretrained(self.settings.model or DEFAULT_MODEL, device=self.settings.device)
             self.model.eval()
-            batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch,
-                              dtype=self.settings.dtype)
-            warm = Image.new("RGB", (64, 64), (128, 128, 128))
-            batcher.submit(warm, 1.0).result()  # one forward pass before /readyz says yes
+            batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch, dtype=self.settings.dtype)
+            batcher.submit(Image.new("RGB", (64, 64), (128, 128, 128)), 1.0).result()  # warm up before /readyz
             batcher.images_done = 0
             self.batcher = batcher
-            self.ready.set()
         except Exception as err:  # noqa: BLE001 - reported by /readyz and the log
             self.error = f"{type(err).__name__}: {err}"
             print(f"yolos serve: error: the model did not load: {self.error}", flush=True)
+            if on_failure is not None:
+                on_failure()
 
     def info(self) -> dict:
         cfg = self.model.config
         short, long = eval_sizes(cfg)
+        s = self.settings
         return {"variant": cfg.variant, "num_classes": cfg.num_classes,
                 "classes": {str(cfg.category_id(i)): cfg.label_name(i) for i in range(cfg.num_classes)},
-                "input_size": {"short_side": short, "long_side": long},
-                "num_det_tokens": cfg.num_det_tokens, "max_image_mb": self.settings.max_image_mb,
-                "max_queue": self.settings.max_queue, "max_batch": self.settings.max_batch,
-                "dtype": str(self.settings.dtype or "float32")}
+                "input_size": {"short_side": short, "long_side": long}, "num_det_tokens": cfg.num_det_tokens,
+                "max_image_mb": s.max_image_mb, "max_queue": s.max_queue, "max_batch": s.max_batch,
+                "max_inflight_megapixels": s.max_inflight_megapixels, "dtype": str(s.dtype or "float32")}
+
+    def batcher_or_503(self) -> Batcher:
+        if self.batcher is None:
+            why = f"the model failed to load ({self.error})" if self.error else "the model is still loading"
+            raise HTTPError(503, why, {"Retry-After": "5"})
+        return self.batcher
 
 
-def _parameters(query, body_params: dict) -> tuple[float, int | None]:
+# ----------------------------------------------------------------------------- requests
+def _parameters(query, body_params) -> tuple[float, int | None]:
     """``(threshold, top_k)`` from the JSON parameters, else the query; 422 naming a bad one."""
     if not isinstance(body_params, dict):
         raise HTTPError(422, "parameters: expected a JSON object")
     unknown = set(body_params) - {"threshold", "top_k"}
     if unknown:
-        raise HTTPError(422, f"parameters: unknown {sorted(unknown)} (known: threshold, top_k)")
+        raise HTTPError(422, f"parameters: unknown {sorted(map(str, unknown))} (known: threshold, top_k)")
     try:
-        threshold = body_params.get("threshold", query.get("threshold", 0.5))
-        threshold = validate.threshold(threshold, "threshold")
+        threshold = validate.threshold(body_params.get("threshold", query.get("threshold", 0.5)), "threshold")
         top_k = body_params.get("top_k", query.get("top_k"))
         top_k = None if top_k is None else validate.positive_int(top_k, "top_k")
     except ValueError as err:
@@ -174,54 +146,122 @@ def _parameters(query, body_params: dict) -> tuple[float, int | None]:
     return threshold, top_k
 
 
+def _json_image(body: bytes) -> tuple[bytes, dict]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: absurdly deep nesting
+        raise HTTPError(422, f"body: not valid JSON ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
+        raise HTTPError(422, 'body: expected {"inputs": "<base64 image>", "parameters": {...}}')
+    text = payload["inputs"]
+    if text.split(":", 1)[0].lower() in ("http", "https", "file", "ftp"):
+        raise HTTPError(422, "inputs: URLs are not fetched; send the image bytes in base64")
+    if text.startswith("data:") and "," in text:  # a data URL, as browsers make them
+        text = text.split(",", 1)[1]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPError(422, "inputs: not valid base64") from None
+    return data, payload.get("parameters") or {}
+
+
 async def _read_image_request(request: Request) -> tuple[bytes, dict]:
     """The image bytes and the JSON ``parameters`` of a /predict request."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=8)
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except (StarletteHTTPException, ValueError, KeyError) as err:
+            raise HTTPError(400, f"multipart body: {getattr(err, 'detail', None) or err}") from None
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise HTTPError(422, "multipart body has no file field named 'file'")
         return await upload.read(), {}
     body = await request.body()
     if ctype == "application/json":
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HTTPError(422, f"body: not valid JSON ({err})") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
-            raise HTTPError(422, 'body: expected {"inputs": "<base64 image>", "parameters": {...}}')
-        text = payload["inputs"]
-        if text.split(":", 1)[0].lower() in ("http", "https", "file", "ftp"):
-            raise HTTPError(422, "inputs: URLs are not fetched; send the image bytes in base64")
-        if text.startswith("data:") and "," in text:  # a data URL, as browsers make them
-            text = text.split(",", 1)[1]
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise HTTPError(422, "inputs: not valid base64") from None
-        return data, payload.get("parameters") or {}
+        return _json_image(body)
     if ctype == "" or ctype.startswith(RAW_TYPES):
         return body, {}
     raise HTTPError(415, f"content type {ctype!r} not accepted: send image/*, application/octet-stream, "
                          "multipart/form-data (field 'file') or application/json")
 
 
-def create_app(settings: ServeSettings | None = None, model=None) -> FastAPI:
+def _pixels(data: bytes) -> int:
+    """The pixel count an upload decodes to, from its header (400 if it is no raster image)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as im:
+            return im.width * im.height
+    except Exception:  # noqa: BLE001 - load_image gives the precise reason below
+        return 0
+
+
+async def predict(service: Service, settings: ServeSettings, request: Request) -> JSONResponse:
+    batcher = service.batcher_or_503()
+    data, body_params = await _read_image_request(request)
+    threshold, top_k = _parameters(request.query_params, body_params)
+    if not data:
+        raise HTTPError(400, "the request holds no image bytes")
+    if len(data) > settings.max_image_mb * 2**20:
+        raise HTTPError(413, f"image is {len(data)} bytes, above the limit of {settings.max_image_mb:g} MB "
+                             f"(--max-image-mb)")
+    pixels = _pixels(data)
+    if pixels > service.budget.limit:
+        raise HTTPError(413, f"image has {pixels / 1e6:.1f} megapixels, above this server's in-flight budget of "
+                             f"{service.budget.limit / 1e6:g} (--max-inflight-megapixels)")
+    if not service.budget.acquire(pixels):
+        raise HTTPError(503, "server busy: the pixel budget of the images in flight is spent; retry later",
+                        {"Retry-After": "1"})
+    try:
+        try:
+            image = await run_in_threadpool(load_image, data)
+        except ImageError as err:
+            raise HTTPError(400, str(err)) from None
+        try:
+            future = batcher.submit(image, threshold, top_k)
+        except QueueFull as err:
+            raise HTTPError(503, f"server busy: {err}; retry later", {"Retry-After": "1"}) from None
+        del image
+        try:
+            detections = await asyncio.wrap_future(future)
+        except ImageError as err:
+            raise HTTPError(400, str(err)) from None
+        return JSONResponse(detections.to_dict())
+    finally:
+        service.budget.release(pixels)
+
+
+# ----------------------------------------------------------------------------- the app
+def create_app(settings: ServeSettings | None = None, model=None, on_load_failure=None) -> FastAPI:
     """The FastAPI app. ``model``: an already loaded :class:`yolos.YOLOS` (else loaded from
-    ``settings.model`` on a thread when the app starts)."""
+    ``settings.model`` on a thread when the app starts); ``on_load_failure``: called when that
+    load fails (``yolos serve`` stops the process)."""
     settings = settings or ServeSettings()
     service = Service(settings, model)
     metrics = Metrics()
 
     async def lifespan(app):
-        service.start()
+        service.start(on_load_failure)
         yield
         if service.batcher is not None:
             await run_in_threadpool(service.batcher.close)
 
     app = FastAPI(title="yolos", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    _add_errors_and_auth(app, settings, metrics)
+    _add_routes(app, service, settings, metrics)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _add_errors_and_auth(app: FastAPI, settings: ServeSettings, metrics: Metrics) -> None:
+    """The API key check, the metrics of every request, and one JSON error shape for all errors."""
+    def error(status: int, message: str, headers=None) -> JSONResponse:
+        return JSONResponse({"error": message}, status, headers=headers)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -231,38 +271,47 @@ def create_app(settings: ServeSettings | None = None, model=None) -> FastAPI:
         try:
             if settings.api_key and path != "/healthz":
                 sent = request.headers.get("authorization", "")
-                expected = f"Bearer {settings.api_key}"
-                if not hmac.compare_digest(sent.encode(), expected.encode()):
+                if not hmac.compare_digest(sent.encode(), f"Bearer {settings.api_key}".encode()):
                     raise HTTPError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                     {"WWW-Authenticate": "Bearer"})
             response = await call_next(request)
         except HTTPError as err:
-            response = JSONResponse({"error": err.message}, err.status, headers=err.headers)
+            response = error(err.status, err.message, err.headers)
+        except Exception as err:  # noqa: BLE001 - never a traceback to the client
+            print(f"yolos serve: internal error on {path}: {type(err).__name__}: {err}", flush=True)
+            response = error(500, "internal error")
         metrics.observe(route, response.status_code, time.perf_counter() - start)
         return response
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, err: HTTPError):
-        return JSONResponse({"error": err.message}, err.status, headers=err.headers)
+        return error(err.status, err.message, err.headers)
 
-    def require_ready() -> Batcher:
-        if service.batcher is None:
-            why = f"the model failed to load ({service.error})" if service.error else "the model is still loading"
-            raise HTTPError(503, why, {"Retry-After": "5"})
-        return service.batcher
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(request: Request, err: StarletteHTTPException):
+        message = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on "
+                   f"{request.url.path}"}.get(err.status_code, str(err.detail))
+        return error(err.status_code, message, getattr(err, "headers", None))
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        return error(422, f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', 'invalid')}")
+
+
+def _add_routes(app: FastAPI, service: Service, settings: ServeSettings, metrics: Metrics) -> None:
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz():
-        require_ready()
+        service.batcher_or_503()
         return {"status": "ready"}
 
     @app.get("/info")
     async def info():
-        require_ready()
+        service.batcher_or_503()
         return dict(service.info(), examples=[f"/examples/{i}" for i in range(len(_examples(settings)))])
 
     @app.get("/metrics")
@@ -283,33 +332,8 @@ def create_app(settings: ServeSettings | None = None, model=None) -> FastAPI:
         return FileResponse(files[index])
 
     @app.post("/predict")
-    async def predict(request: Request):
-        batcher = require_ready()
-        data, body_params = await _read_image_request(request)
-        threshold, top_k = _parameters(request.query_params, body_params)
-        if not data:
-            raise HTTPError(400, "the request holds no image bytes")
-        if len(data) > settings.max_image_mb * 2**20:
-            raise HTTPError(413, f"image is {len(data)} bytes, above the limit of "
-                                 f"{settings.max_image_mb:g} MB (--max-image-mb)")
-        try:
-            image = await run_in_threadpool(load_image, data)
-        except ImageError as err:
-            raise HTTPError(400, str(err)) from None
-        try:
-            future = batcher.submit(image, threshold, top_k)
-        except QueueFull as err:
-            raise HTTPError(503, f"server busy: {err}; retry later", {"Retry-After": "1"}) from None
-        detections = await asyncio.wrap_future(future)
-        return JSONResponse(detections.to_dict())
-
-    if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    return app
+    async def predict_route(request: Request):
+        return await predict(service, settings, request)
 
 
 def _examples(settings: ServeSettings) -> list[Path]:

@@ -11,6 +11,7 @@ The thread takes up to ``max_batch`` waiting requests at a time and hands them t
 """
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 from concurrent.futures import Future
@@ -19,6 +20,15 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..inference.predictor import precision_for, predict
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's malloc_trim), so a server that decoded
+    large images shrinks again when idle; a no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class QueueFull(RuntimeError):
@@ -86,23 +96,40 @@ class Batcher:
             self._running = len(jobs)
         return jobs
 
+    def _run(self, jobs: list[_Job]) -> None:
+        """One pass at the lowest threshold asked for; each request is then cut to its own. An
+        image that fails gets its own error; the others their answers."""
+        errors: dict[int, Exception] = {}
+        with self._compute():
+            found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
+                            threshold=min(j.threshold for j in jobs),
+                            on_error=lambda index, source, err: errors.__setitem__(index, err))
+        for i, (job, det) in enumerate(zip(jobs, found)):
+            if i in errors:
+                job.future.set_exception(errors[i])
+            else:
+                job.future.set_result(det.select(job.threshold, job.top_k))
+        self.images_done += len(jobs) - len(errors)
+
     def _work(self) -> None:
         while (jobs := self._take()) is not None:
             try:
-                # One pass at the lowest threshold asked for; each request is then cut to its own.
-                with self._compute():
-                    found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
-                                    threshold=min(j.threshold for j in jobs))
-                for job, det in zip(jobs, found):
-                    job.future.set_result(det.select(job.threshold, job.top_k))
-                self.images_done += len(jobs)
-            except Exception as err:  # noqa: BLE001 - handed to every waiting request
+                self._run(jobs)
+            except Exception:  # noqa: BLE001 - a batch failed: each request alone, so one cannot fail another
                 for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
+                    if job.future.done():
+                        continue
+                    try:
+                        self._run([job])
+                    except Exception as err:  # noqa: BLE001 - handed to that request only
+                        if not job.future.done():
+                            job.future.set_exception(err)
             finally:
                 with self._lock:
                     self._running = 0
+                del jobs
+                if self._jobs.empty():
+                    release_free_memory()
 
 
 __all__ = ["Batcher", "QueueFull"]
