@@ -4,14 +4,15 @@ Used by ``yolos train`` (a run = :data:`TRAIN_FILES`) and ``yolos predict`` (``p
 
 * A new run whose ``--out`` already holds a run goes to the next free ``<out>2``, ``<out>3``, ...
   (as Ultralytics' ``runs/train2``) and says so.
-* While a run writes, its folder holds :data:`LOCK_NAME`, created atomically (``O_EXCL``) with the
-  process id and host. A second run aimed at a locked folder picks the next free one (new run)
-  or stops with a message naming the holder (``--resume``). A lock left by a process that no
-  longer exists on this host is taken over.
+* While a run writes, its folder holds :data:`LOCK_NAME`, locked with ``flock`` (the kernel frees
+  it when the process ends) and naming the process id and host. A second run aimed at a locked
+  folder picks the next free one (new run) or stops with a message naming the holder
+  (``--resume``). A lock file left by a process that is gone is taken over, by one claimant only.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -43,11 +44,18 @@ def _alive(pid: int) -> bool:
 
 
 class RunLock:
-    """The lock file of one run folder (see the module docstring)."""
+    """The lock file of one run folder (see the module docstring).
+
+    Held with ``flock`` on the open file for the life of the run, so the kernel lets go of it
+    when the process ends however it ends, and two claimants can never both hold it: a lock is
+    free exactly when ``flock`` can be taken. After taking it, the holder checks that the path
+    still names the file it locked (a releasing run unlinks it), and respects a lock file whose
+    recorded process is alive on this host but holds no ``flock`` (written by an older yolos)."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_NAME
         self.held = False
+        self._fd: int | None = None
 
     def holder(self) -> dict | None:
         try:
@@ -55,33 +63,44 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
-    def _stale(self) -> bool:
+    def _live_without_flock(self) -> bool:
         info = self.holder()
-        if not info or info.get("host") != socket.gethostname():
-            return False  # unreadable or another machine's: cannot tell, assume it is live
-        return not _alive(int(info.get("pid", -1)))
+        if not isinstance(info, dict) or info.get("host") != socket.gethostname():
+            return False
+        pid = info.get("pid")
+        return isinstance(pid, int) and pid != os.getpid() and _alive(pid)
 
     def acquire(self) -> bool:
         """True if this process now holds the lock; False if a live process does."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(20):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    return False
-                self.path.unlink(missing_ok=True)  # its process is gone: take the folder over
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False  # a live run holds it
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released (unlinked) while we waited for it: try the new file
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-            self.held = True
+            if self._live_without_flock():
+                os.close(fd)
+                return False
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            self._fd, self.held = fd, True
             return True
         return False
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+            self.path.unlink(missing_ok=True)  # while still locked: no one else holds this file
+            os.close(self._fd)
+            self._fd, self.held = None, False
 
 
 def claim_run_dir(out, resume: bool, run_files=TRAIN_FILES, max_tries: int = 1000) -> tuple[Path, RunLock]:

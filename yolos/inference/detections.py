@@ -51,7 +51,8 @@ class Detections:
         category_ids: ``[N]`` int64 the dataset's category ids of the labels (the model's
             ``config.category_ids``; equal to ``labels`` for models without them).
         image_size: ``(h, w)`` of the original image.
-        image: the RGB image when it was given in memory (kept for :meth:`plot`), else None.
+        image: the caller's in-memory source (PIL image, array, tensor or bytes; decoded again by
+            :meth:`plot`), else None.
         path: the file it was read from, else None.
     """
 
@@ -60,7 +61,7 @@ class Detections:
     labels: Tensor
     label_names: list[str]
     image_size: tuple[int, int]
-    image: Image.Image | None = field(default=None, repr=False)
+    image: object | None = field(default=None, repr=False)
     path: str | None = None
     category_ids: Tensor | None = None
 

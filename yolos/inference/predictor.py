@@ -250,8 +250,9 @@ def predict(
         short_side=short_side, long_side=long_side, rule=rule, device=device, on_error=handler,
         dtype=dtype,
     ):
-        if det.path is not None:
-            det.image = None  # re-read from the file when plotted: a list of paths stays light
+        # Keep no decoded copy: plot() decodes again from the file, or from the caller's own
+        # in-memory source (1000 images must not cost 1000 decoded bitmaps).
+        det.image = None if det.path is not None else sources[index]
         results[index] = det
     return [results.get(i) for i in range(len(sources))]
 

@@ -104,12 +104,18 @@ class Batcher:
             found = predict(self.model, [j.image for j in jobs], batch_size=self.max_batch,
                             threshold=min(j.threshold for j in jobs),
                             on_error=lambda index, source, err: errors.__setitem__(index, err))
-        for i, (job, det) in enumerate(zip(jobs, found)):
-            if i in errors:
-                job.future.set_exception(errors[i])
-            else:
-                job.future.set_result(det.select(job.threshold, job.top_k))
         self.images_done += len(jobs) - len(errors)
+        for i, (job, det) in enumerate(zip(jobs, found)):
+            self._finish(job, errors[i] if i in errors else det.select(job.threshold, job.top_k))
+
+    def _finish(self, job: _Job, result) -> None:
+        """Answer one request; it no longer counts in :attr:`depth` once its caller can see it."""
+        with self._lock:
+            self._running -= 1
+        if isinstance(result, Exception):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)
 
     def _work(self) -> None:
         while (jobs := self._take()) is not None:
@@ -123,7 +129,7 @@ class Batcher:
                         self._run([job])
                     except Exception as err:  # noqa: BLE001 - handed to that request only
                         if not job.future.done():
-                            job.future.set_exception(err)
+                            self._finish(job, err)
             finally:
                 with self._lock:
                     self._running = 0

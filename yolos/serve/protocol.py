@@ -2,8 +2,10 @@
 
 uvicorn's httptools protocol accepts a head of any size: a 150 MB header is read, parsed and
 held, and stalls every other request of the worker. :class:`BoundedHeadProtocol` counts the
-bytes of each request's head as they arrive and answers ``431 Request Header Fields Too Large``
-(JSON, as every error) and closes the connection once they pass :data:`MAX_HEAD_BYTES` (64 KB:
+bytes of each request's head as they arrive (the chunks read wholly inside an unfinished head:
+the first chunk, which also holds the request line, and the last are not counted, so the bound
+is met within one read of 256 KB) and answers ``431 Request Header Fields Too Large`` (JSON, as
+every error) and closes the connection once they pass :data:`MAX_HEAD_BYTES` (64 KB:
 nginx allows 4 x 8 KB header lines plus its 1 KB buffer by default, Apache 8 KB per field;
 no browser or HTTP client needs more). Without httptools, uvicorn's h11 protocol with the same
 bound is used instead (h11 answers 400).
@@ -32,21 +34,22 @@ if HttpToolsProtocol is not None:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self._in_head, self._head_bytes, self._refused = True, 0, False
+            self._in_head, self._head_bytes, self._refused = False, 0, False
+
+        def on_message_begin(self) -> None:
+            self._in_head, self._head_bytes = True, 0
+            super().on_message_begin()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             super().on_headers_complete()
 
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._in_head, self._head_bytes = True, 0
-
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
+            was_in_head = self._in_head
             super().data_received(data)
-            if self._in_head:  # all of it was head: the head is still incomplete
+            if was_in_head and self._in_head:  # a chunk that is all head, and the head goes on
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._refused = True
