@@ -25,7 +25,7 @@ from yolos.data.synthetic import write_synthetic_dataset
 from yolos.data.transforms import make_transforms
 from yolos.evaluation.evaluate import evaluate
 from yolos.inference.defaults import DEFAULT_MODEL
-from yolos.inference.predictor import precision_for
+from yolos.inference.precision import precision_for
 from yolos.inference.preprocess import preprocess
 
 

@@ -36,7 +36,7 @@ import torch
 
 from benchmarks.common import environment, model_pair, peak_flops, table, time_alternating
 from yolos.analysis.flops import detector_flops
-from yolos.inference.predictor import precision_for
+from yolos.inference.precision import precision_for
 
 CASES = {"ti": ("yolos-ti", 512, 672), "s": ("yolos-s", 800, 1056)}
 

@@ -14,7 +14,7 @@ from yolos.data.synthetic import write_synthetic_dataset
 from yolos.data.transforms import make_transforms
 from yolos.evaluation.evaluate import evaluate
 from yolos.inference.defaults import DEFAULT_MODEL
-from yolos.inference.predictor import precision_for
+from yolos.inference.precision import precision_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +123,7 @@ def test_cli_dtype_option(tmp_path, held_out, capsys):
     assert "bfloat16" in capsys.readouterr().out
     for command in (["predict"], ["val", "--data", str(held_out)], ["benchmark"], ["serve"]):
         with pytest.raises(SystemExit) as err:
-            main(command + ["--dtype", "int8"])
+            main(command + ["--dtype", "int4"])
         assert err.value.code == 2
         assert "--dtype" in capsys.readouterr().err
     with pytest.raises(ValueError, match="dtype"):

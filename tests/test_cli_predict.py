@@ -86,19 +86,19 @@ def test_predict_files_and_globs(tmp_path, micro_path, capsys):
 
 
 def test_info(micro_path, capsys):
-    assert main(["info", str(micro_path)]) == 0
+    assert main(["info", "--model", str(micro_path)]) == 0
     text = capsys.readouterr().out
     n = yolos.from_pretrained(micro_path).num_parameters()
     assert "micro" in text and f"{n:,}" in text
     assert "8x8" in text  # 128 px / 16 per side
     assert "short side 128" in text
     assert "square" in text
-    assert main(["info", str(micro_path), "--json"]) == 0
+    assert main(["info", "--model", str(micro_path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["parameters"] == n and info["pos_embed_grid"] == [8, 8]
     assert info["class_names"] == {str(k): v for k, v in NAMES.items()}
     # A missing checkpoint is one clear line, not a traceback.
-    assert main(["info", "/nonexistent/model.safetensors"]) == 2
+    assert main(["info", "--model", "/nonexistent/model.safetensors"]) == 2
     assert "model.safetensors" in capsys.readouterr().err
 
 

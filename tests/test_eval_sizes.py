@@ -6,14 +6,12 @@ and the input it gives the model is compared with ``resize_shape`` at the sizes 
 analyze and the evaluation during training follow the paper's."""
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 from PIL import Image
 
 from yolos import YOLOS, create_model
-from yolos.model import VARIANTS, eval_sizes
+from yolos.model import VARIANTS, eval_sizes, input_size
 from yolos.resize import resize_shape
 
 WIDE = Image.new("RGB", (1000, 200), (120, 80, 40))
@@ -49,25 +47,36 @@ def _model_input_shape(model, fn) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_entry_points_agree(name):
-    from yolos.cli.analyze import _sizes as analyze_sizes
+    """Every route takes its size from ``input_size``: predict (and serve, which calls it) and
+    info under transformers' protocol; val, analyze, training's evaluation and the variant's
+    recipe under the paper's."""
     from yolos.cli.info import describe_model
-    from yolos.cli.val import _eval_transforms
+    from yolos.data import transforms as T
     from yolos.data.transforms import transforms_for_variant
-    from yolos.train.builders import _transforms
+    from yolos.model import get_variant
     from yolos.train.config import TrainConfig
 
     model = _tiny(name)
     hf, paper = eval_sizes(model.config), eval_sizes(model.config, "paper")
-    # transformers' protocol: predict (and serve, which calls it), info
+    assert input_size(model.config) == hf and input_size(model.config, "paper") == paper
     got = _model_input_shape(model, lambda: model.predict(WIDE))
     assert got == resize_shape(200, 1000, *hf, rule="hf")
     info = describe_model(model)
     assert (info["eval_short_side"], info["eval_long_side"]) == hf
-    # the paper's protocol: val, analyze, evaluation during training, the variant's recipe
     target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
     want = resize_shape(200, 1000, *paper, rule="orig")
-    args = argparse.Namespace(eval_size=None, eval_max_size=None)
-    for transforms in (_eval_transforms(model, args), _transforms(TrainConfig(), name, "val"),
+    cfg = TrainConfig().resolved(get_variant(name))
+    assert (cfg.eval_size, cfg.eval_max_size) == paper
+    for transforms in (T.make_transforms("val", eval_size=input_size(model.config, "paper")),
                        transforms_for_variant(name, "val")):
         assert tuple(transforms(WIDE, dict(target))[0].shape[-2:]) == want
-    assert analyze_sizes(model.config, None, None) == paper
+
+
+def test_given_sizes_win_and_the_cap_never_undercuts_the_short_side():
+    assert input_size("yolos-ti", short_side=320) == (320, 1333)
+    assert input_size("yolos-ti", "paper", 900) == (900, 900)  # a cap below the short side would shrink it
+    assert input_size("micro", "paper", None, 200) == (128, 200)
+    # the same sizes from the command line, for a command of each protocol
+    model = _tiny("yolos-ti")
+    got = _model_input_shape(model, lambda: model.predict(WIDE, short_side=320, long_side=700))
+    assert got == resize_shape(200, 1000, 320, 700, rule="hf")

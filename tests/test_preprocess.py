@@ -9,7 +9,6 @@ import torch
 from conftest import shared_data
 from PIL import Image
 
-from yolos.errors import ImageError
 from yolos.inference.preprocess import preprocess
 
 pil_yolos = pytest.importorskip("transformers.models.yolos.image_processing_pil_yolos")
@@ -82,6 +81,8 @@ def test_orig_rule_and_inputs_in_memory():
     np.testing.assert_allclose(pv[:, 7, 9].numpy(), (arr[7, 9] / 255 - mean) / std, atol=1e-5)
 
 
-def test_extreme_aspect_ratio_raises():
-    with pytest.raises(ImageError, match="aspect"):
-        preprocess(np.zeros((16, 6000, 3), dtype=np.uint8))
+def test_extreme_aspect_ratio_is_stretched_to_one_patch():
+    # 16 x 6000 at short side 800, cap 1333: 1333 wide leaves 3.6 rows, floored to 0 by the
+    # multiple-of-16 rule; the image is stretched to one patch instead of failing
+    pv = preprocess(np.zeros((16, 6000, 3), dtype=np.uint8))["pixel_values"]
+    assert tuple(pv.shape[-2:]) == (16, 1328)

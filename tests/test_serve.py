@@ -288,10 +288,10 @@ def test_batcher_bounded_queue_and_batched_equals_single(model):
 def test_bf16_batcher_casts_the_weights_once(model, monkeypatch):
     """A server's model never trains, so its bf16 weights are cast once for all requests, and
     the answers are predict(dtype="bfloat16")'s."""
-    from yolos.inference import predictor
+    from yolos.inference import precision
 
     made = []
-    monkeypatch.setattr(predictor, "LowPrecision", lambda *a: made.append(1) or LowPrecision(*a))
+    monkeypatch.setattr(precision, "LowPrecision", lambda *a: made.append(1) or LowPrecision(*a))
     image = Image.open(io.BytesIO(IMAGE))
     batcher = Batcher(model, max_queue=4, max_batch=2, dtype="bfloat16")
     try:

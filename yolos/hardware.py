@@ -46,11 +46,13 @@ def cpu_features() -> dict:
     except (KeyError, ValueError):
         mhz = float("nan")
     return {"avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "amx_bf16": "amx_bf16" in flags, "mhz": mhz}
+            "amx_bf16": "amx_bf16" in flags, "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
+            "amx_int8": "amx_int8" in flags, "mhz": mhz}
 
 
 def cpu_summary() -> str:
     """``"Intel(R) Xeon(R) Processor (AVX2, AVX512, AVX512-BF16, AMX-BF16; 2700 MHz)"``."""
     f = cpu_features()
-    isa = ", ".join(k.upper().replace("_", "-") for k in ("avx2", "avx512", "avx512_bf16", "amx_bf16") if f[k])
+    names = ("avx2", "avx512", "avx512_bf16", "amx_bf16", "vnni", "amx_int8")
+    isa = ", ".join(k.upper().replace("_", "-") for k in names if f[k])
     return f"{cpu_name()} ({isa or 'no AVX2'}; {f['mhz']:.0f} MHz)"

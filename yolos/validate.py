@@ -120,17 +120,20 @@ def device(value, name: str = "device"):
 
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+          "float16": "float16", "fp16": "float16", "int8": "qint8", "qint8": "qint8"}
 
 
 def dtype(value, name: str = "dtype"):
-    """An inference compute dtype: ``None`` (the model's own), or float32 / bfloat16 / float16
-    given as a name (``"bf16"``, ``"bfloat16"``, ...) or a ``torch.dtype``."""
+    """An inference compute dtype: ``None`` (the model's own), or float32 / bfloat16 / float16 /
+    int8 given as a name (``"bf16"``, ``"int8"``, ...) or a ``torch.dtype`` (int8 is
+    ``torch.qint8``)."""
     import torch
 
-    if value is None or isinstance(value, torch.dtype) and value in (torch.float32, torch.bfloat16, torch.float16):
+    if value is None or isinstance(value, torch.dtype) and value in (torch.float32, torch.bfloat16, torch.float16,
+                                                                      torch.qint8):
         return value
     key = str(value).lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise ValueError(f"{name}: expected one of float32, bfloat16, float16 (or fp32, bf16, fp16), got {value!r}")
+        raise ValueError(f"{name}: expected one of float32, bfloat16, float16, int8 (or fp32, bf16, fp16), "
+                         f"got {value!r}")
     return getattr(torch, DTYPES[key])

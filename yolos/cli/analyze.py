@@ -5,40 +5,28 @@ from pathlib import Path
 
 from . import options as opt
 
-BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "yolos-micro-shapes.safetensors"
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("analyze", help="inspect [DET] tokens: box centres (Fig. 2), categories "
                                         "(Fig. 3), similarity correlations, attention maps")
-    p.add_argument("--model", default=str(BUNDLED),
-                   help="checkpoint (file, directory, hub id); default: the bundled micro model")
-    p.add_argument("--data", required=True, help="dataset folder or YAML (its val split is used)")
+    opt.add_model(p)
+    opt.add_data(p)
     p.add_argument("--out", required=True, help="output folder for the PNGs and analysis.json")
     p.add_argument("--max-images", type=opt.positive_int, help="analyze only the first N images")
     p.add_argument("--tokens", type=opt.non_negative_int, nargs="+", default=[0, 1, 2],
                    help="[DET] tokens whose attention maps are drawn")
     p.add_argument("--image", help="draw the attention maps on this image (default: the first "
                                    "dataset image)")
-    p.add_argument("--short-side", type=opt.image_side, help="resize short side (default: the variant's eval size)")
-    p.add_argument("--long-side", type=opt.image_side, help="long-side cap (default: the variant's eval cap)")
+    opt.add_size(p)
     p.add_argument("--score-threshold", type=opt.threshold, default=None,
                    help="Fig. 2: keep only predictions scoring at least this (default: all T per image)")
     p.add_argument("--class-threshold", type=opt.threshold, default=0.5,
                    help="Fig. 3: a prediction counts for its argmax category when its score >= this")
     p.add_argument("--class-feature", choices=["logits", "probs"], default="logits",
                    help="classifier output used for the class-similarity correlation")
-    p.add_argument("--device", default="cpu")
+    opt.add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _sizes(config, short, long):
-    """The paper's evaluation size (:func:`yolos.model.eval_sizes`) unless given."""
-    from ..model.variants import eval_sizes
-
-    default_short, default_long = eval_sizes(config, "paper")
-    return short or default_short, long or default_long
 
 
 def run(args) -> int:
@@ -48,13 +36,13 @@ def run(args) -> int:
     from ..analysis.attention import det_attention_maps
     from ..analysis.det_tokens import collect
     from ..analysis.plots import plot_attention, plot_box_centres, plot_category_counts
-    from ..checkpoint import from_pretrained
     from ..data.dataset_config import resolve_dataset
     from ..images import load_image
     from ..inference.preprocess import preprocess
+    from ..model.variants import input_size
 
-    model = from_pretrained(args.model, device=args.device).eval()
-    short, long = _sizes(model.config, args.short_side, args.long_side)
+    model, _ = opt.resolve_model(args.model, device=args.device)
+    short, long = input_size(model.config, "paper", args.short_side, args.long_side)
     cfg = resolve_dataset(args.data)
     dataset = cfg.dataset_for_model("val", model.config)
     out = Path(args.out)
@@ -79,7 +67,7 @@ def run(args) -> int:
 
     summary = stats.summary()
     summary.update({
-        "model": str(args.model), "data": str(args.data), "short_side": short, "long_side": long,
+        "model": str(args.model or "bundled"), "data": str(args.data), "short_side": short, "long_side": long,
         "fig2": {"tokens": list(range(min(10, stats.centres.shape[1]))),
                  "score_threshold": args.score_threshold,
                  "points": "all T predictions per image" if args.score_threshold is None else

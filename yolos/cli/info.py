@@ -4,15 +4,15 @@ from __future__ import annotations
 import json
 import textwrap
 
+from . import options as opt
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "info",
         help="describe a checkpoint: variant, parameters, position-embedding grid, eval size, classes",
     )
-    p.add_argument("model", nargs="?", default=None,
-                   help="checkpoint: transformers directory, .safetensors, original .pth, hub id or variant name "
-                        "(default: the bundled model)")
+    opt.add_model(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -35,17 +35,13 @@ def describe_model(model) -> dict:
         "eval_short_side": short, "eval_long_side": long,
         "num_classes": c.num_classes,
         "class_names": {str(i): c.label_name(i) for i in range(c.num_classes)},
+        "category_ids": c.category_ids,
     }
 
 
 def run(args) -> int:
-    from ..checkpoint import from_pretrained
-    from ..inference.defaults import DEFAULT_MODEL
-
-    name = args.model or DEFAULT_MODEL
-    if args.model is None and not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(f"the bundled model {DEFAULT_MODEL} is missing; name a checkpoint")
-    info = describe_model(from_pretrained(name))
+    model, name = opt.resolve_model(args.model)
+    info = describe_model(model)
     if args.json:
         print(json.dumps({"model": str(name), **info}, indent=1))
         return 0

@@ -1,10 +1,17 @@
-"""argparse types built on :mod:`yolos.validate`, so every command refuses a bad option the
-same way when it starts: ``yolos predict: error: argument --threshold: expected ...``."""
+"""The options the commands share, declared once (``add_model``, ``add_device``, ``add_size``,
+``add_data``), what ``--model`` means for all of them (:func:`resolve_model`), and argparse
+types built on :mod:`yolos.validate`, so every command refuses a bad option the same way when
+it starts: ``yolos predict: error: argument --threshold: expected ...``."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import validate
+
+MODEL_HELP = ("checkpoint: a .safetensors or original .pth file, a transformers folder, a hub id, or a variant name "
+              "(yolos-ti, yolos-s, yolos-s-300, yolos-s-dwr, yolos-b: its released weights); default: the bundled "
+              "micro model")
 
 
 def typed(check, **kwargs):
@@ -51,3 +58,58 @@ def check_device(args) -> None:
     """Resolve ``args.device`` now (None -> cuda if available, else cpu), so a device this
     machine lacks is refused before any model is loaded."""
     args.device = str(validate.device(args.device, "--device"))  # ValueError: one line from main()
+
+
+# ----------------------------------------------------------------------------- shared options
+def add_model(p, random_weights: bool = False) -> None:
+    """``--model`` (the same meaning for every command: :func:`resolve_model`); with
+    ``random_weights``, also ``--random-weights`` for the commands where weights do not matter."""
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    if random_weights:
+        p.add_argument("--random-weights", action="store_true",
+                       help="build --model's shape (a variant name) with random weights instead of loading weights "
+                            "(speed and FLOPs do not depend on them; nothing is downloaded)")
+
+
+def add_device(p) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+
+
+def add_size(p, old_names: tuple[str, str] | None = None) -> None:
+    """The resize of each image (the one rule, :func:`yolos.resize.resize_shape`). ``old_names``:
+    earlier spellings of the two options, still accepted but not shown in ``--help``."""
+    p.add_argument("--short-side", type=image_side, default=None,
+                   help="resize each image's short side to this (default: the model's evaluation size)")
+    p.add_argument("--long-side", type=image_side, default=None,
+                   help="cap the long side at this (default: the model's evaluation size)")
+    for name, dest in zip(old_names or (), ("short_side", "long_side")):
+        p.add_argument(name, dest=dest, type=image_side, default=None, help=argparse.SUPPRESS)
+
+
+def add_data(p, required: bool = True, split: str = "val") -> None:
+    p.add_argument("--data", required=required, default=None,
+                   help=f"dataset: a YAML (ours or a YOLO data.yaml) or a folder in COCO, YOLO or Pascal VOC layout "
+                        f"(its {split} split is used)")
+
+
+def resolve_model(name: str | None, random_weights: bool = False, device=None):
+    """``(model, label)`` for a ``--model`` argument: None is the bundled model; anything else goes
+    through :func:`yolos.from_pretrained` (a file, a folder, a hub id, a variant name: its released
+    weights). With ``random_weights`` the argument must be a variant name, built with random weights."""
+    from ..checkpoint import from_pretrained
+    from ..inference.defaults import DEFAULT_MODEL
+    from ..model import create_model, get_variant
+
+    if random_weights:
+        if name is None:
+            raise ValueError("--random-weights: name the variant with --model (yolos-ti, yolos-s, ..., micro)")
+        try:
+            get_variant(name)
+        except KeyError:
+            raise ValueError(f"--random-weights: --model must be a variant name, got {name!r}") from None
+        return create_model(name).to(device or "cpu").eval(), f"{name} (random weights)"
+    if name is None:
+        if not DEFAULT_MODEL.is_file():
+            raise FileNotFoundError(f"the bundled model {DEFAULT_MODEL} is missing; pass --model")
+        return from_pretrained(DEFAULT_MODEL, device=device or "cpu"), DEFAULT_MODEL.stem
+    return from_pretrained(name, device=device or "cpu"), Path(str(name).rstrip("/")).name

@@ -31,21 +31,17 @@ def add_parser(sub) -> None:
         "its name and the category id of the dataset the model was trained on.",
     )
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="image file, directory or glob ('imgs/**/*.jpg')")
-    p.add_argument("--model", default=None,
-                   help="checkpoint: transformers directory, .safetensors, original .pth, hub id or variant name")
+    opt.add_model(p)
     p.add_argument("--threshold", type=opt.threshold, default=0.5,
                    help="keep scores above this, 0..1 (YOLOS scores run low: try 0.3)")
     p.add_argument("--out", default="runs/predict",
                    help="output folder (annotated images keep their input's relative path and extension); one "
                         "holding any file this run would write is left alone: the next free OUT2, OUT3... is used")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    opt.add_device(p)
     p.add_argument("--batch-size", type=opt.positive_int, default=8,
                    help="images per forward pass (same-size images only)")
     p.add_argument("--top-k", type=opt.positive_int, default=None, help="at most K detections per image")
-    p.add_argument("--short-side", type=opt.image_side, default=None,
-                   help="resize short side (default: the model's eval size)")
-    p.add_argument("--long-side", type=opt.image_side, default=None,
-                   help="resize long-side cap (default: the model's eval size)")
+    opt.add_size(p)
     p.add_argument("--no-images", "--no-save-images", dest="no_images", action="store_true",
                    help="write predictions.json only, no annotated images (faster)")
     p.add_argument("--list", default=None, metavar="FILE",
@@ -192,13 +188,15 @@ def run(args) -> int:
     images r, r + N, r + 2N, ... of the input list, streams its records to its own part
     (:mod:`yolos.inference.records`), and process 0 merges them into predictions.json."""
     from .. import distributed as D
-    from ..inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
+    from ..inference.defaults import DEFAULT_IMAGE
     from ..run_dir import run_dir
 
     opt.check_device(args)
     opt.apply_max_pixels(args)
-    if args.model is None and not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(f"the bundled model {DEFAULT_MODEL} is missing; pass --model")
+    if args.model is not None:  # a typo is reported before any image is read
+        from ..checkpoint.loader import check_model_name
+
+        check_model_name(args.model)
     sources = args.sources + (read_list(args.list) if args.list else [])
     pairs, failed = expand_sources(sources or [str(DEFAULT_IMAGE)])
     names = output_names(pairs) if pairs else []
@@ -227,7 +225,6 @@ def _predict_into(args, out: Path, pairs, names, failed, di) -> int:
     from tqdm import tqdm
 
     from .. import distributed as D
-    from ..checkpoint import from_pretrained
     from ..inference.defaults import DEFAULT_MODEL
     from ..inference.predictor import iter_predict
     from ..inference.records import RecordWriter, check_job, merge, read_records
@@ -245,7 +242,7 @@ def _predict_into(args, out: Path, pairs, names, failed, di) -> int:
             print(f"yolos predict: {source}: {reason}", file=sys.stderr)
         if done:
             print(f"yolos predict: --resume: {len(done)} of {len(files)} images already done", file=sys.stderr)
-    model = from_pretrained(model_name, device=str(di.device))
+    model, _ = opt.resolve_model(args.model, device=str(di.device))
     progress = tqdm(total=len(mine), desc="predict", unit="img", disable=None if di.is_main else True)
 
     with RecordWriter(out, di.rank) as writer:

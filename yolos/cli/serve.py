@@ -18,8 +18,7 @@ def add_parser(sub) -> None:
         "pipeline's list of {score, label, box}. GET / is a web page; /healthz, /readyz, /metrics, "
         "/info. Binds 127.0.0.1 unless --host says otherwise.",
     )
-    p.add_argument("--model", default=None,
-                   help="checkpoint: transformers directory, .safetensors, original .pth, hub id (default: bundled)")
+    opt.add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=opt.port, default=8000)
     p.add_argument("--workers", type=opt.positive_int, default=1,
@@ -40,7 +39,7 @@ def add_parser(sub) -> None:
                    help="torch threads per worker (default: torch's, i.e. the cores)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    opt.add_device(p)
     opt.add_dtype(p)
     opt.add_max_pixels(p)
     p.set_defaults(func=run)

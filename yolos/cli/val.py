@@ -16,16 +16,12 @@ def add_parser(sub) -> None:
                        description="Evaluate a checkpoint with COCO AP/AR on the val split of a dataset in any "
                        "layout (COCO json, YOLO data.yaml, Pascal VOC), checked first as `yolos data check` "
                        "does. Prints the 12 COCO numbers and a per-class table (AP, AP50, AP75, AR, instances).")
-    p.add_argument("--model", required=True,
-                   help="checkpoint: our .safetensors, a transformers dir / hub id, an original .pth")
-    p.add_argument("--data", required=True, help="dataset: a YAML (ours or YOLO's data.yaml) or a COCO, YOLO or "
-                   "VOC folder (its val split is used)")
+    opt.add_model(p)
+    opt.add_data(p)
     p.add_argument("--batch-size", type=opt.positive_int, default=1)
-    p.add_argument("--eval-size", type=opt.image_side, default=None,
-                   help="short side (default: the paper's evaluation size of the variant)")
-    p.add_argument("--eval-max-size", type=opt.image_side, default=None)
+    opt.add_size(p, old_names=("--eval-size", "--eval-max-size"))
     opt.add_max_pixels(p)
-    p.add_argument("--device", default=None)
+    opt.add_device(p)
     p.add_argument("--out", default=None,
                    help="folder for results.json (COCO results in the dataset's category ids), stats.json (with "
                         "the per-class table), pr_curves.png, confusion_matrix.png/.json; a folder holding "
@@ -38,13 +34,11 @@ def add_parser(sub) -> None:
 
 
 def _eval_transforms(model, args):
-    """Resize to the paper's evaluation size (:func:`yolos.model.eval_sizes`) unless given."""
+    """Resize to the paper's evaluation size (:func:`yolos.model.input_size`) unless given."""
     from ..data import transforms as T
-    from ..model.variants import eval_sizes
+    from ..model.variants import input_size
 
-    short, long = eval_sizes(model.config, "paper")
-    size = args.eval_size or short
-    return T.make_transforms("val", eval_size=(size, args.eval_max_size or max(long, size)))
+    return T.make_transforms("val", eval_size=input_size(model.config, "paper", args.short_side, args.long_side))
 
 
 def build_val_dataset(model, data, transforms):
@@ -65,7 +59,6 @@ def build_val_dataset(model, data, transforms):
 
 def run(args) -> int:
     from .. import distributed as D
-    from ..checkpoint import from_pretrained
     from ..data.dataset_config import resolve_dataset
     from ..evaluation.evaluate import evaluate
 
@@ -75,7 +68,7 @@ def run(args) -> int:
     data = resolve_dataset(args.data)  # the layout is recognised before a model is loaded
     di = D.init_distributed(args.device)
     try:
-        model = from_pretrained(args.model).to(di.device).eval()
+        model, _ = opt.resolve_model(args.model, device=di.device)
         dataset = build_val_dataset(model, data, _eval_transforms(model, args))
         stats, results = evaluate(model, dataset, batch_size=args.batch_size, device=di.device,
                                   progress=not args.no_progress, dtype=args.dtype, details=True)
@@ -95,7 +88,7 @@ def _report(args, model, dataset, stats: dict, results: list[dict]) -> None:
 
     names = {c["id"]: c["name"] for c in dataset.categories}
     curves, recall_points = stats.pop("pr_curves", {}), stats.pop("recall_points", [])
-    print(f"{args.model} on {len(dataset)} images ({dataset.annotation_file}):")
+    print(f"{args.model or 'the bundled model'} on {len(dataset)} images ({dataset.annotation_file}):")
     for k in STAT_NAMES:
         print(f"  {k:10s} {stats[k]:.4f}")
     if stats.get("per_class"):

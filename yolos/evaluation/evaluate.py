@@ -14,9 +14,10 @@ from torch import Tensor
 
 from .. import distributed as D
 from ..errors import PredictionError, YolosError
+from ..inference.batching import same_size_batches
 from ..inference.detections import coco_records
 from ..inference.postprocess import non_finite, postprocess
-from ..inference.predictor import precision_for, same_size_batches
+from ..inference.precision import precision_for
 from .coco_eval import STAT_NAMES, gather_results, per_class_metrics, pr_curves, run_cocoeval
 
 

@@ -1,15 +1,24 @@
-"""Export a YOLOS model for one input size to ONNX or TorchScript.
+"""Export a YOLOS model to ONNX or TorchScript: one file for every input size, or one fixed size.
 
-The position embeddings are resampled once to the export size and stored in the graph as
-constants, so the exported graph holds no bicubic interpolation (ONNX Runtime's "Cubic" Resize
-differs from PyTorch's, and the op is slow); the batch axis stays dynamic.
+Any size (the default): the graph takes ``pixel_values [B, 3, H, W]`` with H and W any multiples
+of the patch size, and resamples the position embeddings from the input's shape inside the
+graph, with PyTorch's own bicubic interpolation written as two interpolation matrices
+(:mod:`yolos.model.pos_embed`; ONNX's cubic Resize differs from PyTorch's), so its outputs are
+``model(pixel_values)``'s at every size. Fixed size (``size=(H, W)``): the embeddings are
+resampled once and stored as constants. Both keep a dynamic batch axis.
 
-Graph contract: input ``pixel_values [B, 3, H, W]`` float32; outputs ``logits [B, T, C+1]`` and
+Precision (ONNX): ``fp32``; ``fp16`` (weights and activations in half precision, with the
+LayerNorms, softmaxes and the resampling kept in fp32 by onnxconverter-common's converter;
+inputs and outputs stay fp32); ``int8`` (onnxruntime's dynamic quantization of the weight
+matrix products: int8 weights per output channel, activations quantized per tensor at run time).
+
+Graph contract: input ``pixel_values`` float32; outputs ``logits [B, T, C+1]`` and
 ``pred_boxes [B, T, 4]`` (normalized cx, cy, w, h), exactly as ``model(pixel_values)``.
 """
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,10 +29,26 @@ from ..errors import YolosError
 from ..model import kernels
 
 FORMATS = ("onnx", "torchscript")
+PRECISIONS = ("fp32", "fp16", "int8")
+# Kept in fp32 in an fp16 graph: normalisation and softmax accumulate there; the position-
+# embedding resampling builds its matrices from integer ranges.
+FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "Range", "Floor", "Equal", "Sigmoid"]
 
 
 class ExportError(YolosError, ValueError):
-    """An export request that cannot be honoured (size, format); the message names the value."""
+    """An export request that cannot be honoured (size, format, file); the message names the value."""
+
+
+class Detector(nn.Module):
+    """``pixel_values [B, 3, H, W] -> (logits, pred_boxes)`` at any size (what the graph is)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(pixel_values)
+        return out["logits"], out["pred_boxes"]
 
 
 class BakedYOLOS(nn.Module):
@@ -80,64 +105,134 @@ def _portable_ops():
         kernels.ONEDNN_LINEAR = previous
 
 
-def export_model(
-    model: nn.Module,
-    path,
-    format: str = "onnx",
-    size: tuple[int, int] | None = None,
-    opset: int = 18,
-) -> Path:
-    """Write ``model`` for inputs of ``size = (H, W)`` (default: the variant's evaluation size
-    rounded down to the patch size is *not* guessed: the model config's ``image_size``).
-
-    Args:
-        model: a :class:`yolos.YOLOS`; exported on CPU in fp32, in eval mode.
-        path: output file (``.onnx`` or ``.pt``/``.torchscript``).
-        format: ``"onnx"`` or ``"torchscript"``.
-        size: ``(H, W)``, multiples of the patch size (16), else a YolosError.
-        opset: ONNX opset.
-
-    Returns:
-        The path written. The graph has a dynamic batch axis; input ``pixel_values``, outputs
-        ``logits`` and ``pred_boxes``.
-    """
+def check_export(format: str, dtype: str, path) -> Path:
+    """Refuse, before anything runs, a format or precision we do not write, and a path that
+    exists: an export never writes over a file (a checkpoint given as --out, say)."""
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    size = check_size(size if size is not None else model.config.image_size, model.config.patch_size)
+    if dtype not in PRECISIONS:
+        raise ExportError(f"--dtype: expected one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    if dtype != "fp32" and format != "onnx":
+        raise ExportError(f"--dtype {dtype}: only ONNX exports are written in {dtype} (TorchScript is fp32)")
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"--out: {path} is a folder; give a file name inside it")
+    if path.exists() or path.is_symlink():
+        raise ExportError(f"--out: {path} exists; an export never writes over a file (choose another name)")
+    return path
+
+
+def export_model(model: nn.Module, path, format: str = "onnx", size: tuple[int, int] | None = None,
+                 dtype: str = "fp32", opset: int = 18) -> Path:
+    """Write ``model`` to ``path`` (which must not exist).
+
+    Args:
+        model: a :class:`yolos.YOLOS`; exported on CPU, in eval mode.
+        path: output file (``.onnx`` or ``.pt``).
+        format: ``"onnx"`` or ``"torchscript"``.
+        size: ``None`` for any input size (multiples of the patch size), or ``(H, W)`` for a
+            graph of that size only, with the position embeddings stored as constants.
+        dtype: ``"fp32"``, ``"fp16"`` or ``"int8"`` (ONNX only; see the module doc).
+        opset: ONNX opset.
+
+    Returns:
+        The path written. Input ``pixel_values``, outputs ``logits`` and ``pred_boxes``.
+    """
+    path = check_export(format, dtype, path)
+    if size is not None:
+        size = check_size(size, model.config.patch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model = model.eval()
-    baked = BakedYOLOS(model, size).eval().cpu().float()
-    example = torch.zeros(2, model.config.num_channels, *size)
+    p = model.config.patch_size
+    graph = (BakedYOLOS(model, size) if size is not None else Detector(model)).eval().cpu().float()
+    example = torch.zeros(2, model.config.num_channels, *(size or (4 * p, 6 * p)))
     try:
         with _portable_ops(), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about shape-dependent Python ints
-            if format == "onnx":
-                _export_onnx(baked, example, path, opset)
-            else:
-                traced = torch.jit.trace(baked, example, check_trace=False)
-                traced = torch.jit.freeze(traced)
+            if format == "torchscript":
+                traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False))
                 torch.jit.save(traced, str(path))
+            else:
+                _export_onnx(graph, example, path, opset, dynamic_size=size is None, dtype=dtype)
     finally:
         model.train(was_training)
     return path
 
 
-def _export_onnx(baked: nn.Module, example: Tensor, path: Path, opset: int) -> None:
+def _weight_products(model) -> list[str]:
+    """Names of the matrix products by a 2-D weight: the linear layers that int8 quantizes. The
+    position-embedding resampling multiplies by 3-D constants, which stay fp32 (onnxruntime's
+    per-channel int8 product takes 2-D weights only)."""
+    shapes = {t.name: len(t.dims) for t in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and shapes.get(n.input[1]) == 2]
+
+
+def _unshared_weights(model):
+    """The graph with no weight shared between a kept-fp32 node and an fp16 one. The exporter
+    folds equal weights into one (a random model's zero biases, say), aliased through Identity
+    nodes; the fp16 converter then gives one consumer the wrong type, which onnxruntime refuses.
+    Each aliased use gets its own copy, and kept-fp32 consumers their own."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Identity"]:
+        if node.input[0] in inits and node.output[0] not in outputs:
+            copy = _onnx_copy(inits[node.input[0]], node.output[0])
+            graph.initializer.append(copy)
+            inits[copy.name] = copy
+            graph.node.remove(node)
+    for node in graph.node:
+        if node.op_type not in FP16_KEEP_FP32:
+            continue
+        for i, name in enumerate(node.input):
+            users = [n for n in graph.node if name in n.input]
+            if name in inits and any(n.op_type not in FP16_KEEP_FP32 for n in users):
+                copy = _onnx_copy(inits[name], f"{name}__fp32_{node.name}")
+                graph.initializer.append(copy)
+                node.input[i] = copy.name
+    return model
+
+
+def _onnx_copy(tensor, name: str):
+    copy = type(tensor)()
+    copy.CopyFrom(tensor)
+    copy.name = name
+    return copy
+
+
+def _export_onnx(graph: nn.Module, example: Tensor, path: Path, opset: int, dynamic_size: bool, dtype: str) -> None:
     try:
-        import onnx  # noqa: F401  (the exporter needs it; say so plainly)
+        import onnx
     except ImportError:
         raise ExportError("ONNX export needs the onnx package: pip install 'yolos[export]'") from None
-    torch.onnx.export(
-        baked,
-        (example,),
-        str(path),
-        input_names=["pixel_values"],
-        output_names=["logits", "pred_boxes"],
-        dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}, "pred_boxes": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        torch.onnx.export(graph, (example,), str(fp32), input_names=["pixel_values"],
+                          output_names=["logits", "pred_boxes"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"pixel_values": axes, "logits": {0: "batch"}, "pred_boxes": {0: "batch"}})
+        result = Path(tmp) / "out.onnx"
+        if dtype == "fp32":
+            result = fp32
+        elif dtype == "fp16":
+            try:
+                from onnxconverter_common import float16
+            except ImportError:
+                raise ExportError("fp16 ONNX needs onnxconverter-common: pip install 'yolos[export]'") from None
+            full = _unshared_weights(onnx.load(str(fp32)))
+            # the graph's own casts to float32 stay so (the converter would retype their outputs
+            # to fp16 but not their target, which onnxruntime refuses)
+            casts = [n.name for n in full.graph.node if n.op_type == "Cast"
+                     and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+            half = float16.convert_float_to_float16(full, keep_io_types=True, op_block_list=FP16_KEEP_FP32,
+                                                    node_block_list=casts)
+            onnx.save(half, str(result))
+        else:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(result), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_quantize=_weight_products(onnx.load(str(fp32))),
+                             op_types_to_quantize=["MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True})
+        result.replace(path)

@@ -11,7 +11,6 @@ also flushed once ``4 * batch_size`` images are waiting. Results come back in in
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,10 +23,11 @@ from .. import validate
 from ..errors import ImageError, PredictionError
 from ..images import describe, load_image
 from ..model.detector import CONVENIENCES
-from ..model.kernels import LowPrecision, low_precision
-from ..model.variants import eval_sizes
+from ..model.variants import input_size
+from .batching import same_size_batches
 from .detections import Detections
 from .postprocess import non_finite, postprocess
+from .precision import precision_for
 from .preprocess import _map, pixel_batch, target_size
 
 WAITING_FACTOR = 4  # flush the fullest bucket once WAITING_FACTOR * batch_size images wait
@@ -53,45 +53,6 @@ def _chunks(items: Iterable, n: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def same_size_batches(items: Iterable, size_of: Callable, batch_size: int,
-                      max_waiting: int | None = None) -> Iterator[tuple[object, list]]:
-    """``(size, group)``: ``items`` grouped by ``size_of(item)`` into lists of at most
-    ``batch_size``, each group given as soon as it is full. With ``max_waiting``, the fullest
-    group also goes once that many items wait, which bounds memory when many sizes are in flight;
-    what is left goes at the end. Padding-free batching for prediction and evaluation alike."""
-    groups: dict[object, list] = {}
-    waiting = 0
-    for item in items:
-        size = size_of(item)
-        group = groups.setdefault(size, [])
-        group.append(item)
-        waiting += 1
-        if len(group) == batch_size:
-            waiting -= len(group)
-            yield size, groups.pop(size)
-        elif max_waiting is not None and waiting >= max_waiting:
-            fullest = max(groups, key=lambda k: len(groups[k]))
-            waiting -= len(groups[fullest])
-            yield fullest, groups.pop(fullest)
-    for size in list(groups):
-        yield size, groups.pop(size)
-
-
-def precision_for(model, dtype) -> Callable:
-    """A context factory running ``model`` in ``dtype``: ``None``/float32 as the model is;
-    bfloat16 (or float16) with the Linear weights of every block but the last cast once, here,
-    and those blocks' matrix products and attention in that dtype inside the context
-    (:mod:`yolos.model.kernels`). The patch stem, LayerNorms, residual stream, the last block
-    (with the [DET]-only rows, a few percent of the work) and the heads stay fp32: keeping the
-    last block fp32 cut the bundled model's changed detections on 2000 held-out images from 35
-    to 27, for ~1% of the time. Call it once per use: the cast weights are a snapshot of the model's."""
-    dtype = validate.dtype(dtype, "dtype")
-    if dtype in (None, torch.float32):
-        return contextlib.nullcontext
-    weights = LowPrecision(model.blocks[:-1], dtype)
-    return lambda: low_precision(weights)
 
 
 def check_predict_options(threshold, batch_size, top_k, short_side, long_side, dtype=None) -> tuple:
@@ -125,9 +86,7 @@ def iter_predict(
     """
     threshold, batch_size, top_k, short_side, long_side, dtype = check_predict_options(
         threshold, batch_size, top_k, short_side, long_side, dtype)
-    default_short, default_long = eval_sizes(model.config)
-    short_side = short_side or default_short
-    long_side = long_side or default_long
+    short_side, long_side = input_size(model.config, "transformers", short_side, long_side)
     if device is not None:
         model.to(device)
     compute = precision_for(model, dtype)  # after the move: the cast weights live with the model

@@ -76,7 +76,8 @@ class YOLOS(nn.Module):
 
     # ------------------------------------------------------- position embeddings
     def position_embeddings(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
-        """Initial ``[1, S, D]`` and mid ``[L-1, 1, S, D]`` (or None) embeddings for an input grid.
+        """Initial ``[1, S, D]`` and mid ``[L-1, 1, S, D]`` (or None) embeddings for an input grid
+        (ints; 0-dim tensors in a traced graph, which then resamples for any input size).
 
         Resampled on every call while training (they are learned). In inference (no grad) the
         result is cached per grid size, device and dtype. A cached entry keeps a copy of the
@@ -86,7 +87,9 @@ class YOLOS(nn.Module):
         one comparison of the stored grid (~3% of the resample's cost for yolos-s).
         """
         mid = self.mid_pos_embed
-        cacheable = not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
+        # not cached while learned, nor in a traced graph (whose grid is a tensor of the input's shape)
+        cacheable = not (torch.is_grad_enabled() and self.pos_embed.requires_grad) and not (
+            torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
         key = (tuple(grid), self.pos_embed.device, self.pos_embed.dtype)
         if cacheable and key in self._pos_cache:
             src_pe, src_mid, pe, mid_pe = self._pos_cache[key]

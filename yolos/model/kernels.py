@@ -8,10 +8,11 @@ small autograd function whose backward is two more oneDNN GEMMs); results are fp
 summation order (differences ~1e-6). On the Intel Xeon with AMX this project runs on, F.linear
 won the measurement, so it is used there.
 
-Low precision (:class:`LowPrecision`, what ``dtype="bfloat16"`` runs): the backbone's Linear
-weights are cast once to bf16 and, inside :func:`low_precision`, every backbone matrix product
-(and so the attention, which reads its q/k/v from them) runs in bf16 through oneDNN with the bias
-and the GELU fused; on CPUs with AMX that is where the time goes. The residual stream, the
+Low precision (:class:`LowPrecision`, what ``dtype="bfloat16"`` and ``dtype="int8"`` run): the
+backbone's Linear weights are cast once to bf16 (or quantized once to int8, :class:`Int8Linear`)
+and, inside :func:`low_precision`, every backbone matrix product runs in that precision: bf16
+through oneDNN with the bias and the GELU fused (the attention then reads bf16 q/k/v), int8
+through PyTorch's dynamic int8 GEMM with fp32 outputs. The residual stream, the
 LayerNorms, the patch stem, the heads and any Linear left out of the snapshot (the last block, in
 ``yolos.inference.predictor.precision_for``) stay fp32: each pass casts only activations, and
 the numbers stay close to fp32 (README, Benchmarks: bf16 fidelity).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +145,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -
     copy from :func:`weight_of`, or a model cast as a whole) computes in that dtype with the bias
     and GELU fused, when no gradient is needed; fp32 CPU tensors go through oneDNN when
     :data:`ONEDNN_LINEAR` says so (by default: when it measured faster here)."""
+    if isinstance(weight, Int8Linear):  # the int8 mode's packed weight carries its bias
+        out = weight(x)
+        return F.gelu(out) if gelu else out
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     autocast = _cpu_autocast()
@@ -166,19 +171,44 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -
 
 
 # ----------------------------------------------------------------------------- low precision
+class Int8Linear:
+    """A Linear's weight quantized once to int8, per output channel (symmetric), with its fp32
+    bias, for PyTorch's dynamic int8 GEMM (``quantized::linear_dynamic``): each call quantizes
+    the activations per tensor to 8 bits, multiplies in int8 with int32 sums (VNNI / AMX-INT8 where
+    the CPU has them, through the x86 quantized engine) and returns fp32. ``reduce_range``
+    (7-bit activations) only where the CPU lacks VNNI, whose int8 dot product cannot saturate."""
+
+    def __init__(self, layer: nn.Linear):
+        from ..hardware import cpu_features
+
+        w = layer.weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+        with warnings.catch_warnings():  # torch 2.10+ calls quantized tensors deprecated (NOTES.md)
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch.quantize_per_channel(w, scales, torch.zeros(len(w), dtype=torch.int64), 0, torch.qint8)
+        bias = None if layer.bias is None else layer.bias.detach().float()
+        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        f = cpu_features()
+        self.reduce_range = not (f["vnni"] or f["amx_int8"])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic(x.float().contiguous(), self.packed, self.reduce_range)
+
+
 class LowPrecision:
-    """Copies in ``dtype`` (bfloat16 or float16) of the weights of every Linear inside
-    ``module``, made once (the backbone's: ``LowPrecision(model.blocks, torch.bfloat16)``).
+    """Copies in ``dtype`` of the weights of every Linear inside ``module``, made once (the
+    backbone's: ``LowPrecision(model.blocks, torch.bfloat16)``): bfloat16 or float16 tensors, or
+    ``torch.qint8``: :class:`Int8Linear` (int8 GEMMs with dynamically quantized activations).
 
     A snapshot: later changes to the model's weights are not seen, so make one per use (a
     ``predict`` call makes one per call; a server, whose model never trains, one at start)."""
 
     def __init__(self, module: nn.Module, dtype: torch.dtype):
-        if dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype: low precision is bfloat16 or float16, got {dtype}")
+        if dtype not in (torch.bfloat16, torch.float16, torch.qint8):
+            raise ValueError(f"dtype: low precision is bfloat16, float16 or int8, got {dtype}")
         self.dtype = dtype
-        with torch.no_grad():
-            self.weights = {m: m.weight.detach().to(dtype).contiguous()  # keyed by the layer itself
+        with torch.no_grad():  # keyed by the layer itself
+            self.weights = {m: Int8Linear(m) if dtype == torch.qint8 else m.weight.detach().to(dtype).contiguous()
                             for m in module.modules() if isinstance(m, nn.Linear)}
 
 
@@ -196,9 +226,9 @@ def low_precision(weights: LowPrecision):
         _ACTIVE.reset(token)
 
 
-def weight_of(layer: nn.Linear) -> Tensor:
-    """The weight a forward pass uses for ``layer``: its low-precision copy inside
-    :func:`low_precision` (gradients off), else ``layer.weight``."""
+def weight_of(layer: nn.Linear) -> Tensor | Int8Linear:
+    """The weight a forward pass uses for ``layer``: its low-precision copy (a tensor, or an
+    :class:`Int8Linear`) inside :func:`low_precision` (gradients off), else ``layer.weight``."""
     active = _ACTIVE.get()
     if active is not None and not torch.is_grad_enabled():
         cast = active.weights.get(layer)

@@ -126,3 +126,12 @@ def eval_sizes(config: ModelConfig | str, protocol: str = "transformers") -> tup
     if protocol == "paper" or v.hub_id is None:
         return v.eval_short_side, v.eval_long_side_orig
     return v.eval_short_side, 1333
+
+
+def input_size(config: ModelConfig | str, protocol: str = "transformers", short_side: int | None = None,
+               long_side: int | None = None) -> tuple[int, int]:
+    """``(short_side, long_side)`` an image is resized to: the ones given, else the model's
+    :func:`eval_sizes` under ``protocol``. Every command and the export API size inputs with it."""
+    default_short, default_long = eval_sizes(config, protocol)
+    short = short_side or default_short
+    return short, long_side or max(default_long, short)

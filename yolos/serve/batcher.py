@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..inference.predictor import precision_for, predict
+from ..inference.precision import precision_for
+from ..inference.predictor import predict
 
 
 def release_free_memory() -> None:

@@ -142,7 +142,7 @@ class TrainConfig:
         learning rate, batch, training scales, evaluation size) and, for the recipe's
         "checkpoint" values, from ``init_config`` (the --init model's ModelConfig; 0 without
         one). Idempotent: a resumed run resolves its saved config again to itself."""
-        from ..model.variants import eval_sizes
+        from ..model.variants import input_size
 
         changes = {}
         for key, value in RECIPES[self.recipe].items():
@@ -152,14 +152,13 @@ class TrainConfig:
                 changes[key] = value
         cfg = dataclasses.replace(self, **changes)
         scales = list(cfg.train_sizes or variant.train_scales)
-        short, long = eval_sizes(variant.config.variant, "paper")
-        eval_size = cfg.eval_size or short
+        eval_size, eval_max_size = input_size(variant.config.variant, "paper", cfg.eval_size, cfg.eval_max_size)
         return dataclasses.replace(
             cfg, variant=variant.config.variant,
             lr=cfg.lr if cfg.lr is not None else variant.lr,
             batch_size=cfg.batch_size or variant.batch_size,
             train_sizes=scales, train_max_size=cfg.train_max_size or max(variant.train_max_size, max(scales)),
-            eval_size=eval_size, eval_max_size=cfg.eval_max_size or max(long, eval_size))
+            eval_size=eval_size, eval_max_size=eval_max_size)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
