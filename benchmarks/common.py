@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.shared_inputs import (
+    random_weights_,  # noqa: F401 - re-exported
+    shared_data_dir,
+)
 from yolos import create_model
 from yolos.checkpoint.hf import save_hf_directory
-from yolos.data.shared import shared_data_dir
 from yolos.hardware import cpu_features, cpu_name, cpu_summary  # noqa: F401 - re-exported for the scripts
-from yolos.model.random_weights import random_weights_  # noqa: F401 - re-exported
 
 SHARED_DATA = shared_data_dir()
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from yolos.data.shared import shared_data_dir
+from benchmarks.shared_inputs import shared_data_dir
 
 
 def shared_data(*parts: str) -> Path:
-    """Path under the shared real data (:func:`yolos.data.shared.shared_data_dir`), or skip the
+    """Path under the shared real data (:func:`benchmarks.shared_inputs.shared_data_dir`), or skip the
     test with the reason when it is absent."""
     path = shared_data_dir().joinpath(*parts)
     if not path.exists():

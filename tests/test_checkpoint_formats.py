@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import yolos
+from benchmarks.shared_inputs import random_weights_
 from yolos.checkpoint import from_pretrained, load_native
 from yolos.coco_names import COCO_ID2LABEL
 from yolos.errors import CheckpointError
-from yolos.model.random_weights import random_weights_
 
 transformers = pytest.importorskip("transformers")
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import yolos
+from benchmarks.shared_inputs import random_weights_
 from yolos.model import VARIANTS
-from yolos.model.random_weights import random_weights_
 
 transformers = pytest.importorskip("transformers")
 

@@ -7,10 +7,6 @@ transformers' ``YolosForObjectDetection``, with training, COCO evaluation, analy
 """
 from __future__ import annotations
 
-# These register YOLOS.predict / save / save_pretrained (yolos.model.detector.CONVENIENCES), and
-# every import of a yolos module runs this file first, so the conveniences are always there.
-from . import checkpoint as _checkpoint  # noqa: E402,F401
-from . import inference as _inference  # noqa: E402,F401
 from .config import ModelConfig
 from .errors import CheckpointError, DatasetError, ImageError, YolosError
 from .model import VARIANTS, YOLOS, create_model, get_variant

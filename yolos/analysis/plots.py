@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from .det_tokens import TokenStats, size_class
 
 SIZE_COLOURS = ("tab:red", "tab:green", "tab:blue")  # small, medium, large
@@ -21,8 +22,8 @@ def _figure(w: float, h: float):
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, bbox_inches="tight")
     return path
 
 

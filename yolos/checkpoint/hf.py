@@ -15,7 +15,6 @@ from torch import Tensor
 from ..config import ModelConfig
 from ..files import atomic_path, atomic_write_text
 from ..images import IMAGENET_MEAN, IMAGENET_STD
-from ..model.detector import CONVENIENCES
 from ..model.variants import eval_sizes
 
 # One table for both directions: (transformers name, ours). An entry ending in "." renames a
@@ -199,4 +198,3 @@ def save_hf_directory(model, directory) -> Path:
     return directory
 
 
-CONVENIENCES["save_pretrained"] = save_hf_directory  # YOLOS.save_pretrained

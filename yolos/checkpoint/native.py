@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..files import atomic_path
 from ..model import YOLOS
-from ..model.detector import CONVENIENCES
 from .safe_io import empty_model, load_safetensors, load_strict
 
 CONFIG_KEY = "yolos_config"
@@ -32,7 +32,8 @@ def save_native(model: YOLOS, path) -> Path:
         CONFIG_KEY: json.dumps(model.config.to_dict()),
         "yolos_format_version": FORMAT_VERSION,
     }
-    save_file(state, str(path), metadata=metadata)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 
@@ -72,4 +73,3 @@ def load_native(path, device="cpu", **overrides) -> YOLOS:
 __all__ = ["save_native", "load_native", "config_from_metadata", "CONFIG_KEY"]
 
 
-CONVENIENCES["save"] = save_native  # YOLOS.save

@@ -37,6 +37,7 @@ def run(args) -> int:
     from ..analysis.det_tokens import collect
     from ..analysis.plots import plot_attention, plot_box_centres, plot_category_counts
     from ..data.dataset_config import resolve_dataset
+    from ..files import atomic_write_text
     from ..images import load_image
     from ..inference.preprocess import preprocess
     from ..model.variants import input_size
@@ -79,7 +80,7 @@ def run(args) -> int:
                                 for k in sorted(names)}},
         "files": [p.name for p in (fig2, fig3, attn)],
     })
-    (out / "analysis.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "analysis.json", json.dumps(summary, indent=2))
     d, c = summary["rho_cosine_vs_centre_distance"], summary["rho_cosine_vs_class_cosine"]
     fmt = lambda v: "n/a" if v is None else f"{v:+.3f}"  # noqa: E731
     print(f"{summary['images']} images, {summary['tokens']} [DET] tokens")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from ..box_ops import xywh_to_xyxy
 from ..errors import DatasetError, ImageError
 from ..images import load_image
 from .check import Problem, RawSplit, normalize_split, raise_fatal
+from .targets import raw_target
 from .transforms import ToTensorNormalize
 
 
@@ -322,17 +322,8 @@ class CocoDetection(torch.utils.data.Dataset):
     def raw_target(self, image_id: int, width: int, height: int) -> dict:
         """Targets before transforms: boxes xyxy in pixels of the decoded image, crowd dropped."""
         anns = [a for a in self.annotations[image_id] if not a.get("iscrowd", 0)]
-        boxes = xywh_to_xyxy(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4))
-        boxes[:, 0::2].clamp_(min=0, max=width)  # the file may have changed since the check
-        boxes[:, 1::2].clamp_(min=0, max=height)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        labels = torch.tensor([self.category_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
-        area = torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32)
-        return {
-            "boxes": boxes[keep], "labels": labels[keep], "area": area[keep],
-            "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64), "image_id": int(image_id),
-            "orig_size": torch.tensor([height, width]), "size": torch.tensor([height, width]),
-        }
+        return raw_target([a["bbox"] for a in anns], [self.category_id_to_label[a["category_id"]] for a in anns],
+                          [a["area"] for a in anns], image_id, width, height)
 
     def __getitem__(self, index: int):
         image_id = self.ids[index]

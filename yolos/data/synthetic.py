@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..box_ops import xywh_to_xyxy
+from ..files import atomic_path, atomic_write_text
 from .shapes import CLASSIC_SHAPES, LOOKS, SHAPES, ShapesSpec, render_shapes
+from .targets import raw_target
 
 MAX_NUM_IMAGES = 10_000_000  # per epoch / per written folder: a bound checked before anything runs
 
@@ -49,7 +50,8 @@ def write_synthetic_dataset(out_dir, num_images: int = 200, image_size: int = 12
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj})
         file_name = f"{image_id:06d}.jpg"
-        Image.fromarray(pixels).save(out / "images" / file_name, quality=95)
+        with atomic_path(out / "images" / file_name, suffix=".jpg") as tmp:
+            Image.fromarray(pixels).save(tmp, quality=95)
         images.append({"id": image_id, "file_name": file_name, "height": image_size,
                        "width": image_size})
     spec_dict = asdict(spec)
@@ -63,7 +65,7 @@ def write_synthetic_dataset(out_dir, num_images: int = 200, image_size: int = 12
         "categories": spec.categories(),
     }
     path = out / "annotations.json"
-    path.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, sort_keys=True, indent=1) + "\n")
     return path
 
 
@@ -102,16 +104,9 @@ class SyntheticShapes(torch.utils.data.Dataset):
         """The PIL image and its raw target (boxes xyxy in pixels) for item ``index``."""
         rng = np.random.default_rng([self.seed, self.epoch if self.fresh else 0, int(index)])
         pixels, objects = render_shapes(rng, self.spec)
-        boxes = xywh_to_xyxy(torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4))
         h, w = pixels.shape[:2]
-        target = {
-            "boxes": boxes,
-            "labels": torch.tensor([o["category_id"] - 1 for o in objects], dtype=torch.int64),
-            "area": torch.tensor([float(o["area"]) for o in objects], dtype=torch.float32),
-            "iscrowd": torch.zeros(len(objects), dtype=torch.int64),
-            "image_id": int(index),
-            "orig_size": torch.tensor([h, w]), "size": torch.tensor([h, w]),
-        }
+        target = raw_target([o["bbox"] for o in objects], [o["category_id"] - 1 for o in objects],
+                            [o["area"] for o in objects], index, w, h)
         return Image.fromarray(pixels), target
 
     def __getitem__(self, index: int):

@@ -25,8 +25,10 @@ import math
 import os
 from pathlib import Path
 
+import torch
 import yaml
 
+from ..box_ops import cxcywh_to_xyxy
 from ..errors import DatasetError, ImageError
 from ..images import IMAGE_EXTENSIONS, probe_image
 from .check import Problem, RawSplit
@@ -129,7 +131,7 @@ def _parse_line(text: str, where: str, names: dict[int, str], pose: bool):
         cx, cy, w, h = coords[:4]
         if w < 0 or h < 0:
             return Problem(where, f"negative box size {w:g} x {h:g}")
-        return int(cls), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        return int(cls), tuple(cxcywh_to_xyxy(torch.tensor(coords[:4], dtype=torch.float64)).tolist())
     if len(coords) >= 6 and len(coords) % 2 == 0:  # polygon -> its bounding box
         xs, ys = coords[0::2], coords[1::2]
         return int(cls), (min(xs), min(ys), max(xs), max(ys))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import YolosError
+from ..files import atomic_path
 from ..model import kernels
 
 FORMATS = ("onnx", "torchscript")
@@ -152,7 +153,8 @@ def export_model(model: nn.Module, path, format: str = "onnx", size: tuple[int, 
             warnings.simplefilter("ignore")  # tracer chatter about shape-dependent Python ints
             if format == "torchscript":
                 traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False))
-                torch.jit.save(traced, str(path))
+                with atomic_path(path, suffix=".pt") as tmp:
+                    torch.jit.save(traced, str(tmp))
             else:
                 _export_onnx(graph, example, path, opset, dynamic_size=size is None, dtype=dtype)
     finally:

@@ -22,7 +22,6 @@ from PIL import Image
 from .. import validate
 from ..errors import ImageError, PredictionError
 from ..images import describe, load_image
-from ..model.detector import CONVENIENCES
 from ..model.variants import input_size
 from .batching import same_size_batches
 from .detections import Detections
@@ -216,4 +215,3 @@ def predict(
     return [results.get(i) for i in range(len(sources))]
 
 
-CONVENIENCES["predict"] = predict  # YOLOS.predict (the model layer cannot import this one)

@@ -182,29 +182,24 @@ class YOLOS(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # The one-line conveniences users expect. Their code lives in the layers above the model
-    # (inference, checkpoint), which register it in CONVENIENCES when imported; ``import yolos``
-    # imports them, so the model never imports upward.
+    # (inference, checkpoint); these three methods are the only imports that reach upward, inside
+    # the method so that building or loading a model never loads those layers
+    # (tests/test_layering.py allows exactly these).
     def predict(self, images, threshold: float = 0.5, **kwargs):
         """Detect objects in images (paths, PIL images, arrays or tensors); returns one
         :class:`yolos.Detections` per image. See :func:`yolos.inference.predict`."""
-        return _convenience("predict")(self, images, threshold=threshold, **kwargs)
+        from ..inference.predictor import predict
+
+        return predict(self, images, threshold=threshold, **kwargs)
 
     def save_pretrained(self, directory, **kwargs):
         """Write ``directory`` in transformers' format (config.json + model.safetensors)."""
-        return _convenience("save_pretrained")(self, directory, **kwargs)
+        from ..checkpoint.hf import save_hf_directory
+
+        return save_hf_directory(self, directory, **kwargs)
 
     def save(self, path) -> None:
         """Write the project's own single-file format (safetensors with the config inside)."""
-        _convenience("save")(self, path)
+        from ..checkpoint.native import save_native
 
-
-# name -> function(model, ...): filled by yolos.inference.predictor ("predict") and
-# yolos.checkpoint ("save", "save_pretrained") when they are imported.
-CONVENIENCES: dict = {}
-
-
-def _convenience(name: str):
-    if name not in CONVENIENCES:
-        raise RuntimeError(f"YOLOS.{name} is provided by yolos.inference / yolos.checkpoint, which "
-                           f"register it when imported (import yolos does)")
-    return CONVENIENCES[name]
+        save_native(self, path)

@@ -1,11 +1,22 @@
-"""Random weights of the real shapes and realistic magnitudes, for benchmarks and parity tests."""
+"""Inputs the tests and benchmarks share, kept out of the package: where the real COCO files live
+(read in place, never copied) and seeded random weights of the real shapes."""
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
+ENV = "YOLOS_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """``$YOLOS_SHARED_DATA`` when set, else ``shared/data`` beside the repository checkout."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV]).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @torch.no_grad()
 def random_weights_(model: nn.Module, seed: int = 0) -> nn.Module:
