@@ -18,6 +18,7 @@ Graph contract: input ``pixel_values`` float32; outputs ``logits [B, T, C+1]`` a
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -143,6 +144,8 @@ def export_model(model: nn.Module, path, format: str = "onnx", size: tuple[int, 
     if size is not None:
         size = check_size(size, model.config.patch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if any(t.device.type != "cpu" for t in model.parameters()):
+        model = copy.deepcopy(model).cpu()  # exported on the CPU; the caller's model stays where it is
     was_training = model.training
     model = model.eval()
     p = model.config.patch_size

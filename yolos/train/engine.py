@@ -65,6 +65,32 @@ def _groups(batches, size: int):
         yield group
 
 
+def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, where: str) -> dict[str, float]:
+    """Forward and backward over the micro-batches of one optimizer step, with the loss
+    normalizers of all of them (so their losses add up to the loss of one batch of them all);
+    returns the step's summed losses and mean error rates."""
+    from .criterion import loss_normalizers
+
+    normalizers = loss_normalizers([t for _, targets in group for t in targets],
+                                   D.unwrap(model).config.num_det_tokens, criterion.eos_coef, device)
+    values: dict[str, float] = defaultdict(float)
+    for i, (pixel_values, targets) in enumerate(group):
+        sync = i == len(group) - 1 or not hasattr(model, "no_sync")  # DDP syncs the last one only
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                outputs = model(pixel_values)
+            outputs = {k: v.float() for k, v in outputs.items()}
+            losses = criterion(outputs, targets, normalizers)
+            # One host sync per batch (as hustvl/YOLOS): the loss for the check and the means.
+            part = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
+            if all_reduce_flag(not math.isfinite(part["loss"]), device):  # all ranks stop together
+                raise NonFiniteLossError(f"non-finite loss ({part['loss']}) at {where}: {part}")
+            losses["loss"].backward()
+        for k, v in part.items():  # sums for the losses; means for the error rates
+            values[k] += v if k.startswith("loss") else v / len(group)
+    return values
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -95,8 +121,6 @@ def train_one_epoch(
 
     Returns ``(epoch means of the logged losses averaged over ranks, global_step)``.
     """
-    from .criterion import loss_normalizers
-
     model.train()
     criterion.train()
     sums: dict[str, float] = defaultdict(float)
@@ -109,30 +133,12 @@ def train_one_epoch(
 
         total = -(-len(loader) // accumulate_steps)
         groups = tqdm(groups, total=total, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
-    num_tokens = D.unwrap(model).config.num_det_tokens
     for group in groups:
         lr = schedule.apply(optimizer, epoch, global_step)
         group = [(pixels.to(device, non_blocking=True), move_targets(targets, device)) for pixels, targets in group]
-        normalizers = loss_normalizers([t for _, targets in group for t in targets], num_tokens,
-                                       criterion.eos_coef, device)
         optimizer.zero_grad(set_to_none=True)
-        values: dict[str, float] = defaultdict(float)
-        for i, (pixel_values, targets) in enumerate(group):
-            sync = i == len(group) - 1 or not hasattr(model, "no_sync")
-            with contextlib.nullcontext() if sync else model.no_sync():
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                    outputs = model(pixel_values)
-                outputs = {k: v.float() for k, v in outputs.items()}
-                losses = criterion(outputs, targets, normalizers)
-                # One host sync per batch (as hustvl/YOLOS): the loss for the check and the means.
-                part = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
-                if all_reduce_flag(not math.isfinite(part["loss"]), device):
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({part['loss']}) at epoch {epoch}, step {step} "
-                        f"(global step {global_step}): {part}")
-                losses["loss"].backward()
-            for k, v in part.items():  # sums for the losses; means for the error rates
-                values[k] += v if k.startswith("loss") else v / len(group)
+        values = _accumulate_gradients(model, criterion, group, device, bf16,
+                                       where=f"epoch {epoch}, step {step} (global step {global_step})")
         if clip_max_norm and clip_max_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_max_norm)
             values["grad_norm"] = float(norm)

@@ -100,6 +100,13 @@ def init_scratch_weights(model, pool_width: float = 1.5, attention_gain: float =
     torch.nn.init.normal_(model.cls_token, std=1.0)
     model.cls_token[..., :pos_ch] = 0
 
+    _local_attention_(model, pos_ch, attention_gain)
+
+
+def _local_attention_(model, pos_ch: int, attention_gain: float) -> None:
+    """Every head's query and key rows select the position channels (so attention starts as a
+    kernel of token distance); every other block weight xavier-uniform, biases zero."""
+    d, heads = model.config.hidden_size, model.config.num_heads
     select = torch.zeros(pos_ch, d)
     select[:, :pos_ch] = torch.eye(pos_ch) * math.sqrt(attention_gain)
     for block in model.blocks:
