@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
         "zero area (repaired: clipped or dropped, and counted), a label beyond the names, a missing or "
         "unreadable image, a duplicate id, EXIF-rotated images and which frame their boxes are in. "
         "Exit code 1 when training would fail.")
-    check.add_argument("data", metavar="DATA", help="dataset YAML (ours or YOLO's data.yaml) or dataset folder")
+    _add_dataset(check)
     check.add_argument("--split", choices=["train", "val", "both"], default="both")
     check.add_argument("--headers-only", action="store_true",
                        help="read image headers only (what train/val do), not every pixel")
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
         description="Write OUT/train.json and OUT/val.json (COCO, boxes as checked: displayed frame, "
         "clipped; VOC 'difficult' as crowd) and OUT/data.yaml pointing at the images in place, so tools "
         "that read COCO (pycocotools, other trainers) see exactly what yolos trains and evaluates on.")
-    convert.add_argument("data", metavar="DATA")
+    _add_dataset(convert)
     convert.add_argument("--out", required=True, help="folder for the json files and data.yaml (must not hold them)")
     opt.add_max_pixels(convert)
     convert.set_defaults(func=run_convert)
@@ -68,12 +68,24 @@ def decode_problems(raw, known: set[str]) -> list:
         return [p for p in pool.map(decode, present) if p is not None and str(p) not in known]
 
 
+def _add_dataset(p) -> None:
+    """The dataset as --data (as train and val take it) or as the one positional argument."""
+    p.add_argument("dataset", metavar="DATA", nargs="?", default=None, help="the same as --data")
+    opt.add_data(p, required=False, split="train and val")
+
+
+def _dataset_arg(args) -> str:
+    if (args.dataset is None) == (args.data is None):
+        raise ValueError("yolos data: give the dataset once, as DATA or --data")
+    return args.dataset or args.data
+
+
 def run_check(args) -> int:
     from ..data.check import normalize_split
     from ..data.dataset_config import resolve_dataset
 
     opt.apply_max_pixels(args)
-    dc = resolve_dataset(args.data)
+    dc = resolve_dataset(_dataset_arg(args))
     failed = False
     if dc.train_synthetic is not None:
         print(f"train: rendered in memory ({dc.train_synthetic})")
@@ -98,7 +110,7 @@ def run_convert(args) -> int:
     from ..run_dir import run_dir
 
     opt.apply_max_pixels(args)
-    dc = resolve_dataset(args.data)
+    dc = resolve_dataset(_dataset_arg(args))
     splits = {}
     for split in _splits(dc, "both"):
         raw = dc.read(split)

@@ -37,9 +37,11 @@ dtype = typed(validate.dtype)
 
 
 def add_dtype(p) -> None:
-    p.add_argument("--dtype", type=dtype, default=None, metavar="{fp32,bf16}",
-                   help="compute dtype: fp32 (default) or bf16 (the backbone's matrix products and attention "
-                        "in bf16; 2-3x faster on CPUs with AMX, detections equal to fp32's on ~99%% of images)")
+    p.add_argument("--dtype", type=dtype, default=None, metavar="{fp32,bf16,int8}",
+                   help="compute dtype: fp32 (default); bf16 (the backbone's matrix products and attention in "
+                        "bf16; 2-3x faster on CPUs with AMX); int8 (CPU: the backbone's linear layers with int8 "
+                        "weights per channel and activations quantized per call). docs/benchmarks.md gives the "
+                        "share of images whose detections equal fp32's for each")
 
 
 def add_max_pixels(p) -> None:
