@@ -273,14 +273,15 @@ def _fidelity(runtimes: dict, rows: dict, model, args) -> None:
 
 
 def _print_runtimes(rows: dict, missing: dict, names: list, args) -> None:
-    identical = "identical detections | " if args.data else ""
-    print(f"| runtime | batch 1 ms | batch 8 images/s | first call ms | max |logit diff| | max |box diff| | "
-          f"{identical}\n|---|---|---|---|---|---|{'---|' if args.data else ''}")
+    """One Markdown table: PyTorch fp32 (the reference) first, then the runtimes asked for."""
+    head = ["runtime", "batch 1 ms (speed-up)", "batch 8 images/s", "first call ms", "max |logit diff|",
+            "max |box diff|"] + (["identical detections"] if args.data else [])
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     base = rows["torch-fp32"]["latency"]
-    for name in [n for n in ["torch-fp32"] + names if n in rows and (n != "torch-fp32" or n in names)]:
+    for name in ["torch-fp32"] + [n for n in names if n in rows and n != "torch-fp32"]:
         r = rows[name]
-        extra = f" {r['identical']} |" if args.data else ""
-        print(f"| {name} | {r['latency'] * 1e3:.1f} ({base / r['latency']:.2f}x) | {r['throughput']:.1f} | "
-              f"{r['first'] * 1e3:.0f} | {r['logits']:.1e} | {r['boxes']:.1e} |{extra}")
+        cells = [name, f"{r['latency'] * 1e3:.1f} ({base / r['latency']:.2f}x)", f"{r['throughput']:.1f}",
+                 f"{r['first'] * 1e3:.0f}", f"{r['logits']:.1e}", f"{r['boxes']:.1e}"]
+        print("| " + " | ".join(cells + ([r["identical"]] if args.data else [])) + " |")
     for name, why in missing.items():
         print(f"| {name} | not run: {why} |")

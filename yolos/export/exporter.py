@@ -18,6 +18,7 @@ Graph contract: input ``pixel_values`` float32; outputs ``logits [B, T, C+1]`` a
 from __future__ import annotations
 
 import contextlib
+import logging
 import copy
 import tempfile
 import warnings
@@ -237,7 +238,13 @@ def _export_onnx(graph: nn.Module, example: Tensor, path: Path, opset: int, dyna
         else:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(result), weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_quantize=_weight_products(onnx.load(str(fp32))),
-                             op_types_to_quantize=["MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True})
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # onnxruntime's advice to pre-process, logged on the root logger
+            try:
+                quantize_dynamic(str(fp32), str(result), weight_type=QuantType.QInt8, per_channel=True,
+                                 nodes_to_quantize=_weight_products(onnx.load(str(fp32))),
+                                 op_types_to_quantize=["MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True})
+            finally:
+                root.setLevel(level)
         result.replace(path)
