@@ -18,8 +18,8 @@ Graph contract: input ``pixel_values`` float32; outputs ``logits [B, T, C+1]`` a
 from __future__ import annotations
 
 import contextlib
-import logging
 import copy
+import logging
 import tempfile
 import warnings
 from pathlib import Path
