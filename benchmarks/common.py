@@ -58,13 +58,18 @@ def time_alternating(
 def peak_flops(dtype: str, threads: int) -> float:
     """Nominal peak multiply-add rate x 2 (FLOP/s) of ``threads`` cores at the reported clock:
     fp32 with two AVX-512 FMA units 64 FLOP/cycle (AVX2: 32); bf16 with AMX 1024 FLOP/cycle
-    (a 16x32 by 32x16 tile product every 16 cycles), with AVX-512-BF16 only 128. Estimates for
+    (a 16x32 by 32x16 tile product every 16 cycles), with AVX-512-BF16 only 128; int8 with
+    AMX-INT8 2048, with AVX-512 VNNI 256 (two 512-bit units, 64 multiply-adds each). Estimates for
     the share-of-peak column, not measurements."""
     f = cpu_features()
     if dtype == "bfloat16" and f["amx_bf16"]:
         per_cycle = 1024
     elif dtype == "bfloat16" and f["avx512_bf16"]:
         per_cycle = 128
+    elif dtype == "int8" and f.get("amx_int8"):
+        per_cycle = 2048
+    elif dtype == "int8" and f.get("vnni"):
+        per_cycle = 256
     else:
         per_cycle = 64 if f["avx512"] else 32
     return per_cycle * f["mhz"] * 1e6 * threads

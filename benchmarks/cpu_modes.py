@@ -92,6 +92,7 @@ def run_case(key: str, repeats: int, threads: int, openvino: bool = False,
     fns = {
         "yolos fp32": ours_in(precision_for(ours, None)),
         "yolos bf16": ours_in(bf16),
+        "yolos int8": ours_in(precision_for(ours, "int8")),
         "yolos whole model bf16": lambda: ours_bf16_weights(x.to(torch.bfloat16)),
         "transformers eager fp32": hf("eager", False),
         "transformers sdpa fp32": hf("sdpa", False),
@@ -114,7 +115,7 @@ def run_case(key: str, repeats: int, threads: int, openvino: bool = False,
     best_theirs_fp32 = min((k for k in times if k.startswith("transformers") and k.endswith("fp32")), key=times.get)
     rows = []
     for name, t in times.items():
-        peak = peak_flops("bfloat16" if "bf16" in name else "float32", threads)
+        peak = peak_flops("bfloat16" if "bf16" in name else "int8" if "int8" in name else "float32", threads)
         note = []
         if name == best_ours:
             note.append(f"{times[best_theirs] / t:.2f}x transformers' fastest ({best_theirs})")
