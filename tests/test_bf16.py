@@ -105,7 +105,7 @@ def test_bundled_model_same_detections_and_ap(held_out):
         if a.label_names == b.label_names and (len(a) == 0 or (a.boxes - b.boxes).abs().max() <= 2.0):
             same += 1
     assert sum(len(d) for d in fp32) > 100, "the bundled model finds too little for this to mean anything"
-    # measured: 492-495 of 500 on four held-out sets (benchmarks/bf16_fidelity.py); the images
+    # measured: 492-495 of 500 on four held-out sets (benchmarks/precision_fidelity.py); the images
     # that differ hold a score within a few hundredths of the threshold
     assert same >= 0.96 * len(files), f"{same} of {len(files)} images with identical detections"
     data = CocoDetection(held_out / "images", held_out / "annotations.json", transforms=make_transforms(
