@@ -205,4 +205,5 @@ def test_predict_finds_the_object_where_the_photo_shows_it(tmp_path):
     assert det.image_size == (192, 128)
     shown = torch.tensor([[20.0, 192 - 86, 76, 192 - 30]])  # x0 = y0, y0 = W - x1 (orientation 8)
     squares = [i for i, n in enumerate(det.label_names) if n == "square"]
-    assert squares and float(box_iou(det.boxes[squares], shown)[0].max()) > 0.7
+    # IoU 0.5, the COCO match: the wrong frame puts the box elsewhere (IoU near 0)
+    assert squares and float(box_iou(det.boxes[squares], shown)[0].max()) > 0.5
