@@ -242,7 +242,7 @@ def test_cli_benchmark_compares_runtimes(coco_val80, capsys):
     assert {"torch-fp32", "torch-int8", "onnxruntime-fp32", "openvino-fp32"} <= rows.keys()
     if available("onnxruntime-fp32") is None:
         cells = [c.strip() for c in rows["onnxruntime-fp32"].split("|")]
-        assert float(cells[5]) < 1e-3 and cells[7] == "2/2"  # any-size ONNX equals PyTorch on real images
+        assert float(cells[6]) < 1e-3 and cells[8] == "2/2"  # any-size ONNX equals PyTorch on real images
     if available("openvino-fp32") is not None:
         assert "not installed" in rows["openvino-fp32"]
     assert cli_main(["benchmark", "--runtime", "tensorrt-fp4"]) == 2

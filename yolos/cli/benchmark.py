@@ -172,6 +172,7 @@ def _print_fps(name, device, args, what, model_times, e2e_times, shapes) -> None
 def _compare_runtimes(args) -> int:
     """Every runtime asked for, on the same inputs; see :mod:`yolos.export.runtimes`."""
     import tempfile
+    import time
     from pathlib import Path
 
     import torch
@@ -190,13 +191,18 @@ def _compare_runtimes(args) -> int:
     print(f"yolos benchmark --runtime: {label} on {_where(torch.device('cpu'))}, input {size[0]}x{size[1]}")
     with tempfile.TemporaryDirectory() as tmp:
         runtimes, missing = {}, {}
+        setup = {}
         for name in ["torch-fp32"] + [n for n in names if n != "torch-fp32"]:
             why = available(name)
             if why:
                 missing[name] = why
             else:
+                t0 = time.perf_counter()  # export, quantization, session or compile: once per model
                 runtimes[name] = make_runtime(name, model, Path(tmp), threads)
+                setup[name] = time.perf_counter() - t0
         rows = _time_runtimes(runtimes, model, size, args.repeats)
+        for name, seconds in setup.items():
+            rows[name]["setup"] = seconds
         _fidelity(runtimes, rows, model, args)
     _print_runtimes(rows, missing, names, args)
     return 0
@@ -213,6 +219,7 @@ def _time_runtimes(runtimes: dict, model, size, repeats: int) -> dict:
     one = rng.standard_normal((1, model.config.num_channels, *size), dtype=np.float32)
     eight = rng.standard_normal((8, model.config.num_channels, *size), dtype=np.float32)
     rows = {name: {"latency": [], "throughput": []} for name in runtimes}
+    settle = 0.05  # s before each timed call: the previous runtime's worker threads stop spinning
     for name, fn in runtimes.items():
         t0 = time.perf_counter()
         fn(one)
@@ -220,11 +227,13 @@ def _time_runtimes(runtimes: dict, model, size, repeats: int) -> dict:
         fn(eight)
     for _ in range(repeats):
         for name, fn in runtimes.items():
+            time.sleep(settle)
             t0 = time.perf_counter()
             fn(one)
             rows[name]["latency"].append(time.perf_counter() - t0)
     for _ in range(max(2, repeats // 3)):
         for name, fn in runtimes.items():
+            time.sleep(settle)
             t0 = time.perf_counter()
             out = fn(eight)
             rows[name]["throughput"].append(8 / (time.perf_counter() - t0))
@@ -274,14 +283,14 @@ def _fidelity(runtimes: dict, rows: dict, model, args) -> None:
 
 def _print_runtimes(rows: dict, missing: dict, names: list, args) -> None:
     """One Markdown table: PyTorch fp32 (the reference) first, then the runtimes asked for."""
-    head = ["runtime", "batch 1 ms (speed-up)", "batch 8 images/s", "first call ms", "max |logit diff|",
+    head = ["runtime", "batch 1 ms (speed-up)", "batch 8 images/s", "set-up s", "first call ms", "max |logit diff|",
             "max |box diff|"] + (["identical detections"] if args.data else [])
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     base = rows["torch-fp32"]["latency"]
     for name in ["torch-fp32"] + [n for n in names if n in rows and n != "torch-fp32"]:
         r = rows[name]
         cells = [name, f"{r['latency'] * 1e3:.1f} ({base / r['latency']:.2f}x)", f"{r['throughput']:.1f}",
-                 f"{r['first'] * 1e3:.0f}", f"{r['logits']:.1e}", f"{r['boxes']:.1e}"]
+                 f"{r['setup']:.1f}", f"{r['first'] * 1e3:.0f}", f"{r['logits']:.1e}", f"{r['boxes']:.1e}"]
         print("| " + " | ".join(cells + ([r["identical"]] if args.data else [])) + " |")
     for name, why in missing.items():
         print(f"| {name} | not run: {why} |")

@@ -104,8 +104,9 @@ class TrainConfig:
                                        "anchor (default: the recipe's)")
     anchors: bool | None = option(None, "from scratch: each [DET] token starts at its own box on a grid over "
                                   "the image (default: the recipe's)")
-    eos_coef: float = option(0.1, "loss weight of the 'no object' class (DETR's eos_coef): higher makes unmatched "
-                             "[DET] tokens say 'no object' more firmly, fewer duplicate boxes", validate.non_negative_float)
+    eos_coef: float = option(0.1, "loss weight of the 'no object' class (DETR's eos_coef): higher makes "
+                             "unmatched [DET] tokens say 'no object' more firmly, fewer duplicate boxes",
+                             validate.non_negative_float)
     anchor_matching: float | None = option(
         None, "matcher cost on the distance from each [DET] token's anchor cell to an object's centre: 50 gives "
         "each object to its nearest token (default: the recipe's; 0 off)", validate.non_negative_float,
