@@ -69,7 +69,9 @@ def test_health_ready_info(client, model):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     info = client.get("/info").json()
-    assert info["classes"] == {str(i): model.config.label_name(i) for i in range(model.config.num_classes)}
+    cfg = model.config  # keyed by the dataset's category id (the bundled model: 1..3)
+    assert info["classes"] == {str(cfg.category_id(i)): cfg.label_name(i) for i in range(cfg.num_classes)}
+    assert set(info["classes"]) == {"1", "2", "3"}
     assert info["input_size"] == {"short_side": 128, "long_side": 128}
     assert client.get(info["examples"][0]).content == IMAGE
 
