@@ -2,6 +2,11 @@
 through every runtime on the same inputs (``--runtime``): latency, throughput and fidelity."""
 from __future__ import annotations
 
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
 from ..images import IMAGE_EXTENSIONS
 from . import options as opt
 
@@ -43,7 +48,6 @@ def _sync(device) -> None:
 
 
 def _files(folder, limit: int):
-    from pathlib import Path
 
     from ..errors import DatasetError
 
@@ -96,7 +100,6 @@ def run(args) -> int:
 
 def _time_files(model, args, device):
     """Batch 1 over the first images of --data: (model times, end-to-end times, input sizes, label)."""
-    import time
 
     import torch
 
@@ -132,7 +135,6 @@ def _time_files(model, args, device):
 
 
 def _time_random(model, args, device):
-    import time
 
     import torch
 
@@ -155,7 +157,6 @@ def _time_random(model, args, device):
 
 
 def _print_fps(name, device, args, what, model_times, e2e_times, shapes) -> None:
-    import statistics
 
     mean_model = statistics.mean(model_times)
     dtype_name = str(args.dtype or "float32").removeprefix("torch.")
@@ -171,9 +172,6 @@ def _print_fps(name, device, args, what, model_times, e2e_times, shapes) -> None
 
 def _compare_runtimes(args) -> int:
     """Every runtime asked for, on the same inputs; see :mod:`yolos.export.runtimes`."""
-    import tempfile
-    import time
-    from pathlib import Path
 
     import torch
 
@@ -210,8 +208,6 @@ def _compare_runtimes(args) -> int:
 
 def _time_runtimes(runtimes: dict, model, size, repeats: int) -> dict:
     """Per runtime: first call, batch-1 latency and batch-8 throughput (medians of alternating rounds)."""
-    import statistics
-    import time
 
     import numpy as np
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import from_pretrained
+from ..checkpoint.deit import load_imagenet_backbone
+from ..checkpoint.safe_io import read_state_dict
+from ..config import ModelConfig
+from ..data import transforms as T
+from ..data.dataset_config import resolve_dataset
+from ..data.synthetic import synthetic_from_config
 from ..errors import DatasetError
-from ..model import create_model
+from ..model import YOLOS, create_model
 from .config import TrainConfig
+from .recipe import dataset_priors, init_head_priors, prepare_scratch_model
 
 
 def _transforms(cfg: TrainConfig, split: str):
     """hustvl/YOLOS augmentation (train) or the fixed eval resize, at the resolved config's sizes."""
-    from ..data import transforms as T
-
     if split == "train":
         scales = list(cfg.train_sizes)
         if not cfg.augment:  # deterministic: one resize to the largest training size
@@ -33,8 +39,6 @@ def init_kind(cfg: TrainConfig) -> str:
     p = Path(cfg.init)
     if p.is_dir() or not p.exists():
         return "yolos"  # transformers directory or hub id
-    from ..checkpoint.safe_io import read_state_dict
-
     state, meta = read_state_dict(p)
     if "yolos_config" in meta or any("det_token" in k for k in state):
         return "yolos"
@@ -45,16 +49,11 @@ def starting_model(cfg: TrainConfig, state: dict | None):
     """``(model or None, variant name)``: the resumed model, or the YOLOS checkpoint of --init,
     and the variant the run trains (the checkpoint's own; else --model). None: the model is
     built later, from the resolved config (random weights, or an ImageNet backbone)."""
-    from ..config import ModelConfig
-    from ..model import YOLOS
-
     if state is not None:
         model = YOLOS(ModelConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
         return model, cfg.variant or model.config.variant or cfg.model
     if init_kind(cfg) == "yolos":
-        from ..checkpoint import from_pretrained
-
         model = from_pretrained(cfg.init).train()
         return model, model.config.variant or cfg.model
     return None, cfg.model
@@ -87,13 +86,9 @@ def build_datasets(cfg: TrainConfig, category_ids=None):
     0..K-1 otherwise (CocoDetection's auto mode), or ``category_ids`` (a resumed model's). A
     synthetic train split renders its images (fresh every epoch unless ``fresh: false``) with
     labels that must match the val split's."""
-    from ..data.dataset_config import resolve_dataset
-
     dc = resolve_dataset(cfg.data)
     train_transforms = _transforms(cfg, "train")
     if dc.train_synthetic is not None:
-        from ..data.synthetic import synthetic_from_config
-
         train = synthetic_from_config(dc.train_synthetic, dc.source, train_transforms)
         if cfg.max_train_images:
             train.num_images = min(train.num_images, cfg.max_train_images)
@@ -141,8 +136,6 @@ def prepare_model(cfg: TrainConfig, start, state: dict | None, log):
             model.reset_heads(train.num_classes, dict(train.class_names), train.category_ids)
             log(f"new class head for {train.num_classes} classes (checkpoint had {had} names)")
             if cfg.head_priors:
-                from .recipe import dataset_priors, init_head_priors
-
                 objects, _ = dataset_priors(train)
                 init_head_priors(model, objects, box=False)
                 log(f"class head at the data's prior ({objects:.2f} objects per image)")
@@ -156,13 +149,9 @@ def prepare_model(cfg: TrainConfig, start, state: dict | None, log):
         overrides.update(cfg.model_overrides)
         model = create_model(cfg.variant, **overrides)
         if cfg.init:  # an ImageNet backbone
-            from ..checkpoint.deit import load_imagenet_backbone
-
             report = load_imagenet_backbone(model, cfg.init, seed=cfg.seed)
             log(f"backbone initialized from {cfg.init}: {report}")
         elif cfg.scratch_init or cfg.anchors or cfg.head_priors:
-            from .recipe import prepare_scratch_model
-
             log("from scratch: " + prepare_scratch_model(model, train, scratch_init=cfg.scratch_init,
                                                          anchors=cfg.anchors, head_priors=cfg.head_priors))
     # what its [DET] tokens learn under, kept with the weights (a later --recipe finetune keeps it)

@@ -13,6 +13,7 @@ from torch import nn
 from .. import distributed as D
 from ..distributed import all_reduce_flag, all_reduce_mean
 from ..errors import YolosError
+from .criterion import loss_normalizers
 
 LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
 
@@ -69,8 +70,6 @@ def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, whe
     """Forward and backward over the micro-batches of one optimizer step, with the loss
     normalizers of all of them (so their losses add up to the loss of one batch of them all);
     returns the step's summed losses and mean error rates."""
-    from .criterion import loss_normalizers
-
     normalizers = loss_normalizers([t for _, targets in group for t in targets],
                                    D.unwrap(model).config.num_det_tokens, criterion.eos_coef, device)
     values: dict[str, float] = defaultdict(float)

@@ -29,10 +29,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed as D
+from ..data.collate import collate_fn
 from ..errors import CheckpointError, YolosError
 from ..evaluation.evaluate import evaluate
 from ..files import remove_stale_temporaries
 from ..model import get_variant
+from ..run_dir import run_dir
 from .builders import prepare_model, starting_model
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
@@ -122,8 +124,6 @@ def fit(cfg: TrainConfig, log=print, given=None) -> dict:
     write, or a running run. A folder this call created is removed again if the run fails
     before writing anything into it.
     """
-    from ..run_dir import run_dir
-
     if given is None:
         defaults = TrainConfig()
         given = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)}
@@ -214,8 +214,6 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     seeded = SeededDataset(train_ds, cfg.seed, cfg.repeat)
     sampler = ResumableSampler(len(seeded), batch_size=cfg.batch_size, world_size=di.world_size,
                                rank=di.rank, seed=cfg.seed, shuffle=True)
-    from ..data.collate import collate_fn
-
     loader = DataLoader(seeded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn,
                         num_workers=cfg.workers, drop_last=sampler.drop_last, pin_memory=di.device.type == "cuda")
     progress = Progress(out, dict(model=model, optimizer=optimizer, scheduler=schedule, config=cfg.to_dict()),

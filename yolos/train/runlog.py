@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .. import distributed as D
+from ..checkpoint.native import save_native
 from ..files import atomic_path, atomic_write_text
 
 
@@ -114,7 +115,5 @@ def plot_metrics(records: list[dict], path: Path) -> None:
 
 
 def save_model_atomic(model, path: Path) -> None:
-    from ..checkpoint.native import save_native
-
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_native(D.unwrap(model), tmp)
