@@ -1,6 +1,7 @@
 """Shared fixtures: the real COCO data beside the checkout, read in place (never copied)."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -81,13 +82,13 @@ def serve_get(url, headers=None, data=None, timeout=10):
         return err.code, err.headers, err.read()
 
 
-@pytest.fixture(scope="module")
-def server():
-    """One real ``yolos serve`` process on a free loopback port (small queue for the overload test)."""
+@contextlib.contextmanager
+def running_server(*options: str):
+    """A real ``yolos serve`` process on a free loopback port, ready: ``(base URL, port, process)``;
+    stopped with SIGINT (as Ctrl-C) afterwards."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "yolos.cli", "serve", "--port", str(port), "--max-queue", "2",
-                             "--max-batch", "1", "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "yolos.cli", "serve", "--port", str(port), "--threads", "1",
+                             *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -101,10 +102,17 @@ def server():
             time.sleep(0.1)
         else:
             raise AssertionError("yolos serve never became ready")
-        yield base
+        yield base, port, proc
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One real server with a small queue (for the overload test)."""
+    with running_server("--max-queue", "2", "--max-batch", "1") as (base, _, _):
+        yield base

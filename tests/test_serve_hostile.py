@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
-from conftest import free_port, serve_get  # noqa: E402
+from conftest import free_port, running_server, serve_get  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from yolos import from_pretrained  # noqa: E402
@@ -162,22 +162,8 @@ def test_only_raster_formats_are_decoded(client):
 # ------------------------------------------------------------------------------ a real server
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "yolos.cli", "serve", "--port", str(port), "--threads", "1",
-                             "--max-image-mb", "2", "--max-inflight-megapixels", "12"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if serve_get(base + "/readyz", timeout=1)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.1)
-    yield base, port, proc
-    proc.terminate()
-    proc.wait(15)
+    with running_server("--max-image-mb", "2", "--max-inflight-megapixels", "12") as started:
+        yield started
 
 
 def _rss_kib(pid: int) -> int:
