@@ -19,6 +19,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
 
     python -m benchmarks.finetune --budget-minutes 10
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune scratch --json docs/finetune_curves.json
+    python -m benchmarks.finetune --budget-minutes 10 --contenders finetune --lr 1e-3   # another learning rate
 """
 from __future__ import annotations
 
@@ -57,9 +58,10 @@ def write_task(root: Path, val_images: int, batch: int, epoch_steps: int) -> Pat
     return root / "data.yaml"
 
 
-def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int) -> TrainConfig:
+def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
+           lr: float | None = None) -> TrainConfig:
     c = CONTENDERS[name]
-    return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"],
+    return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"], lr=lr,
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=1)
@@ -76,12 +78,13 @@ def curve(out: Path) -> list[dict]:
     return points
 
 
-def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: int, epoch_steps: int) -> list[dict]:
-    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch), log=lambda *a: None)
+def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: int, epoch_steps: int,
+        lr: float | None = None) -> list[dict]:
+    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr), log=lambda *a: None)
     rate = epoch_steps / curve(Path(calibration["out"]))[0]["seconds"]  # steps per training second
     epochs = max(1, math.floor(budget_s * rate / epoch_steps))
     print(f"{name}: {rate:.2f} steps/s in calibration -> {epochs} epochs of {epoch_steps} steps", flush=True)
-    summary = fit(config(name, data, root / name, init, epochs, batch), log=lambda *a: None)
+    summary = fit(config(name, data, root / name, init, epochs, batch, lr), log=lambda *a: None)
     return curve(Path(summary["out"]))
 
 
@@ -95,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--val-images", type=int, default=300)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", default=None, help="write the curves here")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate for every contender (default: its recipe's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
@@ -105,7 +109,8 @@ def main(argv=None) -> int:
         data = write_task(root, args.val_images, args.batch, args.epoch_steps)
         for name in args.contenders:
             t0 = time.perf_counter()
-            curves[name] = run(name, data, root, args.init, args.budget_minutes * 60, args.batch, args.epoch_steps)
+            curves[name] = run(name, data, root, args.init, args.budget_minutes * 60, args.batch, args.epoch_steps,
+                               args.lr)
             print(f"{name}: done in {time.perf_counter() - t0:.0f} s wall (evaluations included)", flush=True)
     print(f"\n| run | steps | time to AP50 {TARGET_AP50} | final AP | final AP50 |\n|---|---|---|---|---|")
     reached = {}

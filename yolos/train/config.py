@@ -25,7 +25,7 @@ RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
                     bf16=True, patch_size=16, anchor_matching=50.0),
-    "finetune": dict(_PAPER, lr=5e-4, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint"),
+    "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint"),
 }
 
 
@@ -57,7 +57,7 @@ class TrainConfig:
         "paper", "paper: the original recipe (default; what the released models were trained with from DeiT). "
         "scratch: for random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at "
         "the data's priors, anchor matching, bf16 autocast, patch size 16. finetune: from a YOLOS checkpoint "
-        "(--init) on new data: lr 5e-4 with 50 warmup steps, a new class head at the data's priors, the "
+        "(--init) on new data: lr 1e-3 with 50 warmup steps, a new class head at the data's priors, the "
         "checkpoint's anchor matching, bf16 autocast (see docs/training.md). Options given explicitly win over "
         "the recipe's", choices=list(RECIPES))
     init: str | None = option(None, "start from a YOLOS checkpoint / hub id (new class head if the classes "
