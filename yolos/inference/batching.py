@@ -28,3 +28,15 @@ def same_size_batches(items: Iterable, size_of: Callable, batch_size: int,
             yield fullest, groups.pop(fullest)
     for size in list(groups):
         yield size, groups.pop(size)
+
+
+def chunks(items: Iterable, n: int) -> Iterator[list]:
+    """Lists of ``n`` consecutive items (the last one may be shorter), in order."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -23,7 +23,7 @@ from .. import validate
 from ..errors import ImageError, PredictionError
 from ..images import describe, load_image
 from ..model.variants import input_size
-from .batching import same_size_batches
+from .batching import chunks, same_size_batches
 from .detections import Detections
 from .postprocess import non_finite, postprocess
 from .precision import precision_for
@@ -43,15 +43,6 @@ def _sources(images) -> Iterable:
     return images
 
 
-def _chunks(items: Iterable, n: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def check_predict_options(threshold, batch_size, top_k, short_side, long_side, dtype=None) -> tuple:
@@ -134,7 +125,7 @@ def iter_predict(
 
     def loaded():
         # Decode a batch worth of files at a time, on threads (PIL releases the GIL).
-        for chunk in _chunks(enumerate(_sources(images)), batch_size):
+        for chunk in chunks(enumerate(_sources(images)), batch_size):
             for index, source, pil, size in _map(load, chunk):
                 if size is None:
                     if on_error is None:

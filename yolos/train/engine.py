@@ -13,6 +13,7 @@ from torch import nn
 from .. import distributed as D
 from ..distributed import all_reduce_flag, all_reduce_mean
 from ..errors import YolosError
+from ..inference.batching import chunks
 from .criterion import loss_normalizers
 
 LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
@@ -54,16 +55,6 @@ def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
             for t in targets]
 
 
-def _groups(batches, size: int):
-    """Lists of ``size`` consecutive batches (the last one may be shorter)."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, where: str) -> dict[str, float]:
@@ -126,7 +117,7 @@ def train_one_epoch(
     count = 0
     step = start_step
     t0 = time.perf_counter()
-    groups = _groups(_batches(loader), accumulate_steps)
+    groups = chunks(_batches(loader), accumulate_steps)  # the batches of each optimizer step
     if progress:
         from tqdm.auto import tqdm
 
