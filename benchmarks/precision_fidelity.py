@@ -27,7 +27,7 @@ from yolos import create_model, from_pretrained
 from yolos.data.shapes import SHAPES
 from yolos.data.synthetic import write_synthetic_dataset
 from yolos.evaluation.coco_eval import coco_evaluate
-from yolos.export.runtimes import available, make_runtime
+from yolos.export.runtimes import available, make_runtime, same_detections
 from yolos.images import load_image
 from yolos.inference.defaults import DEFAULT_MODEL
 from yolos.inference.detections import coco_records
@@ -35,12 +35,6 @@ from yolos.inference.postprocess import postprocess
 from yolos.inference.preprocess import preprocess
 
 MODES = ["torch-fp32", "torch-bf16", "torch-int8", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"]
-
-
-def _same(a: dict, b: dict, tolerance: float) -> bool:
-    if not torch.equal(a["labels"], b["labels"]):
-        return False
-    return len(a["boxes"]) == 0 or float((a["boxes"] - b["boxes"]).abs().max()) <= tolerance
 
 
 def held_out(model, runtimes: dict, root: Path, tolerance: float) -> dict:
@@ -64,7 +58,7 @@ def held_out(model, runtimes: dict, root: Path, tolerance: float) -> dict:
             results[name] += coco_records(image_id, every["boxes"], every["scores"], every["labels"], to_category)
         ref, ref_logits, ref_boxes = found["torch-fp32"]
         for name, (det, logits, boxes) in found.items():
-            same[name] += _same(det, ref, tolerance)
+            same[name] += same_detections(det, ref, tolerance)
             diff[name][0] = max(diff[name][0], float((logits - ref_logits).abs().max()))
             diff[name][1] = max(diff[name][1], float((boxes - ref_boxes).abs().max()))
     table = {}

@@ -252,6 +252,7 @@ def _fidelity(runtimes: dict, rows: dict, model, args) -> None:
         row["boxes"] = float(np.abs(row["out8"][1] - ref[1]).max())
     if not args.data:
         return
+    from ..export.runtimes import same_detections
     from ..images import load_image
     from ..inference.postprocess import postprocess
     from ..inference.preprocess import preprocess
@@ -271,8 +272,7 @@ def _fidelity(runtimes: dict, rows: dict, model, args) -> None:
                                       batch["original_sizes"], threshold=0.5)[0]
         for name, det in found.items():
             r = found["torch-fp32"]
-            same[name] += bool(torch.equal(det["labels"], r["labels"]) and (
-                len(det["boxes"]) == 0 or float((det["boxes"] - r["boxes"]).abs().max()) <= 2.0))
+            same[name] += same_detections(det, r)
     for name in runtimes:
         rows[name]["identical"] = f"{same[name]}/{len(files)}"
 

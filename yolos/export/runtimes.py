@@ -21,6 +21,14 @@ RUNTIMES = ("torch-fp32", "torch-bf16", "torch-int8", "onnxruntime-fp32", "onnxr
             "openvino-fp32")
 
 
+def same_detections(a: dict, b: dict, box_tolerance: float = 2.0) -> bool:
+    """Whether two :func:`yolos.postprocess` results of one image agree: the same labels in the
+    same order, and every box within ``box_tolerance`` pixels."""
+    if not torch.equal(a["labels"], b["labels"]):
+        return False
+    return len(a["boxes"]) == 0 or float((a["boxes"] - b["boxes"]).abs().max()) <= box_tolerance
+
+
 def available(name: str) -> str | None:
     """Why runtime ``name`` cannot run here (a missing package), or None when it can."""
     package = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(name.split("-")[0])
@@ -65,4 +73,4 @@ def make_runtime(name: str, model, folder: Path, threads: int) -> Callable[[np.n
     return run_openvino
 
 
-__all__ = ["RUNTIMES", "available", "make_runtime"]
+__all__ = ["RUNTIMES", "available", "make_runtime", "same_detections"]
