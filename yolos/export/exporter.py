@@ -189,12 +189,12 @@ def _unshared_weights(model):
             graph.initializer.append(copy)
             inits[copy.name] = copy
             graph.node.remove(node)
+    converted_users = {name for n in graph.node if n.op_type not in FP16_KEEP_FP32 for name in n.input}
     for node in graph.node:
         if node.op_type not in FP16_KEEP_FP32:
             continue
         for i, name in enumerate(node.input):
-            users = [n for n in graph.node if name in n.input]
-            if name in inits and any(n.op_type not in FP16_KEEP_FP32 for n in users):
+            if name in inits and name in converted_users:  # also read by a node made fp16
                 copy = _onnx_copy(inits[name], f"{name}__fp32_{node.name}")
                 graph.initializer.append(copy)
                 node.input[i] = copy.name
