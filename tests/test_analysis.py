@@ -164,7 +164,7 @@ def test_cli_end_to_end(shapes, tmp_path, capsys):
     ckpt = tmp_path / "micro.safetensors"
     create_model("micro").save(ckpt)
     out = tmp_path / "out"
-    assert main(["analyze", "--model", str(ckpt), "--data", str(root), "--out", str(out),
+    assert main(["analyze", "--model", str(ckpt), "--data", str(root), "--out", str(out), "--val-fraction", "0",
                  "--max-images", "3", "--tokens", "0", "2", "--quiet"]) == 0
     result = json.loads((out / "analysis.json").read_text())
     assert result["images"] == 3 and result["paper"]["rho_cosine_vs_centre_distance"] == -0.80

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODEL = str(Path(__file__).resolve().parents[1] / "yolos" / "assets" / "yolos-micro-shapes.safetensors")
 TRAIN = ["--model", "micro", "--batch-size", "2", "--workers", "0", "--train-sizes", "64", "--eval-size", "64",
-         "--no-augment", "--no-progress", "--num-det-tokens", "4"]
+         "--no-augment", "--no-progress", "--num-det-tokens", "4", "--val-fraction", "0"]
 
 
 @pytest.fixture(autouse=True)

@@ -166,8 +166,14 @@ def test_collate_pads_bottom_right(coco_val80):
 
 def test_resolve_coco_folders(coco128, coco_val80):
     cfg = resolve_dataset(coco128)
-    assert cfg.train_images == coco128 / "train2017" == cfg.val_images
+    assert cfg.train_images == coco128 / "train2017"
+    assert cfg.val is None and cfg.held_out  # no val split: 10% of train is held out, the same every time
     assert cfg.train_annotations.name == "instances_train2017.json"
+    train, val = cfg.read("train"), cfg.read("val")
+    train_files = {im["file_name"] for im in train.coco["images"]}
+    val_files = {im["file_name"] for im in val.coco["images"]}
+    assert len(val_files) == round(0.1 * 128) and not train_files & val_files and len(train_files) == 128 - 13
+    assert val_files == {im["file_name"] for im in resolve_dataset(coco128).read("val").coco["images"]}
     cfg = resolve_dataset(coco_val80)
     assert cfg.val_annotations == coco_val80 / "annotations" / "instances_val2017.json"
 
@@ -186,7 +192,7 @@ def test_resolve_yaml_and_roboflow_layout(tmp_path, coco_val80):
     cfg = resolve_dataset(yaml_path)
     # resolved: the shared data folder may be reached through a symbolic link
     assert cfg.train_images.resolve() == (coco_val80 / "val2017").resolve()
-    assert cfg.val_images == cfg.train_images
+    assert cfg.val is None and cfg.held_out
     assert cfg.names == ["a", "b"]
 
     yaml_path.write_text("train:\n  images: nowhere\n  annotations: x.json\n")

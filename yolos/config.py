@@ -46,6 +46,9 @@ class ModelConfig:
     # The anchor-matching weight its [DET] tokens were trained under (yolos train
     # --anchor-matching; 0: plain Hungarian matching); fine-tuning (--recipe finetune) keeps it.
     anchor_matching: float = 0.0
+    # (short, long) sides its inputs are resized to, when training chose them (fine-tuning sizes
+    # them from the data); None: the variant's evaluation size (yolos.model.eval_sizes).
+    eval_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         for name, (lo, hi) in _BOUNDS.items():  # before anything is built from a file's metadata
@@ -62,6 +65,13 @@ class ModelConfig:
                 or not 0 < self.layer_norm_eps < 1:
             raise ValueError(f"layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
         self.image_size = tuple(int(s) for s in self.image_size)
+        if self.eval_size is not None:
+            if not isinstance(self.eval_size, (list, tuple)) or len(self.eval_size) != 2 or not all(
+                    isinstance(s, int) and not isinstance(s, bool) and 16 <= s <= 8192 for s in self.eval_size) \
+                    or self.eval_size[0] > self.eval_size[1]:
+                raise ValueError(f"eval_size must be (short, long) sides in 16..8192 with short <= long, "
+                                 f"got {self.eval_size!r}")
+            self.eval_size = tuple(int(s) for s in self.eval_size)
         if self.class_names is not None:
             self.class_names = {int(k): str(v) for k, v in self.class_names.items()}
         if self.category_ids is not None:
@@ -102,6 +112,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["image_size"] = list(self.image_size)
+        if self.eval_size is not None:
+            d["eval_size"] = list(self.eval_size)
         if self.class_names is not None:
             d["class_names"] = {str(k): v for k, v in self.class_names.items()}
         return d

@@ -59,9 +59,10 @@ class RunLock:
 
     def holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            info = json.loads(self.path.read_text())
+        except (OSError, ValueError, RecursionError):
             return None
+        return info if isinstance(info, dict) else None
 
     def _live_without_flock(self) -> bool:
         info = self.holder()

@@ -74,6 +74,34 @@ def non_negative_float(value, name: str) -> float:
     return _real(value, name, lambda v: v >= 0, "a number >= 0")
 
 
+def fraction(value, name: str) -> float:
+    """A share in [0, 1)."""
+    return _real(value, name, lambda v: 0 <= v < 1, "a number in [0, 1)", allow_bool=False)
+
+
+def duration(value, name: str) -> str:
+    """A wall-clock duration as text (``"90s"``, ``"10m"``, ``"1.5h"``, or a number of seconds);
+    returned as given, checked by :func:`seconds`."""
+    seconds(value, name)
+    return str(value).strip()
+
+
+def seconds(value, name: str = "time") -> float:
+    """The seconds of a :func:`duration`."""
+    message = f"{name}: expected a duration such as 90s, 10m or 1.5h, got {value!r}"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    text = str(value).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], None)
+    try:
+        v = float(text[:-1] if scale else text)
+    except ValueError:
+        raise ValueError(message) from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(message)
+    return v * (scale or 1)
+
+
 def image_side(value, name: str, minimum: int = 16) -> int:
     """A side length in pixels, ``minimum..MAX_SIDE``."""
     v = positive_int(value, name)

@@ -102,10 +102,19 @@ def ours_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def config_from_hf(hf: dict) -> ModelConfig:
     """ModelConfig from a transformers ``config.json`` dict (defaults as ``YolosConfig``)."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"config.json must hold a JSON object, got {type(hf).__name__}")
     id2label = hf.get("id2label")
+    if id2label is not None and not isinstance(id2label, dict):
+        raise ValueError(f"id2label must map label ids to names, got {type(id2label).__name__}")
     if id2label:
         num_classes = len(id2label)
-        class_names = {int(k): v for k, v in id2label.items()}
+        try:
+            class_names = {int(k): str(v) for k, v in id2label.items()}
+        except (TypeError, ValueError):
+            raise ValueError("id2label keys must be label ids 0..N-1") from None
+        if sorted(class_names) != list(range(num_classes)):
+            raise ValueError(f"id2label keys must be the label ids 0..{num_classes - 1}, got {sorted(class_names)[:8]}")
         if all(v == f"LABEL_{k}" for k, v in class_names.items()):
             class_names = None  # transformers' placeholder labels carry no names
     else:
@@ -119,6 +128,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
     return ModelConfig(
         category_ids=hf.get("yolos_category_ids"),
         anchor_matching=hf.get("yolos_anchor_matching", 0.0),
+        eval_size=hf.get("yolos_eval_size"),
         hidden_size=hf.get("hidden_size", 768),
         depth=hf.get("num_hidden_layers", 12),
         num_heads=hf.get("num_attention_heads", 12),
@@ -144,6 +154,8 @@ def config_to_hf(config: ModelConfig) -> dict:
     extra = {} if config.category_ids is None else {"yolos_category_ids": list(config.category_ids)}
     if config.anchor_matching:
         extra["yolos_anchor_matching"] = config.anchor_matching
+    if config.eval_size is not None:
+        extra["yolos_eval_size"] = list(config.eval_size)
     return {**extra,
         "architectures": ["YolosForObjectDetection"],
         "model_type": "yolos",

@@ -31,6 +31,10 @@ from .safe_io import (
 )
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The micro model shipped in the package, the offline default; these names load it anywhere a
+# model is named (--model, train --init, yolos.from_pretrained).
+BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "yolos-micro-shapes.safetensors"
+BUNDLED_NAMES = ("bundled", BUNDLED.stem)
 
 
 def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
@@ -48,6 +52,8 @@ def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
         CheckpointError: naming the file (or hub id), for missing/unexpected keys, shape
             mismatches, unsafe pickles, unreadable files or an unreachable hub.
     """
+    if str(name_or_path) in BUNDLED_NAMES and not Path(name_or_path).exists():
+        name_or_path = BUNDLED
     where = check_model_name(name_or_path)
     if isinstance(where, Path):
         if where.is_dir():
@@ -76,8 +82,9 @@ def check_model_name(name_or_path):
         if "/" in name and all(name.split("/")):
             return name
         raise CheckpointError(
-            f"{name!r} is neither an existing file or directory, a hub id (owner/name) nor a "
-            f"released variant name (yolos-ti, yolos-s, yolos-s-300, yolos-s-dwr, yolos-b)"
+            f"{name!r} is neither an existing file or directory, a hub id (owner/name), a "
+            f"released variant name (yolos-ti, yolos-s, yolos-s-300, yolos-s-dwr, yolos-b) nor "
+            f"'bundled' (the micro model shipped in the package)"
         ) from None
     if variant.hub_id is None:
         raise CheckpointError(
@@ -138,9 +145,11 @@ def load_hf_directory(directory, device="cpu", **overrides) -> YOLOS:
             f"checkpoint file can be passed directly)"
         )
     try:
-        hf = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        hf = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"cannot read {config_file}: {e}") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{config_file}: must hold a JSON object, got {type(hf).__name__}")
     if hf.get("model_type", "yolos") != "yolos":
         raise CheckpointError(f"{config_file}: model_type is {hf.get('model_type')!r}, not 'yolos'")
     try:
@@ -186,6 +195,28 @@ def _read_hf_weights(directory: Path):
 
 
 # ------------------------------------------------------------------------------- hub
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens within ``timeout`` seconds. Without this
+    probe huggingface_hub retries an unreachable hub for ~25 s before giving up. Behind a proxy
+    (a proxy variable is set) the probe would say nothing, so the hub is assumed reachable and
+    huggingface_hub decides; ``HF_HUB_OFFLINE`` is huggingface_hub's own switch."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def download_from_hub(repo_id: str) -> Path:
     """Fetch ``config.json`` and the weights of ``repo_id`` into the huggingface_hub cache
     (a cached copy is used offline) and return the snapshot directory."""
@@ -206,12 +237,13 @@ def download_from_hub(repo_id: str) -> Path:
         return CheckpointError(
             f"could not reach the Hugging Face hub for {repo_id!r} and it is not in the local "
             f"cache ({type(err).__name__}). Download it on a connected machine with "
-            f"`hf download {repo_id} --local-dir DIR` (huggingface_hub's command line), copy DIR here and call "
-            f"yolos.from_pretrained(\"DIR\") (or `--model DIR` on the command line)"
+            f"`hf download {repo_id} --local-dir DIR` (huggingface_hub's command line), copy DIR here and name "
+            f"DIR instead: yolos.from_pretrained(\"DIR\"), `--model DIR`, or `yolos train --init DIR`"
         )
 
+    offline = not hub_reachable()  # then only the local cache is asked, at once
     try:
-        config = Path(hf_hub_download(repo_id, "config.json"))
+        config = Path(hf_hub_download(repo_id, "config.json", local_files_only=offline))
     except RepositoryNotFoundError:
         raise CheckpointError(f"no hub repository {repo_id!r} (or it is private/gated)") from None
     except LocalEntryNotFoundError as e:  # offline, or no connection and nothing cached
@@ -224,7 +256,7 @@ def download_from_hub(repo_id: str) -> Path:
     first_error = None
     for filename in HF_WEIGHT_FILES:
         try:
-            hf_hub_download(repo_id, filename)
+            hf_hub_download(repo_id, filename, local_files_only=offline)
             return config.parent
         except LocalEntryNotFoundError as e:
             first_error = first_error or e

@@ -47,8 +47,11 @@ def config_from_metadata(metadata: dict[str, str], path) -> ModelConfig:
             f"hustvl/YOLOS .pth"
         )
     try:
-        return ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
-    except (ValueError, TypeError) as e:
+        values = json.loads(metadata[CONFIG_KEY])
+        if not isinstance(values, dict):
+            raise ValueError(f"a JSON object is expected, got {type(values).__name__}")
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path}: invalid {CONFIG_KEY} metadata: {e}") from None
 
 

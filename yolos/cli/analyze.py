@@ -11,7 +11,10 @@ def add_parser(sub) -> None:
                                         "(Fig. 3), similarity correlations, attention maps")
     opt.add_model(p)
     opt.add_data(p)
-    p.add_argument("--out", required=True, help="output folder for the PNGs and analysis.json")
+    opt.add_val_fraction(p)
+    opt.add_class_map(p)
+    p.add_argument("--out", required=True, help="output folder for the PNGs and analysis.json (a folder holding "
+                                                 "them already is left alone: the next free OUT2, OUT3... is used)")
     p.add_argument("--max-images", type=opt.positive_int, help="analyze only the first N images")
     p.add_argument("--tokens", type=opt.non_negative_int, nargs="+", default=[0, 1, 2],
                    help="[DET] tokens whose attention maps are drawn")
@@ -30,24 +33,33 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import json
 
     opt.check_device(args)
+    class_map = opt.class_map(args)
+    from ..data.dataset_config import resolve_dataset
+    from ..model.variants import input_size
+    from ..run_dir import run_dir
+
+    cfg = resolve_dataset(args.data, args.val_fraction)
+    model, _ = opt.resolve_model(args.model, device=args.device)
+    short, long = input_size(model.config, "paper", args.short_side, args.long_side)
+    dataset = cfg.dataset_for_model("val", model.config, class_map=class_map, say=print)
+    label = Path(args.image).stem if args.image else f"image{dataset.ids[0]}"
+    files = ("analysis.json", "fig2_box_centres.png", "fig3_categories.png", f"attention_{label}.png")
+    with run_dir(args.out, run_files=files, say=lambda m: print(f"yolos analyze: {m}")) as out:
+        _analyze(args, model, dataset, short, long, label, out)
+    return 0
+
+
+def _analyze(args, model, dataset, short: int, long: int, label: str, out: Path) -> None:
+    import json
+
     from ..analysis.attention import det_attention_maps
     from ..analysis.det_tokens import collect
     from ..analysis.plots import plot_attention, plot_box_centres, plot_category_counts
-    from ..data.dataset_config import resolve_dataset
     from ..files import atomic_write_text
     from ..images import load_image
     from ..inference.preprocess import preprocess
-    from ..model.variants import input_size
-
-    model, _ = opt.resolve_model(args.model, device=args.device)
-    short, long = input_size(model.config, "paper", args.short_side, args.long_side)
-    cfg = resolve_dataset(args.data)
-    dataset = cfg.dataset_for_model("val", model.config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     stats = collect(model, dataset, short, long, args.max_images, args.class_feature,
                     progress=not args.quiet)
@@ -55,10 +67,7 @@ def run(args) -> int:
     fig2 = plot_box_centres(stats, out / "fig2_box_centres.png", range(10), args.score_threshold)
     fig3, frac = plot_category_counts(stats, out / "fig3_categories.png", names, args.class_threshold)
 
-    if args.image:
-        image, label = load_image(args.image), Path(args.image).stem
-    else:
-        image, label = dataset.load_image(dataset.ids[0]), f"image{dataset.ids[0]}"
+    image = load_image(args.image) if args.image else dataset.load_image(dataset.ids[0])
     batch = preprocess(image, short_side=short, long_side=long)
     maps = det_attention_maps(model, batch["pixel_values"].to(args.device), args.tokens)
     maps = {k: v.cpu() for k, v in maps.items()}
@@ -87,4 +96,3 @@ def run(args) -> int:
     print(f"rho(cos [DET] features, centre distance) = {fmt(d['mean'])}   (paper -0.80)")
     print(f"rho(cos [DET] features, cos class {args.class_feature}) = {fmt(c['mean'])}   (paper -0.07)")
     print(f"wrote {', '.join(summary['files'])}, analysis.json to {out}")
-    return 0

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
         "unreadable image, a duplicate id, EXIF-rotated images and which frame their boxes are in. "
         "Exit code 1 when training would fail.")
     _add_dataset(check)
-    check.add_argument("--split", choices=["train", "val", "both"], default="both")
+    check.add_argument("--split", choices=["train", "val", "test", "all"], default="all",
+                       help="the split to check (default all: train, val, and test when there is one)")
     check.add_argument("--headers-only", action="store_true",
                        help="read image headers only (what train/val do), not every pixel")
     check.add_argument("--limit", type=opt.positive_int, default=20, help="problems listed per kind and split")
@@ -33,20 +34,22 @@ def add_parser(sub) -> None:
     check.set_defaults(func=run_check)
     convert = commands.add_parser(
         "convert", help="write the checked dataset as COCO json (images stay where they are)",
-        description="Write OUT/train.json and OUT/val.json (COCO, boxes as checked: displayed frame, "
-        "clipped; VOC 'difficult' as crowd) and OUT/data.yaml pointing at the images in place, so tools "
-        "that read COCO (pycocotools, other trainers) see exactly what yolos trains and evaluates on.")
+        description="Write OUT/train.json, OUT/val.json (held out of train when the dataset has no val split, "
+        "as train does) and OUT/test.json when there is a test split (COCO, boxes as checked: displayed "
+        "frame, clipped; VOC 'difficult' as crowd), and OUT/data.yaml pointing at the images in place, so "
+        "tools that read COCO (pycocotools, other trainers) see exactly what yolos trains and evaluates on.")
     _add_dataset(convert)
-    convert.add_argument("--out", required=True, help="folder for the json files and data.yaml (must not hold them)")
+    convert.add_argument("--out", required=True, help="folder for the json files and data.yaml, outside the "
+                         "dataset (a folder holding them already is left alone: OUT2 is used)")
     opt.add_max_pixels(convert)
     convert.set_defaults(func=run_convert)
 
 
 def _splits(dc, which: str) -> list[str]:
-    names = ["train", "val"] if which == "both" else [which]
-    if which == "both" and dc.train is not None and dc.train == dc.val:
-        names = ["train"]  # one split used for both
-    return [n for n in names if getattr(dc, n) is not None]
+    there = dc.splits()
+    if which != "all" and which not in there:
+        raise ValueError(f"--split {which}: {dc.source} has no {which} split (it has {', '.join(there)})")
+    return there if which == "all" else [which]
 
 
 def decode_problems(raw, known: set[str]) -> list:
@@ -72,6 +75,7 @@ def _add_dataset(p) -> None:
     """The dataset as --data (as train and val take it) or as the one positional argument."""
     p.add_argument("dataset", metavar="DATA", nargs="?", default=None, help="the same as --data")
     opt.add_data(p, required=False, split="train and val")
+    opt.add_val_fraction(p)
 
 
 def _dataset_arg(args) -> str:
@@ -85,17 +89,16 @@ def run_check(args) -> int:
     from ..data.dataset_config import resolve_dataset
 
     opt.apply_max_pixels(args)
-    dc = resolve_dataset(_dataset_arg(args))
+    dc = resolve_dataset(_dataset_arg(args), args.val_fraction)
+    print(dc.describe())
     failed = False
-    if dc.train_synthetic is not None:
-        print(f"train: rendered in memory ({dc.train_synthetic})")
     for split in _splits(dc, args.split):
+        if split == "train" and dc.train_synthetic is not None:
+            continue
         raw = dc.read(split)
         _, report = normalize_split(raw)
         if not args.headers_only:
             report.problems += decode_problems(raw, {str(p) for p in report.problems})
-        if split == "train" and dc.val == dc.train:
-            report.name = "train = val (one split)"
         print(report.render(args.limit))
         failed = failed or bool(report.fatal)
     verdict = "problems above would stop training" if failed else "ready to train"
@@ -103,28 +106,53 @@ def run_check(args) -> int:
     return 1 if failed else 0
 
 
+def dataset_folders(dc) -> list:
+    """The folders a dataset lives in (its folder or YAML's folder, each split's images and
+    annotations): ``data convert`` writes into none of them."""
+    from pathlib import Path
+
+    source = Path(dc.source)
+    folders = {source if source.is_dir() else source.parent}
+    for name in ("train", "val", "test"):
+        spec = getattr(dc, name)
+        if spec is not None:
+            folders.add(spec.images)
+            if spec.annotations is not None:
+                folders.add(spec.annotations.parent)
+    return sorted({f.resolve() for f in folders})
+
+
 def run_convert(args) -> int:
+    from pathlib import Path
+
     from ..data.check import normalize_split, raise_fatal
     from ..data.dataset_config import resolve_dataset
     from ..files import atomic_write_text
     from ..run_dir import run_dir
 
     opt.apply_max_pixels(args)
-    dc = resolve_dataset(_dataset_arg(args))
+    dc = resolve_dataset(_dataset_arg(args), args.val_fraction)
+    target = Path(args.out).resolve()
+    inside = next((f for f in dataset_folders(dc) if target == f or f in target.parents), None)
+    if inside is not None:
+        raise ValueError(f"--out {args.out}: inside the dataset ({inside}); data convert never writes into a "
+                         f"dataset (its data.yaml would be read instead of the dataset from then on): give a folder "
+                         f"outside it")
+    print(dc.describe())
     splits = {}
-    for split in _splits(dc, "both"):
+    for split in _splits(dc, "all"):
+        if split == "train" and dc.train_synthetic is not None:
+            continue
         raw = dc.read(split)
         coco, report = normalize_split(raw)
         raise_fatal(report)
         splits[split] = (raw.images_root.resolve(), coco)
-    with run_dir(args.out, run_files=("train.json", "val.json", "data.yaml"),
+    with run_dir(args.out, run_files=("train.json", "val.json", "test.json", "data.yaml"),
                  say=lambda m: print(f"yolos data convert: {m}")) as out:
         lines = []
         for split, (images, coco) in splits.items():
             atomic_write_text(out / f"{split}.json", json.dumps(coco, allow_nan=False))
             lines.append(f"{split}: {{images: {json.dumps(str(images))}, annotations: {split}.json}}")
             print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {out / f'{split}.json'}")
-        if "val" not in splits:
-            lines.append(f"val: {{images: {json.dumps(str(splits['train'][0]))}, annotations: train.json}}")
         atomic_write_text(out / "data.yaml", "\n".join(lines) + "\n")
     return 0

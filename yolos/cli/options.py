@@ -32,6 +32,7 @@ non_negative_int = typed(validate.non_negative_int)
 positive_float = typed(validate.positive_float)
 non_negative_float = typed(validate.non_negative_float)
 image_side = typed(validate.image_side)
+fraction = typed(validate.fraction)
 port = typed(validate.port)
 dtype = typed(validate.dtype)
 
@@ -92,6 +93,29 @@ def add_data(p, required: bool = True, split: str = "val") -> None:
     p.add_argument("--data", required=required, default=None,
                    help=f"dataset: a YAML (ours or a YOLO data.yaml) or a folder in COCO, YOLO or Pascal VOC layout "
                         f"(its {split} split is used)")
+
+
+VAL_FRACTION_HELP = ("for a dataset with no val split: the share of its images held out for validation, "
+                     "chosen by file name and seed so that train, val and data check hold out the same ones "
+                     "(default 0.1; 0: validate on the training images)")
+CLASS_MAP_HELP = ("map model classes to dataset classes by hand where their names differ: MODEL=DATA pairs "
+                  "separated by commas (several model classes may name one dataset class: merged), or a YAML "
+                  "file of such pairs. Every other class is matched by name (case, spaces, _ and - aside)")
+
+
+def add_val_fraction(p) -> None:
+    p.add_argument("--val-fraction", type=fraction, default=None, metavar="F", help=VAL_FRACTION_HELP)
+
+
+def add_class_map(p) -> None:
+    p.add_argument("--class-map", default=None, metavar="MODEL=DATA,...", help=CLASS_MAP_HELP)
+
+
+def class_map(args) -> dict:
+    """``--class-map`` as ``{model name: dataset name}`` (a ValueError names the option)."""
+    from ..data.classes import parse_class_map
+
+    return parse_class_map(getattr(args, "class_map", None))
 
 
 def resolve_model(name: str | None, random_weights: bool = False, device=None):

@@ -14,10 +14,18 @@ from . import options as opt
 def add_parser(sub) -> None:
     p = sub.add_parser("val", help="COCO evaluation of a checkpoint, per class, with a confusion matrix",
                        description="Evaluate a checkpoint with COCO AP/AR on the val split of a dataset in any "
-                       "layout (COCO json, YOLO data.yaml, Pascal VOC), checked first as `yolos data check` "
-                       "does. Prints the 12 COCO numbers and a per-class table (AP, AP50, AP75, AR, instances).")
+                       "layout (COCO json, YOLO data.yaml, Pascal VOC, LabelImg), checked first as `yolos data "
+                       "check` does. Prints the 12 COCO numbers and a per-class table (AP, AP50, AP75, AR, "
+                       "instances). The model's classes are matched with the dataset's by name, never by "
+                       "position: the same names in another order are mapped (and said so); a dataset class the "
+                       "model does not have is listed and left out, so AP is the mean over the classes both have; "
+                       "no class in common is refused (--class-map maps names by hand).")
     opt.add_model(p)
     opt.add_data(p)
+    p.add_argument("--split", choices=["val", "test", "train"], default="val",
+                   help="the split to evaluate (default val; Roboflow exports ship a test split)")
+    opt.add_val_fraction(p)
+    opt.add_class_map(p)
     p.add_argument("--batch-size", type=opt.positive_int, default=1)
     opt.add_size(p, old_names=("--eval-size", "--eval-max-size"))
     opt.add_max_pixels(p)
@@ -41,19 +49,20 @@ def _eval_transforms(model, args):
     return T.make_transforms("val", eval_size=input_size(model.config, "paper", args.short_side, args.long_side))
 
 
-def build_val_dataset(model, data, transforms):
-    """The val split of ``data`` (a path or a DatasetConfig), checked and in the model's label
-    space (its stored category ids, or COCO's 91 ids for COCO categories)."""
+def build_val_dataset(model, data, transforms, split: str = "val", class_map=None, say=None):
+    """The ``split`` of ``data`` (a path or a DatasetConfig), checked, with the model's classes
+    matched by name (:meth:`DatasetConfig.dataset_for_model`); ``say`` gets what the match did.
+    A split with nothing to evaluate is an error, never AP 0."""
     from ..data.dataset_config import resolve_dataset
     from ..errors import DatasetError
 
     dc = resolve_dataset(data)
-    ds = dc.dataset_for_model("val", model.config, transforms)
+    ds = dc.dataset_for_model(split, model.config, transforms, class_map=class_map, say=say)
     if len(ds) == 0:
         raise DatasetError(f"{ds.annotation_file}: no images to evaluate on")
     if not any(a for i in ds.ids for a in ds.annotations[i] if not a.get("iscrowd", 0)):
-        raise DatasetError(f"{ds.annotation_file}: no (non-crowd) annotations: AP and AR are "
-                           f"undefined without ground truth")
+        raise DatasetError(f"{ds.annotation_file}: no (non-crowd) annotations of the classes the model has: AP "
+                           f"and AR are undefined without ground truth")
     return ds
 
 
@@ -65,11 +74,17 @@ def run(args) -> int:
     if args.out:
         validate.output_folder(args.out)
     opt.apply_max_pixels(args)
-    data = resolve_dataset(args.data)  # the layout is recognised before a model is loaded
+    class_map = opt.class_map(args)
+    data = resolve_dataset(args.data, args.val_fraction)  # the layout is recognised before a model is loaded
+    if args.split not in data.splits():
+        raise ValueError(f"--split {args.split}: {data.source} has no {args.split} split (it has "
+                         f"{', '.join(data.splits())})")
     di = D.init_distributed(args.device)
+    say = print if di.is_main else (lambda *a: None)
     try:
+        say(data.describe())
         model, _ = opt.resolve_model(args.model, device=di.device)
-        dataset = build_val_dataset(model, data, _eval_transforms(model, args))
+        dataset = build_val_dataset(model, data, _eval_transforms(model, args), args.split, class_map, say)
         stats, results = evaluate(model, dataset, batch_size=args.batch_size, device=di.device,
                                   progress=not args.no_progress, dtype=args.dtype, details=True)
         if di.is_main:
@@ -88,7 +103,8 @@ def _report(args, model, dataset, stats: dict, results: list[dict]) -> None:
 
     names = {c["id"]: c["name"] for c in dataset.categories}
     curves, recall_points = stats.pop("pr_curves", {}), stats.pop("recall_points", [])
-    print(f"{args.model or 'the bundled model'} on {len(dataset)} images ({dataset.annotation_file}):")
+    print(f"{args.model or 'the bundled model'} on {len(dataset)} images of the {args.split} split "
+          f"({dataset.annotation_file}), {len(dataset.categories)} classes:")
     for k in STAT_NAMES:
         print(f"  {k:10s} {stats[k]:.4f}")
     if stats.get("per_class"):

@@ -20,10 +20,11 @@ their datasets through the same function, so they refuse the same datasets befor
 from __future__ import annotations
 
 import math
+import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -32,6 +33,7 @@ from ..errors import DatasetError, ImageError
 from ..images import MIN_SIDE, check_pixels, probe_image
 
 FRAMES = ("auto", "displayed", "stored")
+MAX_LIST_BYTES = 64 * 2**20  # a list file (image paths, VOC ids) larger than this is not a list
 ORIENTATION_NAMES = {2: "mirrored", 3: "rotated 180", 4: "flipped", 5: "transposed", 6: "rotated 90 cw",
                      7: "transversed", 8: "rotated 90 ccw"}
 
@@ -66,6 +68,7 @@ class RawSplit:
     sizes_declared: bool = True
     probed: dict = field(default_factory=dict)
     frame: str = "auto"
+    notes: list = field(default_factory=list)  # lines about the split as a whole, for the report
 
     def image_path(self, image: dict) -> Path:
         return self.images_root / image["file_name"]
@@ -95,15 +98,16 @@ class SplitReport:
     clipped: int = 0
     dropped: int = 0
     problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # lines about the whole split (layout, ids, classes)
 
     @property
     def fatal(self) -> list[Problem]:
         return [p for p in self.problems if p.fatal]
 
     def render(self, limit: int = 20) -> str:
-        lines = [f"{self.name}: {self.layout} ({self.source})",
-                 f"  images {self.images}, without boxes {self.images_without_boxes}; "
-                 f"width {self.widths[0]}..{self.widths[1]}, height {self.heights[0]}..{self.heights[1]} px"]
+        lines = [f"{self.name}: {self.layout} ({self.source})"] + [f"  {note}" for note in self.notes]
+        lines.append(f"  images {self.images}, without boxes {self.images_without_boxes}; "
+                     f"width {self.widths[0]}..{self.widths[1]}, height {self.heights[0]}..{self.heights[1]} px")
         ignored = f" (+{self.ignored_boxes} ignored: crowd/difficult)" if self.ignored_boxes else ""
         lines.append(f"  boxes {sum(self.boxes_per_class.values())}{ignored}, box sides (sqrt of area) "
                      f"{self.box_sides[0]:.0f}..{self.box_sides[1]:.0f} px")
@@ -128,6 +132,43 @@ class SplitReport:
         if hidden > 0:
             lines.append(f"  ... and {hidden} more problems")
         return "\n".join(lines)
+
+
+def read_text_file(path: Path, max_bytes: int, what: str = "file") -> str:
+    """The text of a small file, bounded before it is read (its size from ``stat``; a FIFO or
+    device is refused), decoded as UTF-8 (a byte-order mark is dropped) or UTF-16 (with its
+    mark); undecodable bytes become U+FFFD. A DatasetError names the file."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} not found") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read {what} ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DatasetError(f"{path}: {what} is not a regular file")
+    if info.st_size > max_bytes:
+        raise DatasetError(f"{path}: {what} larger than {max_bytes >> 20} MB")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read {what} ({err.strerror})") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def read_list_lines(path: Path, max_bytes: int = MAX_LIST_BYTES) -> list[str]:
+    """The non-empty lines of a list file that are not ``#`` comments, stripped (bounded as
+    :func:`read_text_file`)."""
+    lines = read_text_file(path, max_bytes, "list file").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def safe_relative(name: str) -> bool:
+    """True for a relative path that stays inside its folder (no ``..``, not absolute)."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    return bool(name) and not p.is_absolute() and ".." not in p.parts and not (len(name) > 1 and name[1] == ":")
 
 
 def box_frame(orientation: int, declared: tuple | None, displayed: tuple[int, int], policy: str = "auto") -> str:
@@ -231,6 +272,9 @@ def normalize_split(raw: RawSplit, categories_named=None) -> tuple[dict, SplitRe
             with_boxes.add(ann["image_id"])
             sides.append(math.sqrt((x1 - x0) * (y1 - y0)))
     report.images = len(images)
+    if not coco["images"]:
+        report.problems.append(Problem(raw.source, f"the {raw.name} split has no images"))
+    report.notes = list(raw.notes) + _class_notes(coco["categories"], counts, names)
     report.images_without_boxes = len(images) - len(with_boxes)
     report.boxes_per_class = {names.get(c["id"], str(c["id"])): counts.get(c["id"], 0)
                               for c in sorted(coco["categories"], key=lambda c: c["id"])}
@@ -241,6 +285,22 @@ def normalize_split(raw: RawSplit, categories_named=None) -> tuple[dict, SplitRe
         report.box_sides = (min(sides), max(sides))
     normalized = dict(coco, images=images, annotations=annotations)
     return normalized, report
+
+
+def _class_notes(categories: list[dict], counts: Counter, names: dict) -> list[str]:
+    """Warnings about the classes: some without a box in this split, names used twice."""
+    notes = []
+    empty = [names.get(c["id"], str(c["id"])) for c in categories if not counts.get(c["id"])]
+    if empty and len(empty) < len(categories):
+        notes.append(f"warning: no boxes of {len(empty)} class(es) in this split: {', '.join(empty[:12])}"
+                     + (" ..." if len(empty) > 12 else ""))
+    seen: dict[str, int] = {}
+    for c in categories:
+        name = names.get(c["id"], str(c["id"]))
+        if name in seen:
+            notes.append(f"warning: class name {name!r} is used by category ids {seen[name]} and {c['id']}")
+        seen.setdefault(name, c["id"])
+    return notes
 
 
 def _fmt(box) -> str:
@@ -255,4 +315,5 @@ def raise_fatal(report: SplitReport) -> None:
         raise DatasetError(f"{fatal[0]}{more}")
 
 
-__all__ = ["Problem", "RawSplit", "SplitReport", "normalize_split", "box_frame", "raise_fatal", "FRAMES"]
+__all__ = ["Problem", "RawSplit", "SplitReport", "normalize_split", "box_frame", "raise_fatal", "FRAMES",
+           "read_text_file", "read_list_lines", "MAX_LIST_BYTES", "safe_relative"]

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 import torch
 
 from ..errors import DatasetError, ImageError
 from ..images import load_image
-from .check import Problem, RawSplit, normalize_split, raise_fatal
+from .check import Problem, RawSplit, normalize_split, raise_fatal, safe_relative
 from .targets import raw_target
 from .transforms import ToTensorNormalize
 
@@ -48,13 +49,24 @@ def load_coco_json(annotation_file) -> dict:
     return data
 
 
+MAX_JSON_BYTES = 2**30  # COCO's own train json is 450 MB
+
+
 def read_coco_json(annotation_file) -> dict:
     path = Path(annotation_file)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        info = path.stat()
     except FileNotFoundError:
         raise DatasetError(f"{path}: annotation file not found") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read annotation file ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DatasetError(f"{path}: annotation file is not a regular file")
+    if info.st_size > MAX_JSON_BYTES:
+        raise DatasetError(f"{path}: annotation file larger than {MAX_JSON_BYTES >> 30} GB")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise DatasetError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
     except OSError as e:
@@ -77,95 +89,152 @@ def _field(obj, key: str, where: str, kinds, problems: list, source: str):
 
 
 def check_coco_dict(data, source: str = "<dict>") -> tuple[dict, list[Problem]]:
-    """``(clean dict, problems)``: every entry that is sound, with integer ids (string annotation
-    ids are numbered 1..N, which evaluators need), and a fatal :class:`Problem` for each broken
-    entry, each duplicate id and each unknown reference."""
+    """``(clean dict, problems)`` of :func:`check_coco` (see there)."""
+    clean, problems, _ = check_coco(data, source)
+    return clean, problems
+
+
+def check_coco(data, source: str = "<dict>") -> tuple[dict, list[Problem], list]:
+    """``(clean dict, problems, the file's annotation ids)``: every entry that is sound and a :class:`Problem` for each
+    broken entry, duplicate id and unknown reference (fatal), and for what was repaired (not
+    fatal). Annotation ids are internal and are numbered 1..N (COCO's evaluators take id 0 for
+    "unmatched", and Roboflow numbers from 0). A category no annotation uses whose name is another category's
+    supercategory (Roboflow's export writes one) is dropped, and said so."""
     if not isinstance(data, dict):
-        return {}, [Problem(source, "top level must be a JSON object with images/annotations/categories")]
+        return {}, [Problem(source, "top level must be a JSON object with images/annotations/categories")], []
     problems: list[Problem] = []
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             problems.append(Problem(source, f"missing top-level '{key}' list" if key not in data
                                     else f"top-level '{key}' must be a list"))
     if problems:
-        return {}, problems
-    images, image_ids = [], set()
-    for i, img in enumerate(data["images"]):
+        return {}, problems, []
+    images = _check_images(data["images"], source, problems)
+    categories = _check_categories(data["categories"], source, problems)
+    image_ids, cat_ids = {im["id"] for im in images}, {c["id"] for c in categories}
+    annotations, source_ids = _check_annotations(data["annotations"], image_ids, cat_ids, source, problems)
+    categories = _drop_supercategory_rows(categories, annotations, source, problems)
+    if any(not isinstance(i, int) or i < 1 for i in source_ids):
+        problems.append(Problem(source, "annotation ids renumbered 1..N (the file's include 0 or are not "
+                                        "positive integers; COCO's evaluators would take id 0 for 'unmatched')",
+                                fatal=False))
+    clean = dict(data, images=images, annotations=annotations, categories=categories)
+    return clean, problems, source_ids
+
+
+def _check_images(entries: list, source: str, problems: list) -> list[dict]:
+    images, ids, files = [], set(), {}
+    for i, img in enumerate(entries):
         image_id = _field(img, "id", f"images[{i}]", int, problems, source)
         if image_id is None:
             continue
         where = f"image id {image_id}"
-        ok = _field(img, "file_name", where, str, problems, source) is not None
+        name = _field(img, "file_name", where, str, problems, source)
+        ok = name is not None
+        if ok and not safe_relative(name):
+            problems.append(Problem(source, f"{where} file_name {name[:80]!r} leaves the images folder; only "
+                                            f"paths inside it are read"))
+            ok = False
         for key in ("height", "width"):  # the annotation tool's size: tells the frame of rotated photos
             if key in img and _field(img, key, where, (int, float), problems, source) is None:
                 ok = False
-        if image_id in image_ids:
+        if image_id in ids:
             problems.append(Problem(source, f"duplicate image id {image_id}"))
             continue
-        image_ids.add(image_id)
+        ids.add(image_id)
+        if ok and name in files:
+            problems.append(Problem(source, f"{where} has the file_name of image id {files[name]} ({name!r}): "
+                                            f"one photo counted twice", fatal=False))
         if ok:
+            files.setdefault(name, image_id)
             images.append(img)
-    categories, cat_ids = [], set()
-    for i, cat in enumerate(data["categories"]):
+    return images
+
+
+def _check_categories(entries: list, source: str, problems: list) -> list[dict]:
+    categories, ids = [], set()
+    for i, cat in enumerate(entries):
         cid = _field(cat, "id", f"categories[{i}]", int, problems, source)
         if cid is None or _field(cat, "name", f"category id {cid}", str, problems, source) is None:
             continue
-        if cid in cat_ids:
+        if cid in ids:
             problems.append(Problem(source, f"duplicate category id {cid}"))
             continue
-        cat_ids.add(cid)
+        ids.add(cid)
         categories.append({"id": cid, "name": cat["name"], **({"supercategory": cat["supercategory"]}
                                                                if "supercategory" in cat else {})})
-    annotations, ann_ids = [], set()
-    numbered = all(isinstance(a, dict) and isinstance(a.get("id"), int) and not isinstance(a.get("id"), bool)
-                   for a in data["annotations"])
-    for i, ann in enumerate(data["annotations"]):
+    return categories
+
+
+def _check_annotations(entries: list, image_ids: set, cat_ids: set, source: str,
+                       problems: list) -> tuple[list[dict], list]:
+    annotations, seen, source_ids = [], set(), []
+    for i, ann in enumerate(entries):
         ann_id = _field(ann, "id", f"annotations[{i}]", (int, str), problems, source)
         if ann_id is None:
             continue
-        if ann_id in ann_ids:
+        if ann_id in seen:
             problems.append(Problem(source, f"duplicate annotation id {ann_id!r} (two files joined? every "
                                             f"annotation needs its own id)"))
             continue
-        ann_ids.add(ann_id)
-        where = f"annotation id {ann_id}"
-        image_id = _field(ann, "image_id", where, int, problems, source)
-        if image_id is None:
-            continue
-        where = f"annotation id {ann_id} (image id {image_id})"
-        bad = len(problems)
-        if image_id not in image_ids:
-            problems.append(Problem(source, f"{where} refers to an image id that is not in 'images'"))
-        cid = _field(ann, "category_id", where, int, problems, source)
-        if cid is not None and cid not in cat_ids:
-            problems.append(Problem(source, f"{where} has unknown category_id {cid} (categories: {sorted(cat_ids)})"))
-        bbox = _field(ann, "bbox", where, (list, tuple), problems, source)
-        if bbox is not None:
-            if len(bbox) != 4:
-                problems.append(Problem(source, f"{where} field 'bbox' must have 4 numbers [x, y, w, h], "
-                                                f"got {len(bbox)}"))
-            elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
-                bad_value = next(v for v in bbox if isinstance(v, bool) or not isinstance(v, (int, float))
-                                 or not math.isfinite(v))
-                problems.append(Problem(source, f"{where} field 'bbox' has a non-numeric or non-finite value "
-                                                f"{bad_value!r}"))
-            elif bbox[2] < 0 or bbox[3] < 0:
-                problems.append(Problem(source, f"{where} field 'bbox' has a negative size {bbox}"))
-        if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
-            problems.append(Problem(source, f"{where} field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}"))
-        area = ann.get("area")
-        if area is not None and (isinstance(area, bool) or not isinstance(area, (int, float))
-                                 or not math.isfinite(area) or area < 0):
-            problems.append(Problem(source, f"{where} field 'area' has invalid value {area!r}"))
-        if len(problems) == bad:
-            clean = {k: ann[k] for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd") if k in ann}
-            clean["bbox"] = [float(v) for v in bbox]
-            clean["iscrowd"] = int(ann.get("iscrowd", 0))
-            if not numbered:
-                clean["id"] = len(annotations) + 1
+        seen.add(ann_id)
+        clean = _check_annotation(ann, f"annotation id {ann_id}", image_ids, cat_ids, source, problems)
+        if clean is not None:
+            clean["id"] = len(annotations) + 1
             annotations.append(clean)
-    clean = dict(data, images=images, annotations=annotations, categories=categories)
-    return clean, problems
+            source_ids.append(ann_id)
+    return annotations, source_ids
+
+
+def _check_annotation(ann: dict, where: str, image_ids: set, cat_ids: set, source: str,
+                      problems: list) -> dict | None:
+    image_id = _field(ann, "image_id", where, int, problems, source)
+    if image_id is None:
+        return None
+    where = f"{where} (image id {image_id})"
+    bad = len(problems)
+    if image_id not in image_ids:
+        problems.append(Problem(source, f"{where} refers to an image id that is not in 'images'"))
+    cid = _field(ann, "category_id", where, int, problems, source)
+    if cid is not None and cid not in cat_ids:
+        problems.append(Problem(source, f"{where} has unknown category_id {cid} (categories: {sorted(cat_ids)})"))
+    bbox = _field(ann, "bbox", where, (list, tuple), problems, source)
+    if bbox is not None:
+        if len(bbox) != 4:
+            problems.append(Problem(source, f"{where} field 'bbox' must have 4 numbers [x, y, w, h], got {len(bbox)}"))
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
+            bad_value = next(v for v in bbox if isinstance(v, bool) or not isinstance(v, (int, float))
+                             or not math.isfinite(v))
+            problems.append(Problem(source, f"{where} field 'bbox' has a non-numeric or non-finite value "
+                                            f"{bad_value!r}"))
+        elif bbox[2] < 0 or bbox[3] < 0:
+            problems.append(Problem(source, f"{where} field 'bbox' has a negative size {bbox}"))
+    if ann.get("iscrowd", 0) not in (0, 1):  # True/False compare equal to 1/0
+        problems.append(Problem(source, f"{where} field 'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}"))
+    area = ann.get("area")
+    if area is not None and (isinstance(area, bool) or not isinstance(area, (int, float))
+                             or not math.isfinite(area) or area < 0):
+        problems.append(Problem(source, f"{where} field 'area' has invalid value {area!r}"))
+    if len(problems) != bad:
+        return None
+    clean = {k: ann[k] for k in ("image_id", "category_id", "bbox", "area", "iscrowd") if k in ann}
+    clean["bbox"] = [float(v) for v in bbox]
+    clean["iscrowd"] = int(ann.get("iscrowd", 0))
+    return clean
+
+
+def _drop_supercategory_rows(categories: list[dict], annotations: list[dict], source: str,
+                             problems: list) -> list[dict]:
+    """Roboflow's COCO export lists the project itself as a category (often id 0) that no box
+    uses and that every real class names as its supercategory: not a class."""
+    used = {a["category_id"] for a in annotations}
+    parents = {c.get("supercategory") for c in categories if "supercategory" in c}
+    drop = [c for c in categories if c["id"] not in used and c["name"] in parents
+            and any(o.get("supercategory") == c["name"] and o["id"] != c["id"] for o in categories)]
+    for c in drop:
+        problems.append(Problem(source, f"category id {c['id']} {c['name']!r} dropped: no box uses it and it is the "
+                                        f"supercategory of the others (a Roboflow export's project row)", fatal=False))
+    return [c for c in categories if c not in drop]
 
 
 def read_coco_split(images_dir, annotations, name: str = "val", frame: str = "auto") -> RawSplit:
@@ -175,11 +244,12 @@ def read_coco_split(images_dir, annotations, name: str = "val", frame: str = "au
         data, source = annotations, "<annotations>"
     else:
         data, source = read_coco_json(annotations), str(annotations)
-    clean, problems = check_coco_dict(data, source)
+    clean, problems, source_ids = check_coco(data, source)
     if not images_dir.is_dir():
         problems.insert(0, Problem(str(images_dir), f"images folder not found (for annotations {source})"))
-    return RawSplit(name, "coco", source, images_dir, clean or {"images": [], "annotations": [], "categories": []},
-                    problems=problems, frame=frame)
+    clean = clean or {"images": [], "annotations": [], "categories": []}
+    where_box = {i: f"{source} annotation id {sid}" for i, sid in enumerate(source_ids, 1)}
+    return RawSplit(name, "coco", source, images_dir, clean, where_box=where_box, problems=problems, frame=frame)
 
 
 def is_coco_category_set(categories: list[dict]) -> bool:
@@ -250,14 +320,14 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def _label_space(self, keep_category_ids, category_ids, display) -> None:
         ids = [c["id"] for c in self.categories]
-        if category_ids is not None:  # the model's label space
+        if category_ids is not None:  # the model's label space (None: a label with no category here)
             unknown = [i for i in ids if i not in category_ids]
             if unknown:
                 raise DatasetError(f"{self.annotation_file}: categories {[(i, display[i]) for i in unknown]} are not "
                                    f"among the model's ({list(category_ids)}): it cannot detect them")
             self.keep_category_ids = False
             self.num_classes = len(category_ids)
-            self.category_ids = [int(i) for i in category_ids]
+            self.category_ids = [None if i is None else int(i) for i in category_ids]
         else:
             if keep_category_ids is None:
                 keep_category_ids = is_coco_category_set(self.categories)
@@ -274,11 +344,12 @@ class CocoDetection(torch.utils.data.Dataset):
                 self.category_ids = ids
         if self.category_ids is None:
             self.category_id_to_label = {i: i for i in ids}
-        else:
-            self.category_id_to_label = {cid: label for label, cid in enumerate(self.category_ids)}
+        else:  # several labels may predict one category (merged classes): its targets take the first
+            self.category_id_to_label = {}
+            for label, cid in enumerate(self.category_ids):
+                if cid is not None:
+                    self.category_id_to_label.setdefault(cid, label)
         self.class_names = {self.category_id_to_label[i]: display[i] for i in ids}
-        if category_ids is not None:  # labels of categories this split lacks keep the model's names
-            self.class_names = {label: display.get(cid, str(cid)) for label, cid in enumerate(self.category_ids)}
 
     @staticmethod
     def _names_override(names, categories) -> dict[int, str]:
@@ -293,8 +364,9 @@ class CocoDetection(torch.utils.data.Dataset):
         return {int(k): str(v) for k, v in names.items()}
 
     # ----------------------------------------------------------------- mapping
-    def label_to_category_id(self, label: int) -> int:
-        """Category id to write in COCO results for a model label. In the 91-id space a label
+    def label_to_category_id(self, label: int) -> int | None:
+        """Category id to write in COCO results for a model label (None: the label has no
+        category in this dataset, and its detections are left out). In the 91-id space a label
         with no category (e.g. 0 or 12 in COCO) maps to itself; evaluation ignores it."""
         label = int(label)
         if self.category_ids is None:

@@ -31,9 +31,8 @@ import yaml
 from ..box_ops import cxcywh_to_xyxy
 from ..errors import DatasetError, ImageError
 from ..images import IMAGE_EXTENSIONS, probe_image
-from .check import Problem, RawSplit
+from .check import Problem, RawSplit, read_list_lines, read_text_file
 
-MAX_LIST_BYTES = 256 * 2**20  # a list file or label file larger than this is not a label list
 MAX_LABEL_BYTES = 16 * 2**20
 
 
@@ -60,27 +59,58 @@ def parse_names(names, source: str) -> dict[int, str]:
     raise DatasetError(f"{source}: field 'names' must be a list or a mapping, got {type(names).__name__}")
 
 
-def split_sources(data: dict, yaml_path: Path, split: str) -> list[Path] | None:
-    """The folders / list files / images the yaml names for ``split`` (None when absent)."""
+def split_sources(data: dict, yaml_path: Path, split: str, notes: list | None = None) -> list[Path] | None:
+    """The folders / list files / images the yaml names for ``split`` (None when absent).
+
+    Resolved as Ultralytics does: from ``path:`` (relative to the yaml), or, when that folder
+    does not exist here (an export made on someone else's machine), from the yaml's own folder;
+    ``../x`` (Roboflow) also beside the yaml. A val or test entry that exists nowhere is left
+    out with a line in ``notes`` (the val split is then held out of train); a missing train
+    entry is an error that shows every path tried."""
     entry = data.get(split)
     if entry is None:
         return None
-    root = data.get("path")
-    if root is not None and not isinstance(root, str):
-        raise DatasetError(f"{yaml_path}: field 'path' must be a folder path, got {root!r}")
-    base = (yaml_path.parent / (root or ".")).resolve()
+    base = yaml_base(data, yaml_path, notes)
     entries = entry if isinstance(entry, list) else [entry]
     out = []
     for item in entries:
         if not isinstance(item, str) or not item.strip():
             raise DatasetError(f"{yaml_path}: field '{split}' must be a path or a list of paths, got {item!r}")
-        p = base / item
-        if not p.exists() and item.startswith("../"):  # Roboflow's exports: beside the yaml
-            p = base / item[3:]
-        if not p.exists():
-            raise DatasetError(f"{yaml_path}: field '{split}' points to {base / item}, which does not exist")
-        out.append(p)
+        tried = _candidates(item, base, yaml_path.parent)
+        found = next((p for p in tried if p.exists()), None)
+        if found is None:
+            where = " or ".join(str(p) for p in tried)
+            if split == "train":
+                raise DatasetError(f"{yaml_path}: field 'train' points to {where}, which does not exist")
+            if notes is not None:
+                notes.append(f"{split}: {item} is not here ({where}): no {split} split")
+            return None
+        out.append(found)
     return out
+
+
+def yaml_base(data: dict, yaml_path: Path, notes: list | None = None) -> Path:
+    """The folder a data.yaml's paths are relative to: its ``path:`` (relative to the yaml), or the
+    yaml's own folder when ``path:`` names a folder that is not here."""
+    root = data.get("path")
+    if root is not None and not isinstance(root, str):
+        raise DatasetError(f"{yaml_path}: field 'path' must be a folder path, got {root!r}")
+    here = yaml_path.parent.resolve()
+    base = (here / (root or ".")).resolve()
+    if not base.is_dir():
+        if notes is not None and not any(n.startswith("path:") for n in notes):
+            notes.append(f"path: {root} is not a folder here; reading paths from the yaml's folder {here}")
+        return here
+    return base
+
+
+def _candidates(item: str, base: Path, here: Path) -> list[Path]:
+    tried = [base / item]
+    if item.startswith("../"):  # Roboflow's exports: beside the yaml
+        tried.append(base / item[3:])
+    if here.resolve() != base:
+        tried.append(here / item)
+    return list(dict.fromkeys(tried))
 
 
 def image_files(sources: list[Path]) -> list[Path]:
@@ -91,13 +121,9 @@ def image_files(sources: list[Path]) -> list[Path]:
         if src.is_dir():
             files += sorted(f for f in src.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
         elif src.suffix.lower() == ".txt":
-            if src.stat().st_size > MAX_LIST_BYTES:
-                raise DatasetError(f"{src}: list file larger than {MAX_LIST_BYTES >> 20} MB")
-            for line in src.read_text(encoding="utf-8", errors="replace").splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    p = Path(line)
-                    files.append(p if p.is_absolute() else src.parent / p)
+            for line in read_list_lines(src):
+                p = Path(line)
+                files.append(p if p.is_absolute() else src.parent / p)
         else:
             files.append(src)
     return files
@@ -147,6 +173,7 @@ def read_yolo_split(name: str, sources: list[Path], names: dict[int, str], sourc
     resolved = [f.resolve() for f in files]
     root = Path(os.path.commonpath([str(f.parent) for f in resolved])) if resolved else Path(".")
     images, annotations, where_image, where_box, probed, seen = [], [], {}, {}, {}, {}
+    label_owner: dict[Path, Path] = {}
     for path in resolved:
         if path in seen:
             problems.append(Problem(str(path), f"listed twice in the {name} split (duplicate image id)"))
@@ -162,16 +189,22 @@ def read_yolo_split(name: str, sources: list[Path], names: dict[int, str], sourc
             continue
         probed[image_id] = (w, h, orientation)
         labels = label_path(path)
+        if labels in label_owner:
+            problems.append(Problem(str(labels), f"is the label file of both {label_owner[labels].name} and "
+                                                 f"{path.name}: both get its boxes", fatal=False))
+        label_owner.setdefault(labels, path)
         if not labels.is_file():
             continue  # no label file: an image without objects
-        if labels.stat().st_size > MAX_LABEL_BYTES:
-            problems.append(Problem(str(labels), f"label file larger than {MAX_LABEL_BYTES >> 20} MB"))
+        try:
+            text = read_text_file(labels, MAX_LABEL_BYTES, "label file")
+        except DatasetError as err:
+            problems.append(Problem(str(labels), str(err).split(": ", 1)[-1]))
             continue
-        for number, text in enumerate(labels.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if not text.strip():
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
                 continue
             where = f"{labels}:{number}"
-            parsed = _parse_line(text, where, names, pose)
+            parsed = _parse_line(line, where, names, pose)
             if isinstance(parsed, Problem):
                 problems.append(parsed)
                 continue
@@ -183,10 +216,31 @@ def read_yolo_split(name: str, sources: list[Path], names: dict[int, str], sourc
             annotations.append({"id": ann_id, "image_id": image_id, "category_id": cls, "iscrowd": 0,
                                 "bbox": [px0, py0, round(px1 - px0, 3), round(py1 - py0, 3)]})
             where_box[ann_id] = where
+    orphans = _orphan_labels(sources, set(label_owner))
+    if orphans:
+        problems.append(Problem(str(orphans[0]), f"has no image ({len(orphans)} label file(s) without an image in "
+                                                 f"the {name} split's folders: their boxes are not read)", fatal=False))
     categories = [{"id": i, "name": n} for i, n in sorted(names.items())]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     return RawSplit(name, "yolo", source, root, coco, where_image, where_box, problems, sizes_declared=False,
                     probed=probed, frame=frame)
+
+
+def _orphan_labels(sources: list[Path], used: set[Path], limit: int = 100_000) -> list[Path]:
+    """Label files in the labels folders of the image folders among ``sources`` with no image."""
+    orphans = []
+    for src in sources:
+        if not src.is_dir():
+            continue
+        folder = label_path(src / "x.jpg").parent
+        if folder == src or not folder.is_dir():
+            continue
+        for n, txt in enumerate(sorted(folder.rglob("*.txt"))):
+            if n >= limit:
+                break
+            if txt.resolve() not in used and txt.name != "classes.txt":
+                orphans.append(txt)
+    return orphans
 
 
 def load_yolo_yaml(path: Path) -> dict:

@@ -31,8 +31,10 @@ def _load_gt(gt):
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DatasetError(f"{path}: cannot read ground-truth annotations ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: ground-truth annotations must be a JSON object, got {type(data).__name__}")
     return COCO(data)
 
 

@@ -2,10 +2,9 @@
 :func:`yolos.model.eval_sizes`)."""
 from __future__ import annotations
 
-from pathlib import Path
+from ..checkpoint.loader import BUNDLED
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # A micro YOLOS trained on the synthetic shapes set and an example image: the offline default
-# for `yolos predict` without --model / SOURCE (no hub access needed).
-DEFAULT_MODEL = ASSETS / "yolos-micro-shapes.safetensors"
-DEFAULT_IMAGE = ASSETS / "shapes.jpg"
+# for `yolos predict` without --model / SOURCE (no hub access needed). "bundled" names it.
+DEFAULT_MODEL = BUNDLED
+DEFAULT_IMAGE = BUNDLED.parent / "shapes.jpg"

@@ -29,13 +29,16 @@ def _text_color(bg: tuple[int, int, int]) -> tuple[int, int, int]:
 
 def coco_records(image_id: int, boxes_xyxy: Tensor, scores: Tensor, labels: Tensor, to_category) -> list[dict]:
     """COCO result entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` of one
-    image; ``to_category(label)`` gives the dataset's category id. The one writer of the format
-    (:meth:`Detections.to_coco` and the evaluation both use it)."""
+    image; ``to_category(label)`` gives the dataset's category id, or None for a label the
+    dataset has no class for (left out). The one writer of the format (:meth:`Detections.to_coco`
+    and the evaluation both use it)."""
     boxes = xyxy_to_xywh(boxes_xyxy.float()).tolist()
-    return [
-        {"image_id": int(image_id), "category_id": int(to_category(label)), "bbox": box, "score": float(score)}
-        for label, box, score in zip(labels.tolist(), boxes, scores.float().tolist())
-    ]
+    out = []
+    for label, box, score in zip(labels.tolist(), boxes, scores.float().tolist()):
+        category = to_category(label)
+        if category is not None:
+            out.append({"image_id": int(image_id), "category_id": int(category), "bbox": box, "score": float(score)})
+    return out
 
 
 @dataclass

@@ -101,8 +101,10 @@ def check_job(out: Path, job: dict, resume: bool) -> None:
     if resume and path.exists():
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             raise ValueError(f"--resume: {path} is damaged; start a new job in another --out") from None
+        if not isinstance(before, dict):
+            raise ValueError(f"--resume: {path} is damaged (not a JSON object); start a new job in another --out")
         differ = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in job.items() if before.get(k) != v]
         if differ:
             raise ValueError(f"--resume: the job in {out} ran with other settings ({'; '.join(differ)}); "

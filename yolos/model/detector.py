@@ -63,16 +63,25 @@ class YOLOS(nn.Module):
             for layer in head.layers:
                 layer.reset_parameters()
 
-    def reset_heads(self, num_classes: int, class_names: dict[int, str] | None = None,
-                    category_ids: list[int] | None = None) -> None:
-        """Replace the class head with a freshly initialized one for a new label set (names and
-        the dataset's category ids of its labels); the box head and [DET] tokens are kept. This
-        is how a COCO checkpoint is fine-tuned on other classes."""
-        d = self.config.hidden_size
-        self.config = self.config.replace(num_classes=num_classes, class_names=class_names,
+    @torch.no_grad()
+    def remap_classes(self, rows: list[int | None], class_names: dict[int, str] | None = None,
+                      category_ids: list[int] | None = None) -> None:
+        """Give the class head a new label set: new label ``j`` keeps old label ``rows[j]``'s
+        output row of the head's last layer, or starts fresh (``None``: PyTorch's Linear init).
+        The no-object row, the head's hidden layers, the box head and the [DET] tokens are kept.
+        This is how a checkpoint is fine-tuned on other classes: the classes it shares with the
+        data (by name) keep what they learned, in the data's order."""
+        last = self.class_head.layers[-1]
+        if any(r is not None and not 0 <= r < last.out_features - 1 for r in rows):
+            raise ValueError(f"rows must be labels 0..{last.out_features - 2} or None, got {rows}")
+        fresh = nn.Linear(last.in_features, len(rows) + 1).to(last.weight.device, last.weight.dtype)
+        for j, r in enumerate(rows):
+            if r is not None:
+                fresh.weight[j], fresh.bias[j] = last.weight[r], last.bias[r]
+        fresh.weight[-1], fresh.bias[-1] = last.weight[-1], last.bias[-1]
+        self.class_head.layers[-1] = fresh
+        self.config = self.config.replace(num_classes=len(rows), class_names=class_names,
                                           category_ids=category_ids)
-        device = self.pos_embed.device
-        self.class_head = HeadMLP(d, d, num_classes + 1).to(device)
 
     # ------------------------------------------------------- position embeddings
     def position_embeddings(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor | None]:

@@ -109,14 +109,16 @@ EVAL_PROTOCOLS = ("transformers", "paper")
 
 def eval_sizes(config: ModelConfig | str, protocol: str = "transformers") -> tuple[int, int]:
     """``(short_side, long_side)`` a model is evaluated at under ``protocol``; the one place
-    that decides it. ``config``: a ModelConfig (its variant by name, else by shape) or a
-    variant name. Project-only variants (``micro``) have one size, 128/128, under both. A shape
-    of no variant gets transformers' default 800/1333, or under "paper" the size its position
-    embeddings were built for."""
+    that decides it. ``config``: a ModelConfig (the size training chose for it, ``eval_size``;
+    else its variant by name, else by shape) or a variant name. Project-only variants
+    (``micro``) have one size, 128/128, under both. A shape of no variant gets transformers'
+    default 800/1333, or under "paper" the size its position embeddings were built for."""
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"protocol: expected one of {', '.join(EVAL_PROTOCOLS)}, got {protocol!r}")
     if isinstance(config, str):
         name = config
+    elif config.eval_size is not None:
+        return config.eval_size
     else:
         name = config.variant if config.variant and config.variant.lower() in {**VARIANTS, **ALIASES} \
             else infer_variant_name(config)

@@ -10,12 +10,15 @@ from ..checkpoint.deit import load_imagenet_backbone
 from ..checkpoint.safe_io import read_state_dict
 from ..config import ModelConfig
 from ..data import transforms as T
+from ..data.classes import config_match, parse_class_map
 from ..data.dataset_config import resolve_dataset
 from ..data.synthetic import synthetic_from_config
 from ..errors import DatasetError
 from ..model import YOLOS, create_model
-from .config import TrainConfig
+from ..model.variants import input_size
+from .config import RECIPES, TrainConfig
 from .recipe import dataset_priors, init_head_priors, prepare_scratch_model
+from .sizes import choose_sizes, sizes_of
 
 
 def _transforms(cfg: TrainConfig, split: str):
@@ -59,41 +62,28 @@ def starting_model(cfg: TrainConfig, state: dict | None):
     return None, cfg.model
 
 
-def same_label_space(model_config, dataset) -> bool:
-    """True when the model's class head already means the dataset's labels: the same count, and
-    the same names wherever the model has names (else the same category ids where the model
-    stores them). Then a checkpoint is fine-tuned with its head kept (and the dataset's ids)."""
-    if model_config.num_classes != dataset.num_classes:
-        return False
-    names = model_config.class_names
-    if names:
-        return all(names.get(label, name) == name for label, name in dataset.class_names.items())
-    ids = dataset.category_ids
-    return model_config.category_ids is None or ids is None or list(model_config.category_ids) == list(ids)
+def build_datasets(cfg: TrainConfig, labels_from=None, say=print):
+    """``(DatasetConfig, train, val or None)``, each split checked (:mod:`yolos.data.check`; a
+    fatal problem raises a DatasetError naming the file before anything is trained), without
+    transforms yet (the resolved sizes may come from the data: :func:`set_transforms`).
 
-
-def label_space(dataset) -> dict:
-    """The keyword arguments that build another split (or a model) in ``dataset``'s label space."""
-    if dataset.category_ids is None:
-        return {"keep_category_ids": True}
-    return {"category_ids": list(dataset.category_ids)}
-
-
-def build_datasets(cfg: TrainConfig, category_ids=None):
-    """(DatasetConfig, train, val or None) of a resolved config, each split checked
-    (:mod:`yolos.data.check`; a fatal problem raises a DatasetError naming the file before
-    anything is trained). Labels: COCO's 91-id space when the categories are COCO's, contiguous
-    0..K-1 otherwise (CocoDetection's auto mode), or ``category_ids`` (a resumed model's). A
-    synthetic train split renders its images (fresh every epoch unless ``fresh: false``) with
-    labels that must match the val split's."""
-    dc = resolve_dataset(cfg.data)
-    train_transforms = _transforms(cfg, "train")
+    Labels: COCO's 91-id space when the categories are COCO's, contiguous 0..K-1 otherwise
+    (CocoDetection's auto mode), or a resumed model's (``labels_from``, its ModelConfig: every
+    train class must be one of its classes, matched by name). The val split is read in the train
+    split's label space, matched by name (a val file that numbers the classes differently is
+    read right). A synthetic train split renders its images (fresh every epoch unless
+    ``fresh: false``) with labels that must match the val split's."""
+    dc = resolve_dataset(cfg.data, cfg.val_fraction)
+    say(dc.describe())
     if dc.train_synthetic is not None:
-        train = synthetic_from_config(dc.train_synthetic, dc.source, train_transforms)
+        train = synthetic_from_config(dc.train_synthetic, dc.source)
         if cfg.max_train_images:
             train.num_images = min(train.num_images, cfg.max_train_images)
     else:
-        train = dc.dataset("train", train_transforms, category_ids=category_ids)
+        if dc.train is None:
+            raise DatasetError(f"{dc.source}: the dataset has no train split")
+        train = dc.dataset("train") if labels_from is None else \
+            dc.dataset_for_model("train", labels_from, say=say, require_all=True)
         if cfg.max_train_images:
             train.ids = train.ids[: cfg.max_train_images]
     if train.num_classes == 0:
@@ -101,44 +91,80 @@ def build_datasets(cfg: TrainConfig, category_ids=None):
     if len(train) == 0:
         raise DatasetError(f"{dc.source}: no training images")
     val = None
-    if dc.val is not None:
-        # A rendered train split is compared with the val split's own classes; a read one gives
-        # the val split its label space (a val category it lacks could never be detected).
-        space = {} if dc.train_synthetic is not None and category_ids is None else label_space(train)
-        val = dc.dataset("val", _transforms(cfg, "val"), **space)
+    if "val" in dc.splits():
+        if dc.train_synthetic is not None:
+            val = dc.dataset("val") if labels_from is None else dc.dataset_for_model("val", labels_from, say=say)
+            if val.class_names != train.class_names:
+                raise DatasetError(f"{dc.source}: the synthetic train split's classes {train.class_names} "
+                                   f"differ from the val split's {val.class_names} ({dc.val_annotations})")
+        else:
+            val = dc.dataset_like("val", train, say=say)
         if cfg.max_val_images:
             val.ids = val.ids[: cfg.max_val_images]
-        if dc.train_synthetic is not None and val.class_names != train.class_names:
-            raise DatasetError(f"{dc.source}: the synthetic train split's classes {train.class_names} "
-                               f"differ from the val split's {val.class_names} ({dc.val_annotations})")
+        if len(val) == 0:
+            raise DatasetError(f"{dc.source}: the val split has no images to evaluate on")
     return dc, train, val
 
 
-def prepare_model(cfg: TrainConfig, start, state: dict | None, log):
-    """The model to train (``start``: :func:`starting_model`'s, or None) and its datasets
-    ``(model, DatasetConfig, train, val)``, for a resolved config."""
-    if state is not None:
-        dc, train, val = build_datasets(cfg, start.config.category_ids)
-        if not same_label_space(start.config, train):
-            raise DatasetError(f"{dc.source}: the dataset's classes {train.class_names} are not the run's "
-                               f"{start.config.class_names}; a resumed run cannot change its classes (start a new "
-                               f"run with --init {cfg.out}/last.safetensors)")
-        return start, dc, train, val
-    dc, train, val = build_datasets(cfg)
-    if start is not None:  # a YOLOS checkpoint
+def set_transforms(cfg: TrainConfig, train, val) -> None:
+    """Give the datasets the transforms of a resolved config."""
+    train.transforms = _transforms(cfg, "train")
+    if val is not None:
+        val.transforms = _transforms(cfg, "val")
+
+
+def data_sizes(cfg: TrainConfig, train, start, variant):
+    """The sizes ``--sizes-from-data`` chooses (:func:`yolos.train.sizes.choose_sizes`) for a
+    read train split, or None (not asked for, a rendered split, or sizes given)."""
+    if not (cfg.sizes_from_data or (cfg.sizes_from_data is None and RECIPES[cfg.recipe]["sizes_from_data"])):
+        return None
+    if not hasattr(train, "images") or (cfg.train_sizes and cfg.eval_size):
+        return None
+    config = start.config if start is not None else variant.config
+    return choose_sizes(*sizes_of(train), input_size(config, "paper"), config.patch_size)
+
+
+def fit_class_head(model, train, class_map, head_priors: bool, log) -> None:
+    """Give a checkpoint's class head the training data's classes (the data's order): the rows of
+    the classes it shares by name are kept (:func:`yolos.data.classes.config_match`,
+    ``class_map`` first), only new classes start fresh (at the data's prior when
+    ``head_priors``). The model then carries the data's names and category ids."""
+    match = config_match(model.config, train.categories, class_map, source=train.annotation_file,
+                         allow_disjoint=True)
+    ids = train.category_ids if train.category_ids is not None else list(range(train.num_classes))
+    rows = match.rows_for(ids)
+    names = dict(train.class_names)
+    if rows == list(range(model.config.num_classes)) and all(
+            model.config.label_name(i) == n for i, n in names.items()):
+        model.config = model.config.replace(category_ids=train.category_ids)
+        log(f"keeping the checkpoint's class head ({model.config.num_classes} classes)")
+        return
+    model.remap_classes(rows, names, train.category_ids)
+    new = [j for j, r in enumerate(rows) if r is None and j in names]
+    kept = [names[j] for j, r in enumerate(rows) if r is not None and j in names]
+    if kept:
+        log(f"class head: {len(kept)} of the checkpoint's classes kept by name ({', '.join(kept[:12])}), "
+            f"{len(new)} new ({', '.join(names[j] for j in new[:12]) or 'none'})")
+    else:
+        log(f"new class head for {len(names)} classes (none is one of the checkpoint's "
+            f"{', '.join(list(match.model_names.values())[:12]) or 'unnamed classes'})")
+    line = match.summary("the checkpoint")
+    if match.by_hand and line:
+        log(line)
+    if head_priors and new:
+        objects, _ = dataset_priors(train)
+        init_head_priors(model, objects, box=False, rows=new if kept else None)
+        log(f"new class rows at the data's prior ({objects:.2f} objects per image)")
+
+
+def prepare_model(cfg: TrainConfig, start, train, log):
+    """The model to train for a resolved config: ``start`` (:func:`starting_model`'s: a resumed
+    model, or the YOLOS checkpoint of --init, its class head fitted to the data), else a new
+    one (random weights, or an ImageNet backbone)."""
+    if start is not None:
         model = start
-        if same_label_space(model.config, train):
-            log(f"keeping the checkpoint's class head ({model.config.num_classes} classes)")
-            if train.category_ids is not None and model.config.category_ids != list(train.category_ids):
-                model.config = model.config.replace(category_ids=list(train.category_ids))
-        else:
-            had = len(model.config.class_names or {}) or "?"
-            model.reset_heads(train.num_classes, dict(train.class_names), train.category_ids)
-            log(f"new class head for {train.num_classes} classes (checkpoint had {had} names)")
-            if cfg.head_priors:
-                objects, _ = dataset_priors(train)
-                init_head_priors(model, objects, box=False)
-                log(f"class head at the data's prior ({objects:.2f} objects per image)")
+        if not cfg.resume:
+            fit_class_head(model, train, parse_class_map(cfg.class_map), cfg.head_priors, log)
     else:
         overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names),
                      "category_ids": train.category_ids}
@@ -154,9 +180,13 @@ def prepare_model(cfg: TrainConfig, start, state: dict | None, log):
         elif cfg.scratch_init or cfg.anchors or cfg.head_priors:
             log("from scratch: " + prepare_scratch_model(model, train, scratch_init=cfg.scratch_init,
                                                          anchors=cfg.anchors, head_priors=cfg.head_priors))
-    # what its [DET] tokens learn under, kept with the weights (a later --recipe finetune keeps it)
-    model.config = model.config.replace(anchor_matching=cfg.anchor_matching or 0.0)
-    return model, dc, train, val
+    # what its [DET] tokens learn under, and the input size it was trained at, kept with the weights
+    eval_size = (cfg.eval_size, cfg.eval_max_size)
+    keep_size = eval_size != tuple(input_size(cfg.variant, "paper")) or model.config.eval_size is not None
+    model.config = model.config.replace(anchor_matching=cfg.anchor_matching or 0.0,
+                                        eval_size=eval_size if keep_size else None)
+    return model
 
 
-__all__ = ["starting_model", "prepare_model", "build_datasets", "same_label_space", "label_space", "init_kind"]
+__all__ = ["starting_model", "prepare_model", "build_datasets", "set_transforms", "data_sizes", "fit_class_head",
+           "init_kind"]

@@ -13,7 +13,9 @@ Layout::
      "step_in_epoch": int,    # batches of that epoch already done (0 = start of the epoch)
      "global_step": int,      # optimizer steps done so far
      "best_ap": float, "config": dict (TrainConfig), "model_config": dict (ModelConfig),
-     "rng": {"python": [...], "numpy": {...}, "torch": ByteTensor, "cuda": [ByteTensor...]}}
+     "rng": {"python": [...], "numpy": {...}, "torch": ByteTensor, "cuda": [ByteTensor...]},
+     "ema": {"weights": state_dict, "updates": int, ...} (only with --ema),
+     "stale_evals": int}       # evaluations since the best AP (--patience)
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_in_epoch: int,
-                        global_step: int, best_ap: float, config: dict) -> None:
+                        global_step: int, best_ap: float, config: dict, ema=None, stale_evals: int = 0) -> None:
     """Write the training state (see module docstring); call on rank 0 only."""
     net = unwrap(model)
     state = {
@@ -83,7 +85,10 @@ def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_i
         "config": config,
         "model_config": net.config.to_dict(),
         "rng": rng_state(),
+        "stale_evals": int(stale_evals),
     }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     atomic_torch_save(state, path)
 
 

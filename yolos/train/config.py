@@ -20,12 +20,13 @@ from .. import validate
 # What each recipe sets for options left unset. ``paper`` is the original recipe (and the values
 # every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with.
 _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False, "anchors": False,
-          "anchor_matching": 0.0}
+          "anchor_matching": 0.0, "ema": False, "sizes_from_data": False}
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
                     bf16=True, patch_size=16, anchor_matching=50.0),
-    "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint"),
+    "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint",
+                     ema=True, sizes_from_data=True),
 }
 
 
@@ -50,20 +51,41 @@ class TrainConfig:
     means the recipe's value. ``batch_size`` is per process; the global batch is
     ``batch_size * world_size * accumulate_steps``."""
 
-    data: str = option("", "dataset YAML or COCO folder")
+    data: str = option("", "dataset: a YAML (ours or a YOLO data.yaml) or a folder in COCO, YOLO, Pascal VOC or "
+                       "LabelImg layout")
     out: str = option("runs/train", "run directory (logs, checkpoints)")
     model: str = option("micro", "variant to build (yolos-ti, yolos-s, yolos-b, micro, ...)")
     recipe: str = option(
         "paper", "paper: the original recipe (default; what the released models were trained with from DeiT). "
         "scratch: for random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at "
         "the data's priors, anchor matching, bf16 autocast, patch size 16. finetune: from a YOLOS checkpoint "
-        "(--init) on new data: lr 1e-3 with 50 warmup steps, a new class head at the data's priors, the "
-        "checkpoint's anchor matching, bf16 autocast (see docs/training.md). Options given explicitly win over "
-        "the recipe's", choices=list(RECIPES))
-    init: str | None = option(None, "start from a YOLOS checkpoint / hub id (new class head if the classes "
-                              "differ) or a DeiT/ViT ImageNet checkpoint (backbone init)")
+        "(--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for the classes the "
+        "checkpoint shares by name and new rows at the data's priors, the checkpoint's anchor matching, input sizes "
+        "chosen from the data's image and object sizes, an EMA of the weights, bf16 autocast (see "
+        "docs/training.md). Options given explicitly win over the recipe's", choices=list(RECIPES))
+    init: str | None = option(None, "start from a YOLOS checkpoint (a file, a folder, a hub id, a variant name, or "
+                              "'bundled') or a DeiT/ViT ImageNet checkpoint (backbone init). The class head keeps "
+                              "the rows of the classes the checkpoint shares with the data by name (in the data's "
+                              "order); only new classes start fresh")
     init_kind: str = option("auto", choices=["auto", "yolos", "imagenet"])
+    class_map: str | None = option(None, "with --init: checkpoint classes that are the data's under another name, "
+                                   "MODEL=DATA pairs separated by commas (or a YAML file); every other class is "
+                                   "matched by name", metavar="MODEL=DATA,...")
+    val_fraction: float | None = option(None, "for a dataset with no val split: the share of its images held out "
+                                        "for validation, the same ones every run (default 0.1; 0: validate on the "
+                                        "training images, which says little)", validate.fraction, metavar="F")
     epochs: int = option(10, check=validate.positive_int)
+    time: str | None = option(None, "a wall-clock budget for the run (e.g. 90s, 10m, 1.5h): it ends at a clean "
+                              "checkpoint with a final evaluation when the next epoch would not fit",
+                              validate.duration, metavar="DURATION")
+    patience: int = option(0, "stop after N evaluations without a better val AP (0: never)",
+                           validate.non_negative_int, metavar="N")
+    ema: bool | None = option(None, "keep an exponential moving average of the weights, evaluate it and save it "
+                              "as best/last (default: the recipe's; finetune on)")
+    ema_decay: float = option(0.995, "EMA decay per optimizer step, ramped up over the first ~300 steps",
+                              validate.fraction)
+    tensorboard: bool | None = option(None, "write TensorBoard events to OUT/tensorboard (default: when the "
+                                      "tensorboard package is installed)")
     batch_size: int | None = option(None, "per process (default: the variant's recipe)", validate.positive_int)
     accumulate_steps: int = option(1, "batches per optimizer step (gradient accumulation): N steps of batch B "
                                    "take the step of one batch of N x B, for a GPU that fits few images",
@@ -93,6 +115,9 @@ class TrainConfig:
     train_max_size: int | None = option(None, check=validate.image_side)
     eval_size: int | None = option(None, "evaluation short side", validate.image_side)
     eval_max_size: int | None = option(None, check=validate.image_side)
+    sizes_from_data: bool | None = option(
+        None, "choose the training and evaluation sizes left unset from the training images and their boxes, so "
+        "that most objects span at least two patches (default: the recipe's; finetune on)")
     augment: bool = option(True, "no flips/crops; resize to the largest train size", flag="--no-augment")
     num_det_tokens: int | None = option(None, "from scratch only", validate.positive_int)
     patch_size: int | None = option(None, "from scratch only (default: the recipe's, else the variant's)",
@@ -139,13 +164,14 @@ class TrainConfig:
             elif f.type in ("bool", "bool | None") and not isinstance(value, bool):
                 raise ValueError(f"{name}: expected true or false, got {value!r}")
 
-    def resolved(self, variant, init_config=None) -> TrainConfig:
+    def resolved(self, variant, init_config=None, data_sizes=None) -> TrainConfig:
         """The config a run trains with: every option left unset (None) filled in from the
         recipe (:data:`RECIPES`), then from ``variant`` (a :class:`yolos.model.variants.Variant`:
         learning rate, batch, training scales, evaluation size) and, for the recipe's
         "checkpoint" values, from ``init_config`` (the --init model's ModelConfig; 0 without
         one). Idempotent: a resumed run resolves its saved config again to itself."""
         from ..model.variants import input_size
+        from .sizes import scales_up_to
 
         changes = {}
         for key, value in RECIPES[self.recipe].items():
@@ -154,14 +180,22 @@ class TrainConfig:
                     value = float(getattr(init_config, key, 0.0) or 0.0)
                 changes[key] = value
         cfg = dataclasses.replace(self, **changes)
-        scales = list(cfg.train_sizes or variant.train_scales)
-        eval_size, eval_max_size = input_size(variant.config.variant, "paper", cfg.eval_size, cfg.eval_max_size)
+        if cfg.sizes_from_data and data_sizes is not None and data_sizes.train_sizes is not None:
+            cfg = dataclasses.replace(
+                cfg, train_sizes=cfg.train_sizes or list(data_sizes.train_sizes),
+                train_max_size=cfg.train_max_size or data_sizes.max_size, eval_size=cfg.eval_size or
+                data_sizes.eval_size, eval_max_size=cfg.eval_max_size or data_sizes.eval_max_size)
+        own = init_config.eval_size if init_config is not None else None  # a checkpoint trained at its own size
+        eval_size, eval_max_size = input_size(variant.config.variant if own is None else init_config, "paper",
+                                              cfg.eval_size, cfg.eval_max_size)
+        scales = list(cfg.train_sizes or (variant.train_scales if own is None else scales_up_to(eval_size)))
         return dataclasses.replace(
             cfg, variant=variant.config.variant,
             lr=cfg.lr if cfg.lr is not None else variant.lr,
             batch_size=cfg.batch_size or variant.batch_size,
-            train_sizes=scales, train_max_size=cfg.train_max_size or max(variant.train_max_size, max(scales)),
-            eval_size=eval_size, eval_max_size=eval_max_size)
+            train_sizes=scales, eval_size=eval_size, eval_max_size=eval_max_size,
+            train_max_size=cfg.train_max_size or max(variant.train_max_size if own is None else eval_max_size,
+                                                     max(scales)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -96,7 +96,7 @@ def train_one_epoch(
     bf16: bool = False,
     accumulate_steps: int = 1,
     on_step: Callable[[int, int, dict], None] | None = None,
-    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict, int]:
     """Train over ``loader`` (which already skips the batches of the ``start_step`` optimizer
     steps done before a resume).
@@ -107,7 +107,8 @@ def train_one_epoch(
     forward (bf16 autocast if asked; the criterion casts to fp32 itself), the finite-loss check
     (all ranks stop together) and backward (DDP synchronises only the last one); then
     global-norm clipping and the AdamW step. ``on_step(step_in_epoch_done, global_step_done,
-    step_metrics)`` runs after every optimizer step (checkpointing and step logging live there).
+    step_metrics)`` runs after every optimizer step (checkpointing, step logging and the console
+    live there); the epoch ends early when ``should_stop()`` says so after a step (a time budget).
 
     Returns ``(epoch means of the logged losses averaged over ranks, global_step)``.
     """
@@ -118,11 +119,6 @@ def train_one_epoch(
     step = start_step
     t0 = time.perf_counter()
     groups = chunks(_batches(loader), accumulate_steps)  # the batches of each optimizer step
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = -(-len(loader) // accumulate_steps)
-        groups = tqdm(groups, total=total, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
     for group in groups:
         lr = schedule.apply(optimizer, epoch, global_step)
         group = [(pixels.to(device, non_blocking=True), move_targets(targets, device)) for pixels, targets in group]
@@ -138,10 +134,10 @@ def train_one_epoch(
         count += 1
         for k, v in values.items():
             sums[k] += v
-        if progress:
-            groups.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
         if on_step is not None:
             on_step(step, global_step, dict(values, lr=lr))
+        if should_stop is not None and should_stop():
+            break
     means = {k: v / max(count, 1) for k, v in sums.items()}
     means = all_reduce_mean(means, device)
     means["lr"] = schedule.lr(epoch, max(global_step - 1, 0))

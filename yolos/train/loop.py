@@ -21,6 +21,7 @@ import dataclasses
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,27 +30,32 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed as D
+from .. import validate
 from ..data.collate import collate_fn
+from ..distributed import all_reduce_flag
 from ..errors import CheckpointError, YolosError
 from ..evaluation.evaluate import evaluate
 from ..files import remove_stale_temporaries
 from ..model import get_variant
+from ..model.variants import input_size
 from ..run_dir import run_dir
-from .builders import prepare_model, starting_model
+from .builders import build_datasets, data_sizes, prepare_model, set_transforms, starting_model
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
+from .console import StepReporter
 from .criterion import SetCriterion
 from .data_order import ResumableSampler, SeededDataset
+from .ema import ModelEMA
 from .engine import NonFiniteLossError, train_one_epoch
 from .matcher import HungarianMatcher
 from .optim import LRSchedule, build_optimizer
 from .runlog import RunLog
 
 STATE_FILE = "state.pt"
-RUN_FILES = (STATE_FILE, "log.jsonl", "last.safetensors", "best.safetensors", "metrics.png")
+RUN_FILES = (STATE_FILE, "log.jsonl", "last.safetensors", "best.safetensors", "metrics.png", "results.csv")
 # Options a resumed run takes from the command line; every other one is the run's own.
 RESUME_MAY_CHANGE = ("resume", "progress", "workers", "device", "out", "eval_every",
-                     "save_every_steps", "log_every_steps", "epochs")
+                     "save_every_steps", "log_every_steps", "epochs", "time", "patience", "tensorboard")
 
 
 class TrainingInterrupted(YolosError):
@@ -75,12 +81,15 @@ class Progress:
     step: int = 0
     global_step: int = 0
     best_ap: float = -1.0
+    stale_evals: int = 0  # evaluations since the best AP (--patience)
     requested: bool = False
+    on_stop: object = None  # called when the run stops on request (the log's plot catches up)
 
     def save(self) -> None:
         if self.is_main:
             save_training_state(self.out / STATE_FILE, epoch=self.epoch, step_in_epoch=self.step,
-                                global_step=self.global_step, best_ap=self.best_ap, **self.parts)
+                                global_step=self.global_step, best_ap=self.best_ap, stale_evals=self.stale_evals,
+                                **self.parts)
 
     def finished(self, epoch: int, step: int, global_step: int) -> None:
         self.epoch, self.step, self.global_step = epoch, step, global_step
@@ -89,6 +98,8 @@ class Progress:
 
     def stop(self):
         self.save()
+        if self.on_stop is not None and self.is_main:
+            self.on_stop()
         raise TrainingInterrupted(
             f"interrupted: the training state after epoch {self.epoch} step {self.step} (global step "
             f"{self.global_step}) is saved in {self.out / STATE_FILE}; continue with --resume --out {self.out}")
@@ -180,8 +191,9 @@ def _resumed_data(saved: str, given: str, say) -> str:
 
 
 def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
-    """Everything the loop needs: the resolved config, the model (and its DDP wrapper), the
-    datasets, loader, sampler, criterion, optimizer, schedule and the run's :class:`Progress`."""
+    """Everything the loop needs (:class:`Run`): the resolved config, the model (its DDP
+    wrapper, its EMA), the datasets, loader, sampler, criterion, optimizer, schedule and the
+    run's :class:`Progress`."""
     state = None
     if cfg.resume:
         path = out / STATE_FILE
@@ -193,12 +205,24 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
             f"(global step {state['global_step']})")
     elif cfg.data:
         cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve()))  # a resume finds it from anywhere
-    start, variant = starting_model(cfg, state)
-    cfg = cfg.resolved(get_variant(variant), None if start is None else start.config)
+    if cfg.recipe == "finetune" and not cfg.init and state is None:
+        raise ValueError("--recipe finetune: give the checkpoint to fine-tune with --init (a file, a folder, a "
+                         "hub id, a variant name, or 'bundled'); --recipe scratch trains from random weights")
+    start, variant_name = starting_model(cfg, state)
+    variant = get_variant(variant_name)
+    _, train_ds, val_ds = build_datasets(cfg, None if state is None else start.config, say)
+    sizes = data_sizes(cfg, train_ds, start, variant)
+    cfg = cfg.resolved(variant, None if start is None else start.config, sizes)
+    if sizes is not None:
+        say(sizes.describe(input_size(start.config if start is not None else variant.config, "paper")))
+        warning = sizes.warning(variant.config.patch_size)
+        if warning:
+            say(warning)
+    set_transforms(cfg, train_ds, val_ds)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model, dc, train_ds, val_ds = prepare_model(cfg, start, state, say)
+    model = prepare_model(cfg, start, train_ds, say)
     model.grad_checkpointing = cfg.grad_checkpointing
     if cfg.detach_det_tokens:
         model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
@@ -207,6 +231,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     if di.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[di.device.index] if di.device.type == "cuda" else None)
+    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=cfg.anchor_matching)
     criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef).to(di.device)
     optimizer = build_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -216,38 +241,97 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
                                rank=di.rank, seed=cfg.seed, shuffle=True)
     loader = DataLoader(seeded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn,
                         num_workers=cfg.workers, drop_last=sampler.drop_last, pin_memory=di.device.type == "cuda")
-    progress = Progress(out, dict(model=model, optimizer=optimizer, scheduler=schedule, config=cfg.to_dict()),
-                        di.is_main, not di.distributed, say)
+    parts = dict(model=model, optimizer=optimizer, scheduler=schedule, config=cfg.to_dict(), ema=ema)
+    progress = Progress(out, parts, di.is_main, not di.distributed, say)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         progress.epoch, progress.step = state["epoch"], state["step_in_epoch"]
         progress.global_step, progress.best_ap = state["global_step"], state["best_ap"]
+        progress.stale_evals = int(state.get("stale_evals", 0))
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
     say(f"training {model.config.variant or cfg.model}: {model.num_parameters() / 1e6:.2f}M params, "
         f"{train_ds.num_classes} classes, {len(train_ds)} train images"
         f"{f' x {cfg.repeat} repeats' if cfg.repeat > 1 else ''}, batch {cfg.batch_size} x {di.world_size} "
         f"process(es){f' x {cfg.accumulate_steps} accumulated' if cfg.accumulate_steps > 1 else ''}, "
-        f"lr {cfg.lr:g}, {cfg.epochs} epochs, device {di.device}")
-    return cfg, model, net, val_ds, seeded, sampler, loader, criterion, optimizer, schedule, progress, state
+        f"lr {cfg.lr:g}, {cfg.epochs} epochs{f', within {cfg.time}' if cfg.time else ''}"
+        f"{', EMA of the weights' if ema is not None else ''}, input {cfg.eval_size}/{cfg.eval_max_size}, "
+        f"device {di.device}")
+    return Run(cfg, model, net, ema, val_ds, seeded, sampler, loader, criterion, optimizer, schedule, progress,
+               state)
+
+
+@dataclass
+class Run:
+    """The parts of a set-up run (:func:`_setup`)."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    net: torch.nn.Module
+    ema: ModelEMA | None
+    val_ds: object
+    seeded: SeededDataset
+    sampler: ResumableSampler
+    loader: DataLoader
+    criterion: SetCriterion
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    progress: Progress
+    state: dict | None
+
+
+class Budget:
+    """The run's wall-clock budget (``--time``): whether another epoch fits, and whether it is
+    spent (agreed by every rank, so that all stop at the same step)."""
+
+    def __init__(self, cfg: TrainConfig, device):
+        self.seconds = validate.seconds(cfg.time, "--time") if cfg.time else None
+        self.started = time.monotonic()
+        self.device = device
+        self.epoch_s = self.eval_s = 0.0
+
+    def spent(self) -> bool:
+        if self.seconds is None:
+            return False
+        over = time.monotonic() - self.started + self.eval_s >= self.seconds
+        return all_reduce_flag(over, self.device) if D.is_dist() else over
+
+    def another_epoch_fits(self) -> bool:
+        if self.seconds is None:
+            return True
+        fits = time.monotonic() - self.started + self.epoch_s + self.eval_s < self.seconds
+        return not all_reduce_flag(not fits, self.device) if D.is_dist() else fits
 
 
 def _fit(cfg: TrainConfig, given: set[str], di, out: Path, say) -> dict:
-    (cfg, model, net, val_ds, seeded, sampler, loader, criterion, optimizer, schedule, progress,
-     state) = _setup(cfg, given, di, out, say)
-    runlog = RunLog(out, di.is_main, progress.global_step if state is not None else None, say)
+    run = _setup(cfg, given, di, out, say)
+    cfg, progress = run.cfg, run.progress
+    runlog = RunLog(out, di.is_main, progress.global_step if run.state is not None else None, say,
+                    tensorboard=cfg.tensorboard)
+    progress.on_stop = runlog.flush
     # The resolved configuration heads the log (again on each resume, at the step it resumes).
     runlog.write({"type": "config", "global_step": progress.global_step, "config": cfg.to_dict()})
-    last_stats, first_epoch, first_step = None, progress.epoch, progress.step
+    budget = Budget(cfg, di.device)
+    steps_per_epoch = -(-run.sampler.batches_per_epoch() // cfg.accumulate_steps)
+    reporter = StepReporter(cfg.epochs, steps_per_epoch * cfg.epochs - progress.global_step,
+                            enabled=cfg.progress and di.is_main, say=say)
+    last_stats, first_epoch, first_step, stopped = None, progress.epoch, progress.step, None
     with progress:
         for epoch in range(first_epoch, cfg.epochs):
-            seeded.epoch = epoch
+            run.seeded.epoch = epoch
             # a step is accumulate_steps batches: a resumed epoch skips the batches of its done steps
             start = first_step if epoch == first_epoch else 0
-            sampler.set_epoch(epoch, start * cfg.accumulate_steps)
-            steps = -(-sampler.batches_per_epoch() // cfg.accumulate_steps)
+            run.sampler.set_epoch(epoch, start * cfg.accumulate_steps)
+            steps = -(-run.sampler.batches_per_epoch() // cfg.accumulate_steps)
+            reporter.start_epoch(epoch, steps, start)
+            began = time.monotonic()
 
             def on_step(step: int, gstep: int, values: dict, epoch=epoch, steps=steps) -> None:
+                if run.ema is not None:
+                    run.ema.update(run.model)
+                reporter.step(values, values["lr"])
                 if cfg.log_every_steps and gstep % cfg.log_every_steps == 0:
                     runlog.write({"type": "step", "epoch": epoch, "step": step, "global_step": gstep,
                                   **{k: round(v, 6) for k, v in values.items()}})
@@ -256,31 +340,59 @@ def _fit(cfg: TrainConfig, given: set[str], di, out: Path, say) -> dict:
                     progress.save()
                 progress.finished(epoch, step, gstep)
 
-            train_stats = _train_epoch(cfg, net, criterion, loader, optimizer, schedule, epoch, start, progress,
-                                       on_step, di)
+            train_stats = _train_epoch(run, epoch, start, on_step, budget.spent, di)
+            reporter.end_epoch()
+            budget.epoch_s = time.monotonic() - began
+            partial = progress.step < steps
+            is_last = epoch + 1 == cfg.epochs or partial or not budget.another_epoch_fits()
             val_stats = None
-            is_last = epoch + 1 == cfg.epochs
-            if val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
-                val_stats, _ = evaluate(net, val_ds, batch_size=1, device=di.device, progress=cfg.progress)
+            if run.val_ds is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or is_last):
+                began = time.monotonic()
+                val_stats, _ = evaluate(run.ema.module if run.ema is not None else run.net, run.val_ds,
+                                        batch_size=1, device=di.device, progress=cfg.progress and reporter.tty)
+                budget.eval_s = time.monotonic() - began
                 last_stats = val_stats
-            progress.best_ap = runlog.end_epoch(model, epoch, progress.global_step, train_stats, val_stats,
-                                                progress.best_ap, is_last, say)
-            progress.epoch, progress.step = epoch + 1, 0
+            saved = run.ema.module if run.ema is not None else run.model
+            best = runlog.end_epoch(saved, epoch, progress.global_step, train_stats, val_stats, progress.best_ap,
+                                    is_last, say)
+            if val_stats is not None:
+                progress.stale_evals = 0 if best > progress.best_ap else progress.stale_evals + 1
+            progress.best_ap = best
+            if not partial:
+                progress.epoch, progress.step = epoch + 1, 0
             progress.save()
             if progress.requested:  # arrived during evaluation or saving
                 progress.stop()
             D.barrier()
+            stopped = _stop_reason(cfg, progress, partial, is_last and epoch + 1 < cfg.epochs, epoch)
+            if stopped:
+                say(stopped)
+                break
+    runlog.flush()
     return {"out": str(out), "best_ap": progress.best_ap, "val": last_stats, "global_step": progress.global_step,
-            "epochs": cfg.epochs, "is_main": di.is_main}
+            "epochs": cfg.epochs, "is_main": di.is_main, "stopped": stopped}
 
 
-def _train_epoch(cfg, net, criterion, loader, optimizer, schedule, epoch, start, progress, on_step, di) -> dict:
+def _stop_reason(cfg: TrainConfig, progress: Progress, partial: bool, out_of_time: bool, epoch: int) -> str | None:
+    """Why the run ends before its last epoch (a time budget, --patience), or None."""
+    if partial or out_of_time:
+        where = f"epoch {epoch + 1} step {progress.step}" if partial else f"epoch {epoch + 1}"
+        return (f"time budget {cfg.time} reached after {where} of {cfg.epochs}: the state and a final "
+                f"evaluation are saved; --resume --time ... continues")
+    if cfg.patience and progress.stale_evals >= cfg.patience:
+        return (f"early stop: no better val AP in {progress.stale_evals} evaluations (--patience {cfg.patience}); "
+                f"best AP {progress.best_ap:.4f} is in best.safetensors")
+    return None
+
+
+def _train_epoch(run: Run, epoch: int, start: int, on_step, should_stop, di) -> dict:
     """One epoch through :func:`train_one_epoch`, with what its failures mean for the run."""
+    cfg, progress = run.cfg, run.progress
     try:
         stats, progress.global_step = train_one_epoch(
-            net, criterion, loader, optimizer, schedule, epoch=epoch, device=di.device, start_step=start,
-            global_step=progress.global_step, clip_max_norm=cfg.clip_max_norm, bf16=cfg.bf16,
-            accumulate_steps=cfg.accumulate_steps, on_step=on_step, progress=cfg.progress and di.is_main)
+            run.net, run.criterion, run.loader, run.optimizer, run.schedule, epoch=epoch, device=di.device,
+            start_step=start, global_step=progress.global_step, clip_max_norm=cfg.clip_max_norm, bf16=cfg.bf16,
+            accumulate_steps=cfg.accumulate_steps, on_step=on_step, should_stop=should_stop)
         return stats
     except RuntimeError:
         if progress.requested:  # DataLoader workers die with the same Ctrl-C

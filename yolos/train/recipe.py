@@ -13,7 +13,8 @@ from .matcher import anchor_centres
 
 
 @torch.no_grad()
-def init_head_priors(model, objects_per_image: float, box_size: float = 0.2, box: bool = True) -> None:
+def init_head_priors(model, objects_per_image: float, box_size: float = 0.2, box: bool = True,
+                     rows: list[int] | None = None) -> None:
     """Start the heads at the data's priors instead of PyTorch's default outputs (only the
     last layers' biases change; their default random weights keep the [DET] tokens distinct).
 
@@ -25,14 +26,20 @@ def init_head_priors(model, objects_per_image: float, box_size: float = 0.2, box
 
     ``objects_per_image``: the mean number of objects per training image (clamped to
     ``[0.5, T - 0.5]``); ``box_size``: a typical side as a fraction of the image; ``box=False``
-    leaves a trained box head alone (fine-tuning).
+    leaves a trained box head alone (fine-tuning). ``rows``: set only these classes' biases (the
+    new rows of a head that kept others): to the mean bias of the kept ones, which the kept
+    no-object bias was trained against.
     """
     t = model.config.num_det_tokens
     k = model.config.num_classes
     p_obj = min(max(objects_per_image, 0.5), t - 0.5) / t
     cls_bias = model.class_head.layers[-1].bias
-    cls_bias.fill_(math.log(p_obj / k))
-    cls_bias[-1] = math.log(1 - p_obj)
+    kept = [i for i in range(k) if rows is not None and i not in rows]
+    if kept:
+        cls_bias[rows] = cls_bias[kept].mean()
+    else:
+        cls_bias.fill_(math.log(p_obj / k))
+        cls_bias[-1] = math.log(1 - p_obj)
     if not box:
         return
     logit = math.log(box_size / (1 - box_size))
