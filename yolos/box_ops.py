@@ -29,6 +29,12 @@ def xywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.stack((x, y, x + w, y + h), dim=-1)
 
 
+def clip_boxes(boxes: Tensor, width: float, height: float) -> Tensor:
+    """``[..., 4]`` xyxy boxes clipped to an image of ``width x height`` (a new tensor)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack((x0.clamp(0, width), y0.clamp(0, height), x1.clamp(0, width), y1.clamp(0, height)), dim=-1)
+
+
 def exif_transpose_boxes(boxes: Tensor, orientation: int, width: float, height: float) -> Tensor:
     """``[N, 4]`` xyxy boxes drawn on an image as stored (``width x height``, before its EXIF
     ``orientation`` 1..8 is applied), in the frame of the image as displayed (after PIL's

@@ -5,6 +5,11 @@ import contextlib
 import os
 from pathlib import Path
 
+# The process's umask, read once (os.umask can only be read by setting it): files written through
+# a temporary get the mode a plain open() would give them, whatever the writer library used.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
@@ -16,9 +21,13 @@ def atomic_path(path, suffix: str = ""):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:  # named by the file the caller asked for, not our temporary
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
         with open(tmp, "rb+") as f:  # on disk before the rename, so a power cut keeps one of the two
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers (safetensors) create 0600 files
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -96,8 +96,7 @@ def probe_image(path) -> tuple[int, int, int]:
     :func:`load_image` returns it (EXIF orientation applied, so 5..8 swap the sides) and the
     orientation. Raises :class:`ImageError` naming the file for a missing or unknown file."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
+    _check_regular(path)
     try:
         with Image.open(path, formats=RASTER_FORMATS) as im:
             w, h = im.size
@@ -122,9 +121,14 @@ def describe(source) -> str:
     return repr(source)[:80]
 
 
-def _open_path(path: Path) -> Image.Image:
+def _check_regular(path: Path) -> None:
+    """An ImageError unless ``path`` is a regular file (a FIFO or device would block or never end)."""
     if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
+        raise ImageError(f"{path}: {'not a regular file' if path.exists() else 'no such image file'}")
+
+
+def _open_path(path: Path) -> Image.Image:
+    _check_regular(path)
     return _decode(path, str(path))
 
 

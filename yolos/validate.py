@@ -70,6 +70,11 @@ def positive_float(value, name: str) -> float:
     return _real(value, name, lambda v: v > 0, "a positive number")
 
 
+def at_least(value, name: str, minimum: float = 1.0) -> float:
+    """A number >= ``minimum``."""
+    return _real(value, name, lambda v: v >= minimum, f"a number >= {minimum:g}")
+
+
 def non_negative_float(value, name: str) -> float:
     return _real(value, name, lambda v: v >= 0, "a number >= 0")
 

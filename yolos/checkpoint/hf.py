@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..config import ModelConfig
+from ..errors import CheckpointError
 from ..files import atomic_path, atomic_write_text
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 from ..model.variants import eval_sizes
@@ -194,13 +195,24 @@ def preprocessor_config(config: ModelConfig) -> dict:
     }
 
 
-def save_hf_directory(model, directory) -> Path:
+HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "model.safetensors.index.json",
+            "pytorch_model.bin")
+
+
+def save_hf_directory(model, directory, overwrite: bool = False) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``: a directory
     that ``transformers.pipeline("object-detection", model=directory)`` and the Auto classes load
-    as-is, and that gives the detections of ``yolos predict``."""
+    as-is, and that gives the detections of ``yolos predict``. A folder that holds a model
+    already (any of :data:`HF_FILES`) is refused unless ``overwrite``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory} exists and is not a folder")
+    held = [name for name in HF_FILES if (directory / name).exists() or (directory / name).is_symlink()]
+    if held and not overwrite:
+        raise CheckpointError(f"{directory} holds a model already ({', '.join(held)}): pass overwrite=True to "
+                              f"replace it, or choose another folder")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in ours_to_hf(model.state_dict()).items()}
     with atomic_path(directory / "model.safetensors") as tmp:

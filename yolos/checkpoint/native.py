@@ -18,13 +18,16 @@ CONFIG_KEY = "yolos_config"
 FORMAT_VERSION = "1"
 
 
-def save_native(model: YOLOS, path) -> Path:
-    """Write ``model`` to ``path`` (a ``.safetensors`` file; parent folders are created)."""
+def save_native(model: YOLOS, path, overwrite: bool = True) -> Path:
+    """Write ``model`` to ``path`` (a ``.safetensors`` file; parent folders are created),
+    atomically. ``overwrite=False``: an existing file is refused (``YOLOS.save``'s default)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: the native format is a .safetensors file")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise CheckpointError(f"{path} exists: pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {

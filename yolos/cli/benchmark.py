@@ -84,6 +84,8 @@ def run(args) -> int:
     import torch
 
     opt.check_device(args)
+    if args.data:
+        _files(args.data, args.images)  # a bad --data is refused before any model loads
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.runtime:

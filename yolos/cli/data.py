@@ -10,11 +10,13 @@ from . import options as opt
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "data", help="check a dataset (COCO, YOLO or VOC layout), or write its COCO json",
-        description="Datasets are read in place in three layouts, recognised from the files: COCO json, "
-        "YOLO (data.yaml with train/val/names, images/ beside labels/), Pascal VOC (Annotations/, "
-        "JPEGImages/, ImageSets/Main/). Boxes of EXIF-rotated photos are taken in the displayed frame "
-        "unless the annotation's image size says they were drawn on the stored pixels.")
+        "data", help="check a dataset (COCO, YOLO, Pascal VOC or LabelImg layout), or write its COCO json",
+        description="Datasets are read in place, their layout recognised from the files: COCO json (also "
+        "Roboflow's train/ valid/ test/ export), YOLO (data.yaml with train/val/names, images/ beside labels/), "
+        "Pascal VOC (Annotations/, JPEGImages/, ImageSets/Main/), LabelImg (XML beside the images or in "
+        "annotations/, flat or in train/ val/ folders). A dataset without a val split holds out 10% of train "
+        "(--val-fraction), the same images in every command. Boxes of EXIF-rotated photos are taken in the "
+        "displayed frame unless the annotation's image size says they were drawn on the stored pixels.")
     commands = p.add_subparsers(dest="data_command", metavar="ACTION")
     commands.required = True
     check = commands.add_parser(
@@ -54,7 +56,7 @@ def _splits(dc, which: str) -> list[str]:
 
 def decode_problems(raw, known: set[str]) -> list:
     """A Problem for each image of ``raw`` that is there but does not decode (a truncated file
-    passes the header check), leaving out those already in ``known``."""
+    passes the header check), leaving out the places already in ``known``."""
     from ..data.check import Problem
     from ..errors import ImageError
     from ..images import load_image
@@ -68,7 +70,7 @@ def decode_problems(raw, known: set[str]) -> list:
 
     present = [im for im in raw.coco["images"] if raw.image_path(im).is_file()]
     with ThreadPoolExecutor(4) as pool:
-        return [p for p in pool.map(decode, present) if p is not None and str(p) not in known]
+        return [p for p in pool.map(decode, present) if p is not None and p.where not in known]
 
 
 def _add_dataset(p) -> None:
@@ -86,21 +88,26 @@ def _dataset_arg(args) -> str:
 
 def run_check(args) -> int:
     from ..data.check import normalize_split
-    from ..data.dataset_config import resolve_dataset
+    from ..data.dataset_config import resolve_dataset, shared_images
 
     opt.apply_max_pixels(args)
     dc = resolve_dataset(_dataset_arg(args), args.val_fraction)
     print(dc.describe())
-    failed = False
+    failed, read = False, {}
     for split in _splits(dc, args.split):
         if split == "train" and dc.train_synthetic is not None:
             continue
-        raw = dc.read(split)
+        raw = read[split] = dc.read(split)
         _, report = normalize_split(raw)
         if not args.headers_only:
-            report.problems += decode_problems(raw, {str(p) for p in report.problems})
+            report.problems += decode_problems(raw, {p.where for p in report.problems})
         print(report.render(args.limit))
         failed = failed or bool(report.fatal)
+    if "train" in read and "val" in read and dc.val is not None:
+        both = shared_images(read["train"], read["val"])
+        if both:
+            print(f"warning: {len(both)} image(s) are in both train and val (e.g. {both[0]}): val AP on them "
+                  f"measures memory, not generalisation")
     verdict = "problems above would stop training" if failed else "ready to train"
     print(f"yolos data check: {verdict}", file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0

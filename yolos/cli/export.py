@@ -11,11 +11,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "export",
         help="export to ONNX (fp32/fp16/int8) or TorchScript, for any input size or one",
-        description="Export a model. By default the graph takes any input size (H and W multiples of 16) and "
-        "resamples the position embeddings inside the graph with PyTorch's bicubic interpolation written as "
-        "matrix products, so its outputs equal the PyTorch model's at every size. --size H W exports one fixed "
-        "size instead (embeddings stored as constants). Input 'pixel_values' [B,3,H,W] float32; outputs "
-        "'logits', 'pred_boxes'; the batch axis is dynamic. An existing file is never written over.",
+        description="Export a model. By default the graph takes any input size (H and W multiples of the patch "
+        "size, 16 for every released model) and resamples the position embeddings inside the graph with "
+        "PyTorch's bicubic interpolation written as matrix products, so its outputs equal the PyTorch model's "
+        "at every size. --size H W exports one fixed size instead (embeddings stored as constants). Input "
+        "'pixel_values' [B,3,H,W] float32; outputs 'logits', 'pred_boxes'; the batch axis is dynamic. An "
+        "existing file is never written over.",
     )
     opt.add_model(p, random_weights=True)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
@@ -48,6 +49,7 @@ def run(args) -> int:
     check_export(args.format, args.dtype, out)  # before the model is traced: nothing written over
     path = export_model(model, out, format=args.format, size=tuple(args.size) if args.size else None,
                         dtype=args.dtype, opset=args.opset)
-    size = f"{args.size[0]}x{args.size[1]}" if args.size else "any H x W (multiples of 16)"
+    size = f"{args.size[0]}x{args.size[1]}" if args.size else \
+        f"any H x W (multiples of {model.config.patch_size})"
     print(f"wrote {path} ({args.format} {args.dtype}, input pixel_values [batch, 3, {size}])")
     return 0

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from .. import validate
 from . import options as opt
 
 SETTINGS_ENV = "YOLOS_SERVE_SETTINGS"  # how --workers > 1 hands the settings to each worker process
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
                    help="requests that may wait per worker; beyond it the answer is 503 with Retry-After")
     p.add_argument("--max-batch", type=opt.positive_int, default=8,
                    help="waiting images run together (same-size images only, so results do not change)")
-    p.add_argument("--max-inflight-megapixels", type=opt.positive_float, default=100.0,
+    p.add_argument("--max-inflight-megapixels", type=opt.typed(validate.at_least, minimum=1.0), default=100.0,
                    help="decoded pixels all requests of a worker may hold at once (about 3 bytes each, plus "
                         "the decoder's scratch): the memory bound whatever the concurrency; a request beyond "
                         "it gets 503 (413 for one image larger than the whole budget)")

@@ -1,4 +1,4 @@
-"""``yolos train``: fine-tune or train YOLOS on a COCO-format dataset (torchrun for several GPUs/processes)."""
+"""``yolos train``: fine-tune or train YOLOS on a dataset in any layout (torchrun for several GPUs/processes)."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train / fine-tune on a COCO-format dataset",
+        help="train / fine-tune on a dataset (COCO, YOLO, Pascal VOC or LabelImg layout)",
         description="Train YOLOS (hustvl/YOLOS recipe: AdamW, wd 1e-4, per-epoch cosine, clip 0.1). "
         "Several processes: torchrun --nproc_per_node=N $(which yolos) train ...",
     )

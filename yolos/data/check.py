@@ -55,7 +55,8 @@ class RawSplit:
     """A split as its reader found it (see the module doc). ``sizes_declared``: whether the
     images' ``width``/``height`` are the annotation tool's (COCO json, VOC ``size``), which tells
     the frame of rotated photos; YOLO labels are normalized and carry none. ``probed``: image
-    headers the reader already read, ``image id -> (width, height, orientation)``."""
+    headers the reader already read, ``image id -> (width, height, orientation)`` or the
+    ImageError it got."""
 
     name: str
     layout: str
@@ -192,7 +193,7 @@ def box_frame(orientation: int, declared: tuple | None, displayed: tuple[int, in
 def _probe_all(raw: RawSplit, images: list[dict]) -> dict:
     """``image id -> (width, height, orientation) or ImageError``, headers read on threads."""
     def probe(image):
-        if image["id"] in raw.probed:
+        if image["id"] in raw.probed:  # read by the reader already (a tuple, or its ImageError)
             return raw.probed[image["id"]]
         try:
             return probe_image(raw.image_path(image))

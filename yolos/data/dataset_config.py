@@ -344,6 +344,12 @@ class DatasetConfig:
                            f"the folder holds: {', '.join(found) or 'nothing'}")
 
 
+def shared_images(a: RawSplit, b: RawSplit) -> list[str]:
+    """Image files two splits both hold (the same photo in train and val inflates val AP)."""
+    files = {str(a.image_path(im).resolve()) for im in a.coco["images"]}
+    return sorted(f for f in (str(b.image_path(im).resolve()) for im in b.coco["images"]) if f in files)
+
+
 def hold_out(raw: RawSplit, fraction: float, seed: int) -> tuple[RawSplit, RawSplit]:
     """``(train, val)`` of one split: the ``fraction`` of its images (at least one) that come
     first by a hash of ``(seed, file name)``, so the choice is the same in every process and

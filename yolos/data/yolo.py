@@ -185,7 +185,7 @@ def read_yolo_split(name: str, sources: list[Path], names: dict[int, str], sourc
         try:
             w, h, orientation = probe_image(path)
         except ImageError as err:
-            problems.append(Problem(str(path), str(err).split(": ", 1)[-1]))
+            probed[image_id] = err  # the check reports it, once
             continue
         probed[image_id] = (w, h, orientation)
         labels = label_path(path)

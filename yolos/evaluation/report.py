@@ -20,7 +20,7 @@ import torch
 from ..box_ops import box_iou, xywh_to_xyxy
 from ..files import atomic_path
 
-MAX_CURVES = 12  # per-class PR curves drawn: the worst classes by AP when there are more
+MAX_CURVES = 12  # per-class PR curves drawn: the worst classes by AP50 when there are more
 
 
 def per_class_table(rows: list[dict], names: dict[int, str]) -> str:
@@ -95,16 +95,20 @@ def write_plots(out: Path, per_class: list[dict], curves: dict[int, list[float]]
 
     out = Path(out)
     written = []
-    shown = sorted((r for r in per_class if r["AP"] >= 0), key=lambda r: r["AP"])[:MAX_CURVES]
+    # the curves are at IoU 0.5, so classes are ordered (worst first) and labelled by AP50
+    scored = [r for r in per_class if r["AP50"] >= 0]
+    shown = sorted(scored, key=lambda r: r["AP50"])[:MAX_CURVES]
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    for r in shown:
+    colours = plt.get_cmap("tab20" if len(shown) > 10 else "tab10")
+    styles = ("-", "--", ":", "-.")
+    for i, r in enumerate(shown):
         cid = r["category_id"]
         points = [(rc, p) for rc, p in zip(recall_points, curves[cid]) if p >= 0]
-        ax.plot([p[0] for p in points], [p[1] for p in points],
-                label=f"{names.get(cid, cid)} (AP50 {r['AP50']:.3f})")
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=colours(i % colours.N),
+                linestyle=styles[i // colours.N % len(styles)], label=f"{names.get(cid, cid)} (AP50 {r['AP50']:.3f})")
+    worst = f" (the {len(shown)} worst of {len(scored)} classes)" if len(scored) > len(shown) else ""
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title="precision-recall at IoU 0.5" + (f" (the {len(shown)} worst classes)" if len(per_class) > MAX_CURVES
-                                                 else ""))
+           title="precision-recall at IoU 0.5" + worst)
     ax.legend(fontsize=7, loc="lower left")
     written.append(_save(fig, out / "pr_curves.png"))
     labels = [names.get(c, str(c)) for c in confusion["category_ids"]]

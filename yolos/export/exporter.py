@@ -214,7 +214,11 @@ def _export_onnx(graph: nn.Module, example: Tensor, path: Path, opset: int, dyna
     except ImportError:
         raise ExportError("ONNX export needs the onnx package: pip install 'yolos[export]'") from None
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    try:  # beside the output, so that the final move is a rename; named by the output if it fails
+        workdir = tempfile.TemporaryDirectory(dir=path.parent)
+    except OSError as err:
+        raise ExportError(f"--out: cannot write into {path.parent} ({err.strerror or err})") from None
+    with workdir as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         torch.onnx.export(graph, (example,), str(fp32), input_names=["pixel_values"],
                           output_names=["logits", "pred_boxes"], opset_version=opset, dynamo=False,

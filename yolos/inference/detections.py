@@ -5,6 +5,7 @@ import colorsys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
@@ -32,6 +33,10 @@ def coco_records(image_id: int, boxes_xyxy: Tensor, scores: Tensor, labels: Tens
     image; ``to_category(label)`` gives the dataset's category id, or None for a label the
     dataset has no class for (left out). The one writer of the format (:meth:`Detections.to_coco`
     and the evaluation both use it)."""
+    whole = isinstance(image_id, (int, np.integer)) or (
+        isinstance(image_id, torch.Tensor) and image_id.numel() == 1 and not image_id.is_floating_point())
+    if isinstance(image_id, bool) or not whole or not -2**63 <= int(image_id) < 2**63:
+        raise ValueError(f"image_id: expected a whole number (a COCO image id, 64-bit), got {image_id!r}")
     boxes = xyxy_to_xywh(boxes_xyxy.float()).tolist()
     out = []
     for label, box, score in zip(labels.tolist(), boxes, scores.float().tolist()):
@@ -46,7 +51,9 @@ class Detections:
     """Detections in one image, in original-image pixels.
 
     Attributes:
-        boxes: ``[N, 4]`` float, ``(xmin, ymin, xmax, ymax)`` in pixels of the original image.
+        boxes: ``[N, 4]`` float, ``(xmin, ymin, xmax, ymax)`` in pixels of the original image,
+            clipped to it (as Ultralytics and torchvision give them; :func:`yolos.postprocess`
+            keeps transformers' unclipped boxes, and COCO evaluation scores those, as the paper did).
         scores: ``[N]`` float in (threshold, 1].
         labels: ``[N]`` int64 model labels (class indices; COCO checkpoints: the sparse
             category ids 1..90).

@@ -11,6 +11,7 @@ also flushed once ``4 * batch_size`` images are waiting. Results come back in in
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from .. import validate
+from ..box_ops import clip_boxes
 from ..errors import ImageError, PredictionError
 from ..images import describe, load_image
 from ..model.variants import input_size
@@ -55,6 +57,19 @@ def check_predict_options(threshold, batch_size, top_k, short_side, long_side, d
             validate.dtype(dtype, "dtype"))
 
 
+def on_device(model, device):
+    """``model`` if it is on ``device`` already (or none is given), else a copy there: a predict
+    call never moves (or, with a device that holds no data, destroys) the caller's model. Move it
+    once with ``model.to(device)`` to avoid the copy on every call."""
+    if device is None:
+        return model
+    device = validate.device(device, "device")
+    current = next(model.parameters()).device
+    if current == device or (device.index is None and current.type == device.type):
+        return model
+    return copy.deepcopy(model).to(device)
+
+
 def iter_predict(
     model,
     images,
@@ -77,8 +92,7 @@ def iter_predict(
     threshold, batch_size, top_k, short_side, long_side, dtype = check_predict_options(
         threshold, batch_size, top_k, short_side, long_side, dtype)
     short_side, long_side = input_size(model.config, "transformers", short_side, long_side)
-    if device is not None:
-        model.to(device)
+    model = on_device(model, device)
     compute = precision_for(model, dtype)  # after the move: the cast weights live with the model
     param = next(model.parameters())
     names, category_id = model.config.label_name, model.config.category_id
@@ -93,6 +107,8 @@ def iter_predict(
             outputs = model(pixel_values)
         # One bucket = one resized size, so no padding: normalized boxes scale to the original.
         decoded = postprocess(outputs, original_sizes, threshold=threshold, top_k=top_k)
+        for det, (h, w) in zip(decoded, original_sizes):  # boxes end inside the image (transformers' do not)
+            det["boxes"] = clip_boxes(det["boxes"], w, h)
         broken = set(non_finite(outputs))
         out = []
         for i, ((index, source, pil), original, det) in enumerate(zip(items, original_sizes, decoded)):
@@ -172,7 +188,8 @@ def predict(
             (:func:`yolos.model.eval_sizes`, transformers' protocol: S/B 800/1333, Ti 512/1333). The
             paper's protocol is ``short_side=512, long_side=853, rule="orig"`` for Ti.
         rule: ``"hf"`` or ``"orig"`` resize rounding (:func:`yolos.resize.resize_shape`).
-        device: move the model there first (default: wherever the model is).
+        device: run there (default: wherever the model is); a model elsewhere is copied
+            there for the call (:func:`on_device`), never moved.
         dtype: compute dtype: ``None``/``"float32"`` (the model as it is) or ``"bfloat16"``
             (``"bf16"``), which runs the backbone's matrix products and attention in bf16
             (:func:`precision_for`): on CPUs with AMX several times faster, with detections

@@ -201,14 +201,16 @@ class YOLOS(nn.Module):
 
         return predict(self, images, threshold=threshold, **kwargs)
 
-    def save_pretrained(self, directory, **kwargs):
-        """Write ``directory`` in transformers' format (config.json + model.safetensors)."""
+    def save_pretrained(self, directory, overwrite: bool = False):
+        """Write ``directory`` in transformers' format (config.json + model.safetensors); a
+        folder holding a model already is refused unless ``overwrite``."""
         from ..checkpoint.hf import save_hf_directory
 
-        return save_hf_directory(self, directory, **kwargs)
+        return save_hf_directory(self, directory, overwrite=overwrite)
 
-    def save(self, path) -> None:
-        """Write the project's own single-file format (safetensors with the config inside)."""
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the project's own single-file format (safetensors with the config inside); an
+        existing file is refused unless ``overwrite``."""
         from ..checkpoint.native import save_native
 
-        save_native(self, path)
+        save_native(self, path, overwrite=overwrite)

@@ -158,8 +158,8 @@ def _json_image(body: bytes) -> tuple[bytes, dict]:
         raise HTTPError(422, "inputs: URLs are not fetched; send the image bytes in base64")
     if text.startswith("data:") and "," in text:  # a data URL, as browsers make them
         text = text.split(",", 1)[1]
-    try:
-        data = base64.b64decode(text, validate=True)
+    try:  # MIME base64 wraps lines (RFC 2045); whitespace is not data
+        data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise HTTPError(422, "inputs: not valid base64") from None
     return data, payload.get("parameters") or {}
