@@ -189,8 +189,11 @@ class TrainConfig:
         eval_size, eval_max_size = input_size(variant.config.variant if own is None else init_config, "paper",
                                               cfg.eval_size, cfg.eval_max_size)
         scales = list(cfg.train_sizes or (variant.train_scales if own is None else scales_up_to(eval_size)))
+        from ..data.dataset_config import DEFAULT_VAL_FRACTION
+
         return dataclasses.replace(
             cfg, variant=variant.config.variant,
+            val_fraction=DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction,
             lr=cfg.lr if cfg.lr is not None else variant.lr,
             batch_size=cfg.batch_size or variant.batch_size,
             train_sizes=scales, eval_size=eval_size, eval_max_size=eval_max_size,

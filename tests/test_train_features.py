@@ -1,0 +1,125 @@
+"""What people fine-tuning detectors expect of a run: an EMA of the weights, early stopping, a
+wall-clock budget, results.csv, TensorBoard when it is installed."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_loop import TINY, make_shapes
+
+from yolos.checkpoint.native import load_native
+from yolos.model import create_model
+from yolos.train.config import TrainConfig
+from yolos.train.console import StepReporter
+from yolos.train.ema import ModelEMA
+from yolos.train.loop import TrainingInterrupted, fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), model="micro", epochs=3, batch_size=2, workers=0,
+                train_sizes=[64], eval_size=64, progress=False, model_overrides=dict(TINY), seed=3, lr=1e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_shapes(tmp_path_factory.mktemp("shapes"), n=6, n_val=3)
+
+
+def test_ema_follows_the_ramped_decay_by_hand():
+    model = create_model("micro", **TINY)
+    ema = ModelEMA(model, decay=0.9, tau=2.0)
+    start = model.det_tokens.detach().clone()
+    steps = []
+    for _ in range(2):
+        with torch.no_grad():
+            model.det_tokens.add_(1.0)
+        ema.update(model)
+        steps.append(model.det_tokens.detach().clone())
+    d1, d2 = 0.9 * (1 - math.exp(-1 / 2)), 0.9 * (1 - math.exp(-2 / 2))
+    expected = d2 * (d1 * start + (1 - d1) * steps[0]) + (1 - d2) * steps[1]
+    assert torch.allclose(ema.module.det_tokens, expected, atol=1e-6)
+    assert not ema.module.det_tokens.requires_grad
+
+
+def test_ema_is_evaluated_saved_and_resumed_exactly(data, tmp_path):
+    straight = fit(_cfg(data, tmp_path / "a", ema=True))
+    assert straight["val"] is not None
+    state = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    last = load_native(tmp_path / "a" / "last.safetensors").state_dict()
+    assert state["ema"]["updates"] == state["global_step"] > 0
+    assert all(torch.equal(last[k], state["ema"]["weights"][k]) for k in last)  # last is the average
+    assert not all(torch.equal(last[k], state["model"][k]) for k in last)
+    calls = []
+    real_step = StepReporter.step
+
+    def interrupt_at_step_4(self, values, lr):  # Ctrl-C in the middle of the second epoch
+        real_step(self, values, lr)
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StepReporter, "step", interrupt_at_step_4)
+        with pytest.raises(TrainingInterrupted):
+            fit(_cfg(data, tmp_path / "b", ema=True))
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["global_step"] == 4
+    fit(_cfg(data, tmp_path / "b", ema=True, resume=True), given={"resume"})
+    resumed = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    for k, v in state["ema"]["weights"].items():
+        assert torch.equal(v, resumed["ema"]["weights"][k]), k
+
+
+def test_patience_stops_when_ap_stops_improving(data, tmp_path, capsys):
+    summary = fit(_cfg(data, tmp_path / "p", lr=1e-12, epochs=8, patience=2))  # lr ~0: AP never improves
+    assert summary["stopped"] and "early stop" in summary["stopped"]
+    epochs = [json.loads(ln) for ln in (tmp_path / "p" / "log.jsonl").read_text().splitlines()]
+    assert len([r for r in epochs if r.get("type") == "epoch"]) == 3  # the first, then two without gain
+
+
+def test_a_time_budget_ends_with_a_final_evaluation(data, tmp_path):
+    summary = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=50, time="3s"))
+    assert summary["stopped"] and "time budget 3s reached" in summary["stopped"]
+    rows = [json.loads(ln) for ln in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r.get("type") == "epoch"]
+    assert 1 <= len(epochs) < 200 and epochs[-1]["val"] is not None  # evaluated although not an eval epoch
+    state = torch.load(tmp_path / "t" / "state.pt", weights_only=True)
+    assert state["global_step"] == summary["global_step"]
+    # a resumed run continues from there, within its own new budget
+    more = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=50, time="2s", resume=True),
+               given={"resume", "time"})
+    assert more["global_step"] > summary["global_step"]
+
+
+def test_results_csv_has_one_row_per_epoch(data, tmp_path):
+    fit(_cfg(data, tmp_path / "r", eval_every=2))
+    rows = list(csv.DictReader((tmp_path / "r" / "results.csv").open()))
+    log = [json.loads(ln) for ln in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in log if r.get("type") == "epoch"]
+    assert [int(r["epoch"]) for r in rows] == [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert float(rows[0]["loss"]) == pytest.approx(epochs[0]["train"]["loss"], rel=1e-5)
+    assert rows[0]["AP"] == "" and float(rows[1]["AP"]) == pytest.approx(epochs[1]["val"]["AP"], abs=1e-6)
+    assert float(rows[2]["lr"]) == pytest.approx(epochs[2]["train"]["lr"], rel=1e-5)
+
+
+def test_tensorboard_is_optional(data, tmp_path, monkeypatch):
+    import importlib.util
+
+    from yolos.train import runlog
+
+    said = []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(runlog.importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard"
+                        else real(name, *a))
+    fit(_cfg(data, tmp_path / "tb", epochs=1, tensorboard=True), log=said.append)
+    assert any("tensorboard package is not installed" in s for s in said)
+    assert not (tmp_path / "tb" / "tensorboard").exists()
