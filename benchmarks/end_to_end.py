@@ -5,9 +5,10 @@ the real shape, through the transformers directory format), postprocess at thres
 write one JSON file of all detections. Ours is the real ``yolos predict`` command run in-process
 (``--no-images``); theirs is ``pipeline("object-detection")`` with its YolosImageProcessor at
 the same size (shortest edge 512, longest 1333) followed by ``json.dump``. Timed: fp32 for both,
-and each side's fastest mode (ours ``--dtype bf16``; theirs under ``torch.autocast`` bf16 with
-SDPA or eager attention, whichever is faster). Each contender runs once untimed first; then they
-alternate; medians of ``--repeats``.
+and each side's fastest mode (ours ``--dtype bf16``, ``--runtime onnxruntime`` / ``openvino``
+and ``--runtime auto``, whose one-off measurement falls in the untimed first call; theirs under
+``torch.autocast`` bf16 with SDPA or eager attention, whichever is faster). Each contender runs
+once untimed first; then they alternate; medians of ``--repeats``.
 
 Also printed: preprocessing alone, ``yolos.preprocess`` against ``YolosImageProcessor`` on the
 same images (the 5x goal of benchmarks/preprocess.py, re-measured here).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import tempfile
@@ -56,14 +58,19 @@ def main(argv=None) -> int:
     processor = YolosImageProcessor(size={"shortest_edge": 512, "longest_edge": 1333})
     detector = pipeline("object-detection", model=theirs, image_processor=processor, device="cpu")
 
-    def run_ours(dtype: str | None):
+    def run_ours(dtype: str | None, runtime: str = "torch"):
         def call():
             out = tmp / f"ours-{time.perf_counter_ns()}"
-            with contextlib.redirect_stderr(io.StringIO()):
+            said = io.StringIO()
+            with contextlib.redirect_stderr(said):
                 argv = ["predict", str(folder), "--model", str(ckpt), "--out", str(out), "--no-images",
-                        "--threshold", "0.5", "--batch-size", "1"]
+                        "--threshold", "0.5", "--batch-size", "1", "--runtime", runtime]
                 yolos_main(argv + (["--dtype", dtype] if dtype else []))
+            if runtime == "auto":
+                chosen.update(line=next((ln for ln in said.getvalue().splitlines() if "runtime auto:" in ln), ""))
         return call
+
+    chosen: dict[str, str] = {}
 
     def run_theirs(mode: str, low: bool):
         def call():
@@ -76,6 +83,11 @@ def main(argv=None) -> int:
     contenders = {
         "yolos predict fp32": run_ours(None),
         "yolos predict bf16": run_ours("bf16"),
+        "yolos predict --runtime auto": run_ours(None, "auto"),
+        "yolos predict --runtime onnxruntime": run_ours(None, "onnxruntime"),
+        **({"yolos predict --runtime openvino": run_ours(None, "openvino"),
+            "yolos predict --runtime openvino bf16": run_ours("bf16", "openvino")}
+           if importlib.util.find_spec("openvino") else {}),
         "pipeline sdpa fp32": run_theirs("sdpa", False),
         "pipeline eager fp32": run_theirs("eager", False),
         "pipeline sdpa bf16": run_theirs("sdpa", True),
@@ -94,10 +106,13 @@ def main(argv=None) -> int:
     fastest_ours = max((k for k in rate if k.startswith("yolos")), key=rate.get)
     fastest_theirs = max((k for k in rate if k.startswith("pipeline")), key=rate.get)
     theirs_fp32 = max((k for k in rate if k.startswith("pipeline") and k.endswith("fp32")), key=rate.get)
+    print(chosen.get("line", ""))
     rows = [[k, f"{v:.2f}"] for k, v in rate.items()]
     print(table(rows, ["contender (80 coco-val80 images, yolos-ti 512/1333)", "images/s (median)"]))
     print(f"fp32: yolos predict / {theirs_fp32}: {rate['yolos predict fp32'] / rate[theirs_fp32]:.2f}x")
     print(f"fastest: {fastest_ours} / {fastest_theirs}: {rate[fastest_ours] / rate[fastest_theirs]:.2f}x")
+    auto = "yolos predict --runtime auto"
+    print(f"auto: {auto} / {fastest_theirs}: {rate[auto] / rate[fastest_theirs]:.2f}x")
 
     pil = [Image.open(f).convert("RGB") for f in files]
     for im in pil:

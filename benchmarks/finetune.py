@@ -8,8 +8,9 @@ held-out set is written once from another seed. Every contender is a real ``yolo
 (``yolos.train.fit``) on the same data, one after the other, each with the same wall-clock budget
 turned into epochs from a short timed calibration run:
 
-* ``finetune``: ``--init CHECKPOINT --recipe finetune`` (new class head at the data's prior,
-  the checkpoint's anchor matching, lr 5e-4 with 50 warmup steps, bf16 autocast);
+* ``finetune``: ``--init CHECKPOINT --recipe finetune`` (new class rows at the data's prior,
+  the checkpoint's anchor matching, lr 1e-3 with 50 warmup steps, an EMA of the weights
+  evaluated, bf16 autocast); ``finetune-no-ema``: the same with ``--no-ema``;
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
 * ``scratch``: ``--recipe scratch`` from random weights (36 [DET] tokens, as the bundled model).
 
@@ -20,6 +21,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --budget-minutes 10
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune scratch --json docs/finetune_curves.json
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune --lr 1e-3   # another learning rate
+    python -m benchmarks.finetune --contenders finetune finetune-no-ema --json docs/finetune_ema.json
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ TASK = dict(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=
             look="varied", outline=0.5)
 CONTENDERS = {
     "finetune": dict(recipe="finetune", init=True),
+    "finetune-no-ema": dict(recipe="finetune", init=True, ema=False),
     "paper": dict(recipe="paper", init=True),
     "scratch": dict(recipe="scratch", init=False, num_det_tokens=36),
 }
@@ -61,7 +64,7 @@ def write_task(root: Path, val_images: int, batch: int, epoch_steps: int) -> Pat
 def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
            lr: float | None = None) -> TrainConfig:
     c = CONTENDERS[name]
-    return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"], lr=lr,
+    return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"], lr=lr, ema=c.get("ema"),
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=1)

@@ -17,6 +17,7 @@ cores with the server, so on a small machine the server's figure is a lower boun
 
     python -m benchmarks.serve_load                       # 10 000 requests at concurrency 16
     python -m benchmarks.serve_load --requests 500 --overload-requests 200
+    python -m benchmarks.serve_load --runtime auto          # the server on the runtime auto picks
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def free_port() -> int:
 
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "yolos.cli", "serve", "--port", str(port), "--max-queue", str(args.max_queue),
-           "--max-batch", str(args.max_batch)] + (["--model", args.model] if args.model else [])
+           "--max-batch", str(args.max_batch), "--runtime", args.runtime]
+    cmd += ["--model", args.model] if args.model else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -123,6 +125,8 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint to serve (default: the bundled model)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime", "openvino", "auto"],
+                   help="what runs the network in the server (yolos serve --runtime)")
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--images", type=int, default=64, help="distinct held-out images, cycled")

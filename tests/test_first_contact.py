@@ -102,7 +102,7 @@ def test_no_val_split_holds_out_the_same_images_everywhere(tmp_path, capsys):
     # 0: validate on the training images, and say so
     assert main(["train", "--data", str(ann.parent), "--out", str(tmp_path / "run0"), "--val-fraction", "0",
                  *TRAIN]) == 0
-    assert "the training images themselves" in capsys.readouterr().out
+    assert "the same as train (--val-fraction 0)" in capsys.readouterr().out
 
 
 def _yolo(root: Path, n: int = 6, names=("a", "b")) -> Path:

@@ -18,7 +18,8 @@ LAYERS = [
     {"inference"},
     {"evaluation"},
     {"train"},
-    {"export", "analysis", "serve"},
+    {"export"},
+    {"analysis", "serve"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}

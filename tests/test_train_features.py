@@ -123,3 +123,41 @@ def test_tensorboard_is_optional(data, tmp_path, monkeypatch):
     fit(_cfg(data, tmp_path / "tb", epochs=1, tensorboard=True), log=said.append)
     assert any("tensorboard package is not installed" in s for s in said)
     assert not (tmp_path / "tb" / "tensorboard").exists()
+
+
+def test_finetune_from_a_checkpoint_on_a_rendered_split(tmp_path):
+    """--init with a synthetic train split: its classes meet the checkpoint's by name too."""
+    from yolos.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "val", 3, 64, 1, 2, shapes=("star", "circle"), seed=2)
+    (tmp_path / "data.yaml").write_text(
+        "train: {synthetic: {num_images: 4, image_size: 64, shapes: [star, circle], seed: 1}}\n"
+        "val: {images: val/images, annotations: val/annotations.json}\n")
+    said = []
+    fit(TrainConfig(data=str(tmp_path / "data.yaml"), out=str(tmp_path / "run"), init="bundled", recipe="finetune",
+                    epochs=1, batch_size=2, workers=0, progress=False, train_sizes=[64], eval_size=64),
+        log=said.append)
+    assert any("1 of the checkpoint's classes kept by name (circle), 1 new (star)" in s for s in said), said
+    model = load_native(tmp_path / "run" / "last.safetensors")
+    assert model.config.class_names == {0: "star", 1: "circle"} and model.config.category_ids == [1, 2]
+
+
+def test_an_interrupted_run_leaves_its_plot_up_to_date(data, tmp_path, monkeypatch):
+    """metrics.png is redrawn at most every 30 s while training, and always when the run stops."""
+    from yolos.train import runlog
+
+    drawn = []
+    monkeypatch.setattr(runlog, "plot_metrics", lambda records, path: drawn.append(len(records)))
+    calls = []
+    real_step = StepReporter.step
+
+    def interrupt_in_epoch_3(self, values, lr):
+        real_step(self, values, lr)
+        calls.append(1)
+        if len(calls) == 7:  # 3 steps per epoch: two epochs logged, the third under way
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(StepReporter, "step", interrupt_in_epoch_3)
+    with pytest.raises(TrainingInterrupted):
+        fit(_cfg(data, tmp_path / "i", epochs=5, eval_every=0))
+    assert drawn[0] == 1 and drawn[-1] == 2  # the first epoch's plot, then the catch-up on the interrupt

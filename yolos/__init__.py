@@ -23,6 +23,7 @@ _LAZY = {
     "set_max_pixels": ("yolos.images", "set_max_pixels"),
     "Detections": ("yolos.inference.detections", "Detections"),
     "predict": ("yolos.inference.predictor", "predict"),
+    "compile_for": ("yolos.export.engines", "compile_for"),
 }
 
 

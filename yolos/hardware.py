@@ -3,8 +3,10 @@ Printed by ``yolos benchmark`` and every script in benchmarks/, so each figure n
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
+from pathlib import Path
 
 
 @functools.cache
@@ -56,3 +58,16 @@ def cpu_summary() -> str:
     names = ("avx2", "avx512", "avx512_bf16", "amx_bf16", "vnni", "amx_int8")
     isa = ", ".join(k.upper().replace("_", "-") for k in names if f[k])
     return f"{cpu_name()} ({isa or 'no AVX2'}; {f['mhz']:.0f} MHz)"
+
+
+def cache_dir() -> Path:
+    """Where yolos keeps what it measured or built once per machine: ``$XDG_CACHE_HOME/yolos``
+    (default ``~/.cache/yolos``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yolos"
+
+
+def machine_key() -> str:
+    """The CPU and its matrix extensions as a file-name-safe key: a decision measured on one
+    machine is only reused on the same kind."""
+    isa = "-".join(k for k, on in cpu_features().items() if on is True)
+    return "".join(c if c.isalnum() else "-" for c in f"{cpu_name()}-{isa}")

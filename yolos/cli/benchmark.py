@@ -3,7 +3,6 @@ through every runtime on the same inputs (``--runtime``): latency, throughput an
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -189,21 +188,21 @@ def _compare_runtimes(args) -> int:
     threads = torch.get_num_threads()
     size = _timing_size(model, args)
     print(f"yolos benchmark --runtime: {label} on {_where(torch.device('cpu'))}, input {size[0]}x{size[1]}")
-    with tempfile.TemporaryDirectory() as tmp:
-        runtimes, missing = {}, {}
-        setup = {}
-        for name in ["torch-fp32"] + [n for n in names if n != "torch-fp32"]:
-            why = available(name)
-            if why:
-                missing[name] = why
-            else:
-                t0 = time.perf_counter()  # export, quantization, session or compile: once per model
-                runtimes[name] = make_runtime(name, model, Path(tmp), threads)
-                setup[name] = time.perf_counter() - t0
-        rows = _time_runtimes(runtimes, model, size, args.repeats)
-        for name, seconds in setup.items():
-            rows[name]["setup"] = seconds
-        _fidelity(runtimes, rows, model, args)
+    runtimes, missing, setup = {}, {}, {}
+    calibration = _files(args.data, args.images) if args.data else None
+    for name in ["torch-fp32"] + [n for n in names if n != "torch-fp32"]:
+        why = available(name) or ("needs --data images to calibrate on" if name == "openvino-int8" and
+                                  calibration is None else None)
+        if why:
+            missing[name] = why
+        else:
+            t0 = time.perf_counter()  # export or cache read, quantization, session or compile
+            runtimes[name] = make_runtime(name, model, threads, calibration)
+            setup[name] = time.perf_counter() - t0
+    rows = _time_runtimes(runtimes, model, size, args.repeats)
+    for name, seconds in setup.items():
+        rows[name]["setup"] = seconds
+    _fidelity(runtimes, rows, model, args)
     _print_runtimes(rows, missing, names, args)
     return 0
 

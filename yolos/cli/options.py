@@ -45,6 +45,69 @@ def add_dtype(p) -> None:
                         "share of images whose detections equal fp32's for each")
 
 
+RUNTIMES = ("torch", "onnxruntime", "openvino", "auto")  # yolos.export.engines.RUNTIME_CHOICES
+
+
+def add_runtime(p) -> None:
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="what runs the network: torch (default); onnxruntime or openvino (the model's any-size "
+                        "ONNX export, made once and cached by its weights; CPU; --dtype fp32, fp16 or int8 picks "
+                        "the exported precision); auto (the fastest on this machine whose detections equal "
+                        "torch fp32's, measured once and kept). Decoding, resize, batching and post-processing "
+                        "stay the same")
+    p.add_argument("--calibration", default=None, metavar="DIR",
+                   help="images to calibrate OpenVINO's int8 on (--runtime openvino --dtype int8; NNCF's "
+                        "post-training quantization, the first 300 images of DIR)")
+
+
+def check_runtime(args) -> None:
+    """Refuse, before any model loads or folder is claimed, a --runtime whose package is missing."""
+    runtime = getattr(args, "runtime", "torch")
+    if runtime in ("onnxruntime", "openvino"):
+        from ..export.engines import RuntimeUnavailable, missing
+
+        why = missing(runtime)
+        if why:
+            raise RuntimeUnavailable(why)
+    if getattr(args, "calibration", None):
+        calibration_images(args.calibration)
+
+
+def calibration_images(folder) -> list:
+    """The image files of ``--calibration DIR`` (a ValueError names the option)."""
+    from ..images import IMAGE_EXTENSIONS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--calibration: {folder} is not a folder of images")
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+    if not files:
+        raise ValueError(f"--calibration: no images in {folder}")
+    return files
+
+
+def apply_runtime(model, args, say=print, calibration=None):
+    """The network ``--runtime`` runs for ``model`` (:func:`yolos.export.engines.compile_for`);
+    with an exported network the dtype is its own, so ``args.dtype`` is then cleared.
+    ``calibration``: a callable giving images for a calibrated int8 when ``--calibration`` is
+    not given (called only then)."""
+    runtime = getattr(args, "runtime", "torch")
+    if runtime == "torch":
+        return model
+    from ..export.engines import compile_for
+
+    if getattr(args, "calibration", None):
+        calibration = calibration_images(args.calibration)
+    elif callable(calibration) and runtime == "openvino" and str(args.dtype).endswith("qint8"):
+        calibration = calibration()
+    else:
+        calibration = None if callable(calibration) else calibration
+    network = compile_for(model, runtime, args.dtype, say=say, calibration=calibration)
+    if network is not model:
+        args.dtype = None
+    return network
+
+
 def add_max_pixels(p) -> None:
     p.add_argument("--max-pixels", type=non_negative_int, default=None,
                    help="refuse images above this many pixels (default 40 000 000 or $YOLOS_MAX_PIXELS; 0: no limit)")

@@ -50,6 +50,7 @@ def add_parser(sub) -> None:
                    help="continue the job in --out: skip images it already predicted (same SOURCE/--list, "
                         "model and settings; a job with other settings is refused)")
     opt.add_dtype(p)
+    opt.add_runtime(p)
     opt.add_max_pixels(p)
     p.set_defaults(func=run)
 
@@ -192,6 +193,7 @@ def run(args) -> int:
     from ..run_dir import run_dir
 
     opt.check_device(args)
+    opt.check_runtime(args)
     opt.apply_max_pixels(args)
     if args.model is not None:  # a typo is reported before any image is read
         from ..checkpoint.loader import check_model_name
@@ -216,9 +218,12 @@ def run(args) -> int:
 
 def _job(args, model_name) -> dict:
     """What makes two runs the same job (a resumed one must match)."""
-    return {"model": str(model_name), "threshold": args.threshold, "top_k": args.top_k, "short_side": args.short_side,
-            "long_side": args.long_side, "dtype": None if args.dtype is None else str(args.dtype),
-            "images": not args.no_images}
+    job = {"model": str(model_name), "threshold": args.threshold, "top_k": args.top_k, "short_side": args.short_side,
+           "long_side": args.long_side, "dtype": None if args.dtype is None else str(args.dtype),
+           "images": not args.no_images}
+    if args.runtime != "torch":  # jobs recorded before --runtime existed ran torch
+        job["runtime"] = args.runtime
+    return job
 
 
 def _predict_into(args, out: Path, pairs, names, failed, di) -> int:
@@ -243,6 +248,7 @@ def _predict_into(args, out: Path, pairs, names, failed, di) -> int:
         if done:
             print(f"yolos predict: --resume: {len(done)} of {len(files)} images already done", file=sys.stderr)
     model, _ = opt.resolve_model(args.model, device=str(di.device))
+    model = opt.apply_runtime(model, args, say=lambda m: print(f"yolos predict: {m}", file=sys.stderr))
     progress = tqdm(total=len(mine), desc="predict", unit="img", disable=None if di.is_main else True)
 
     with RecordWriter(out, di.rank) as writer:

@@ -33,15 +33,17 @@ def add_parser(sub) -> None:
     p.add_argument("--max-batch", type=opt.positive_int, default=8,
                    help="waiting images run together (same-size images only, so results do not change)")
     p.add_argument("--max-inflight-megapixels", type=opt.typed(validate.at_least, minimum=1.0), default=100.0,
-                   help="decoded pixels all requests of a worker may hold at once (about 3 bytes each, plus "
-                        "the decoder's scratch): the memory bound whatever the concurrency; a request beyond "
-                        "it gets 503 (413 for one image larger than the whole budget)")
+                   help="decoded pixels all requests of a worker may hold at once (at least 1; about 3 bytes "
+                        "each plus the decoder's scratch); a request beyond it gets 503 (413 for one image larger "
+                        "than the whole budget). Request bodies waiting in the queue are held besides: up to "
+                        "--max-queue x --max-image-mb more per worker")
     p.add_argument("--threads", type=opt.positive_int, default=None,
                    help="torch threads per worker (default: torch's, i.e. the cores)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
     opt.add_device(p)
     opt.add_dtype(p)
+    opt.add_runtime(p)
     opt.add_max_pixels(p)
     p.set_defaults(func=run)
 
@@ -54,9 +56,11 @@ def run(args) -> int:
     except ModuleNotFoundError as err:
         raise RuntimeError(f"yolos serve needs {err.name}: pip install 'yolos[serve]'") from None
     opt.check_device(args)
+    opt.check_runtime(args)
     opt.apply_max_pixels(args)
     settings = ServeSettings(model=args.model, device=args.device, api_key=_api_key(args.api_key),
                              dtype=None if args.dtype is None else str(args.dtype).removeprefix("torch."),
+                             runtime=args.runtime,
                              max_image_mb=args.max_image_mb, max_queue=args.max_queue,
                              max_batch=args.max_batch, max_inflight_megapixels=args.max_inflight_megapixels,
                              cors_origins=tuple(args.cors_origin))

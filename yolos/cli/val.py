@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
                    help="score a detection needs to count in the confusion matrix (default 0.5)")
     p.add_argument("--no-progress", action="store_true")
     opt.add_dtype(p)
+    opt.add_runtime(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +75,7 @@ def run(args) -> int:
     if args.out:
         validate.output_folder(args.out)
     opt.apply_max_pixels(args)
+    opt.check_runtime(args)
     class_map = opt.class_map(args)
     data = resolve_dataset(args.data, args.val_fraction)  # the layout is recognised before a model is loaded
     if args.split not in data.splits():
@@ -85,6 +87,7 @@ def run(args) -> int:
         say(data.describe())
         model, _ = opt.resolve_model(args.model, device=di.device)
         dataset = build_val_dataset(model, data, _eval_transforms(model, args), args.split, class_map, say)
+        model = opt.apply_runtime(model, args, say=say, calibration=lambda: _calibration(data, args.split))
         stats, results = evaluate(model, dataset, batch_size=args.batch_size, device=di.device,
                                   progress=not args.no_progress, dtype=args.dtype, details=True)
         if di.is_main:
@@ -92,6 +95,12 @@ def run(args) -> int:
     finally:
         D.cleanup()
     return 0
+
+
+def _calibration(data, split: str) -> list:
+    """Images for a calibrated int8 without --calibration: the train split's (else the one evaluated)."""
+    raw = data.read("train" if "train" in data.splits() else split)
+    return [raw.image_path(im) for im in raw.coco["images"][:300]]
 
 
 def _report(args, model, dataset, stats: dict, results: list[dict]) -> None:

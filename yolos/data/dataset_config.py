@@ -131,7 +131,7 @@ class DatasetConfig:
         if self.val is None and self.train is not None:
             lines.append(f"  val: {self.val_fraction:.0%} of train held out (seed {self.split_seed}; "
                          f"--val-fraction)" if self.held_out else
-                         "  val: the training images themselves (--val-fraction 0): AP on them says little")
+                         "  val: every image, the same as train (--val-fraction 0): AP on training images says little")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -94,6 +94,18 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.category_ids = list(range(1, self.num_classes + 1))  # as in a written folder's json
         self.keep_category_ids = False
 
+    @property
+    def categories(self) -> list[dict]:
+        """``[{"id", "name"}]`` as a written folder's json has them (the dataset interface)."""
+        return [{"id": cid, "name": self.class_names[label]} for label, cid in enumerate(self.category_ids)]
+
+    @property
+    def annotation_file(self) -> str:
+        return f"rendered shapes ({', '.join(self.spec.shapes)})"
+
+    def label_to_category_id(self, label: int) -> int:
+        return self.category_ids[int(label)]
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 

@@ -28,7 +28,7 @@ from ..model.variants import input_size
 from .batching import chunks, same_size_batches
 from .detections import Detections
 from .postprocess import non_finite, postprocess
-from .precision import precision_for
+from .precision import input_spec, precision_for
 from .preprocess import _map, pixel_batch, target_size
 
 WAITING_FACTOR = 4  # flush the fullest bucket once WAITING_FACTOR * batch_size images wait
@@ -64,9 +64,11 @@ def on_device(model, device):
     if device is None:
         return model
     device = validate.device(device, "device")
-    current = next(model.parameters()).device
+    current = input_spec(model)[0]
     if current == device or (device.index is None and current.type == device.type):
         return model
+    if getattr(model, "fixed_precision", None) is not None:
+        raise ValueError(f"device: this {model.runtime} network runs on the CPU; use --runtime torch for {device}")
     return copy.deepcopy(model).to(device)
 
 
@@ -94,14 +96,14 @@ def iter_predict(
     short_side, long_side = input_size(model.config, "transformers", short_side, long_side)
     model = on_device(model, device)
     compute = precision_for(model, dtype)  # after the move: the cast weights live with the model
-    param = next(model.parameters())
+    input_device, input_dtype = input_spec(model)
     names, category_id = model.config.label_name, model.config.category_id
 
     def run(size: tuple[int, int], items: list[tuple[int, object, object]]) -> list[tuple[int, Detections]]:
         # Loaded and sized once, in load(); one bucket = one resized size.
         images = [pil for _, _, pil in items]
         pixel_values = pixel_batch(images, [size] * len(images))
-        pixel_values = pixel_values.to(param.device, param.dtype, non_blocking=True)
+        pixel_values = pixel_values.to(input_device, input_dtype, non_blocking=True)
         original_sizes = [(im.size[1], im.size[0]) for im in images]
         with torch.inference_mode(), compute():
             outputs = model(pixel_values)

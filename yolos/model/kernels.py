@@ -94,14 +94,10 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def _verdict_file():
-    import os
-    from pathlib import Path
+    from ..hardware import cache_dir, machine_key
 
-    from ..hardware import cpu_features, cpu_name
-
-    isa = "-".join(k for k, on in cpu_features().items() if on is True)
-    key = "".join(c if c.isalnum() else "-" for c in f"{cpu_name()}-{isa}-torch{torch.__version__}")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yolos" / f"onednn-linear-{key}.txt"
+    version = "".join(c if c.isalnum() else "-" for c in torch.__version__)
+    return cache_dir() / f"onednn-linear-{machine_key()}-torch{version}.txt"
 
 
 def _onednn_measured(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
@@ -168,6 +164,68 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -
         return _mm(x, weight, bias, "gelu" if gelu else "none")
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
+
+
+# ----------------------------------------------------------------------------- attention
+# bf16 attention on CPU: PyTorch's fused SDPA kernel is fast where AMX runs its tile products; on
+# other CPUs transformers' eager bf16 attention (two bf16 matmuls, softmax in fp32) has beaten it.
+# Which wins depends on the CPU and on the model's shapes, and a kernel-level timing misleads (the
+# eager path's S x S temporaries cost page faults a microbenchmark does not see), so the choice is
+# made by timing the model itself once per machine (settle_bf16_attention, called by the bf16
+# mode) and kept like the linear's verdict. True / False force it.
+EAGER_BF16_ATTENTION: bool | None = None
+_EAGER_MEASURED: bool | None = None
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` for ``[B, heads, S, d]`` tensors: SDPA, or in bf16 on the
+    CPU the eager products where they were measured faster (:func:`settle_bf16_attention`)."""
+    eager = EAGER_BF16_ATTENTION if EAGER_BF16_ATTENTION is not None else bool(_EAGER_MEASURED)
+    if eager and q.dtype == torch.bfloat16 and q.device.type == "cpu" and not _exporting() \
+            and not torch.is_grad_enabled():
+        return _eager(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def _eager(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+
+
+def settle_bf16_attention(forward) -> bool:
+    """Whether bf16 attention runs eager here: :data:`EAGER_BF16_ATTENTION` when set, else the
+    verdict kept for this CPU and torch version, else measured now by timing ``forward()`` (one
+    inference pass of the model in its bf16 mode) three times with each path, alternating; eager
+    only where its best time beats SDPA's by :data:`ONEDNN_MARGIN`."""
+    global _EAGER_MEASURED
+    if EAGER_BF16_ATTENTION is not None:
+        return EAGER_BF16_ATTENTION
+    if _EAGER_MEASURED is not None:
+        return _EAGER_MEASURED
+    path = _verdict_file().with_name(_verdict_file().name.replace("onednn-linear", "bf16-attention"))
+    try:
+        if path.is_file():
+            _EAGER_MEASURED = path.read_text().strip() == "eager"
+            return _EAGER_MEASURED
+    except OSError:
+        pass
+    import time
+
+    times = {True: [], False: []}
+    for _ in range(3):
+        for eager in (True, False):
+            _EAGER_MEASURED = eager
+            t0 = time.perf_counter()
+            forward()
+            times[eager].append(time.perf_counter() - t0)
+    _EAGER_MEASURED = min(times[True]) * ONEDNN_MARGIN < min(times[False])
+    try:
+        from ..files import atomic_write_text
+
+        atomic_write_text(path, "eager\n" if _EAGER_MEASURED else "sdpa\n")
+    except OSError:
+        pass
+    return _EAGER_MEASURED
 
 
 # ----------------------------------------------------------------------------- low precision

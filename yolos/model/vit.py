@@ -7,9 +7,9 @@ low-precision inference mode live.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import attention as attend
 from .kernels import linear, weight_of
 
 
@@ -67,7 +67,7 @@ class Attention(nn.Module):
             out = attention @ v
         else:
             attention = None
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = attend(q, k, v)
         out = out.transpose(1, 2).reshape(b, s, d)  # [B, S, D]
         return linear(out, weight_of(self.proj), self.proj.bias), attention
 

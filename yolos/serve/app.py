@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import validate
 from ..checkpoint import from_pretrained
 from ..errors import ImageError
+from ..export.engines import compile_for
 from ..images import RASTER_FORMATS, load_image
 from ..inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 from ..model.variants import eval_sizes
@@ -60,6 +61,7 @@ class ServeSettings:
     model: str | None = None
     device: str | None = None
     dtype: str | None = None  # compute dtype (yolos.validate.dtype): None/float32 or bfloat16
+    runtime: str = "torch"  # what runs the network (yolos.export.engines.compile_for)
     api_key: str | None = None
     max_image_mb: float = 20.0
     max_queue: int = 64
@@ -101,8 +103,14 @@ class Service:
         try:
             if self.model is None:
                 self.model = from_pretrained(self.settings.model or DEFAULT_MODEL, device=self.settings.device)
+            dtype = self.settings.dtype
+            if self.settings.runtime != "torch":
+                network = compile_for(self.model, self.settings.runtime, dtype,
+                                      say=lambda m: print(f"yolos serve: {m}", flush=True))
+                dtype = None if network is not self.model else dtype
+                self.model = network
             self.model.eval()
-            batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch, dtype=self.settings.dtype)
+            batcher = Batcher(self.model, self.settings.max_queue, self.settings.max_batch, dtype=dtype)
             batcher.submit(Image.new("RGB", (64, 64), (128, 128, 128)), 1.0).result()  # warm up before /readyz
             batcher.images_done = 0
             self.batcher = batcher
@@ -120,7 +128,9 @@ class Service:
                 "classes": {str(cfg.category_id(i)): cfg.label_name(i) for i in range(cfg.num_classes)},
                 "input_size": {"short_side": short, "long_side": long}, "num_det_tokens": cfg.num_det_tokens,
                 "max_image_mb": s.max_image_mb, "max_queue": s.max_queue, "max_batch": s.max_batch,
-                "max_inflight_megapixels": s.max_inflight_megapixels, "dtype": str(s.dtype or "float32")}
+                "max_inflight_megapixels": s.max_inflight_megapixels,
+                "runtime": getattr(self.model, "runtime", "torch"),
+                "dtype": getattr(self.model, "fixed_precision", None) or str(s.dtype or "float32")}
 
     def batcher_or_503(self) -> Batcher:
         if self.batcher is None:
