@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import environment, table
+from yolos import create_model
 from yolos.data.coco import CocoDetection
 from yolos.data.collate import collate_fn
 from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.evaluation.evaluate import evaluate
-from yolos.model import create_model
 from yolos.train.criterion import SetCriterion
 from yolos.train.matcher import HungarianMatcher
 from yolos.train.optim import build_optimizer

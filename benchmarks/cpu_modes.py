@@ -14,9 +14,8 @@ Also printed: the largest logit and box difference of each bf16 mode from fp32 (
 and each mode's share of the nominal peak (``common.peak_flops``; FLOPs from
 ``yolos.analysis.flops``, two per multiply-add).
 
-With ``--openvino`` (needs ``pip install openvino``; not a dependency of yolos), OpenVINO also
-runs the graph of ``yolos export`` at the case's size with the bf16 precision hint, the backend
-the issue tracker suggested; it joins "yolos" modes only if it were ever made one.
+The exported runtimes that are installed join as yolos modes, as ``--runtime`` runs them:
+onnxruntime fp32, OpenVINO fp32 and OpenVINO bf16 (the any-size export, cached).
 
 With ``--breakdown``, the time of yolos bf16 and transformers SDPA under bf16 autocast is also
 split by operator kind (torch.profiler over 4 passes): attention, matrix products, GELU,
@@ -30,41 +29,25 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import torch
 
 from benchmarks.common import environment, model_pair, peak_flops, table, time_alternating
 from yolos.analysis.flops import detector_flops
+from yolos.export.engines import compile_for, missing
 from yolos.inference.precision import precision_for
 
 CASES = {"ti": ("yolos-ti", 512, 672), "s": ("yolos-s", 800, 1056)}
 
 
-def openvino_call(model, h: int, w: int, x: torch.Tensor, threads: int):
-    """A callable running ``model`` exported to ONNX at ``h x w`` in OpenVINO with the bf16 hint."""
-    import tempfile
-
-    import openvino as ov
-
-    from yolos.export.exporter import export_model
-
-    path = export_model(model, Path(tempfile.mkdtemp(prefix="yolos-ov-")) / "model.onnx", size=(h, w))
-    core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
-                                                     "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    pixels = x.numpy()
-
-    def call():
-        out = request.infer({0: pixels})
-        logits, boxes = (torch.from_numpy(out[o].copy()) for o in compiled.outputs)
-        return {"logits": logits, "pred_boxes": boxes}
-    return call
+def runtime_call(model, x: torch.Tensor, runtime: str, dtype=None):
+    """A callable running ``model`` as ``--runtime runtime --dtype dtype`` does (the cached any-size
+    export through :func:`yolos.export.engines.compile_for`)."""
+    network = compile_for(model, runtime, dtype)
+    return lambda: network(x)
 
 
-def run_case(key: str, repeats: int, threads: int, openvino: bool = False,
-             split: bool = False) -> list[list[str]]:
+def run_case(key: str, repeats: int, threads: int, split: bool = False) -> list[list[str]]:
     """The table rows of one case; with ``split``, the bf16 modes' time by operator kind is
     printed too (:func:`breakdown`)."""
     variant, h, w = CASES[key]
@@ -99,8 +82,9 @@ def run_case(key: str, repeats: int, threads: int, openvino: bool = False,
         "transformers eager bf16": hf("eager", True),
         "transformers sdpa bf16": hf("sdpa", True),
     }
-    if openvino:
-        fns["openvino bf16 (our ONNX)"] = openvino_call(ours, h, w, x, threads)
+    for runtime, dtype in (("onnxruntime", None), ("openvino", None), ("openvino", "bfloat16")):
+        if missing(runtime) is None:  # the exported runtimes that are installed
+            fns[f"yolos --runtime {runtime}{' bf16' if dtype else ''}"] = runtime_call(ours, x, runtime, dtype)
     with torch.inference_mode():
         ref = fns["yolos fp32"]()
         diffs = {}
@@ -166,13 +150,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--breakdown", action="store_true", help="also split the bf16 modes' time by operator kind")
-    ap.add_argument("--openvino", action="store_true", help="also time OpenVINO (bf16 hint) on our ONNX export")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
     rows = []
     for key in args.cases:
-        case_rows = run_case(key, args.repeats, args.threads, args.openvino, args.breakdown)
+        case_rows = run_case(key, args.repeats, args.threads, args.breakdown)
         rows += case_rows
         print("\n".join("  " + " | ".join(r) for r in case_rows), flush=True)
     print(table(rows, ["case", "mode", "s/img", "GFLOP/s", "of peak", "max |diff| vs yolos fp32", "speed-up"]))

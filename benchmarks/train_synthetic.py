@@ -32,10 +32,10 @@ import torch
 
 from benchmarks.common import environment
 from benchmarks.convergence_study import SPEC, budget_lr, held_out_set, time_to
+from yolos import create_model
 from yolos.data.collate import collate_fn
 from yolos.data.synthetic import SyntheticShapes
 from yolos.evaluation.evaluate import evaluate
-from yolos.model import create_model
 from yolos.train.config import RECIPES
 from yolos.train.criterion import SetCriterion
 from yolos.train.matcher import HungarianMatcher

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from yolos import create_model
 from yolos.analysis import det_tokens as dt
 from yolos.analysis.attention import det_attention_maps, upsample
 from yolos.analysis.plots import (
@@ -18,7 +19,6 @@ from yolos.analysis.plots import (
     plot_box_centres,
     plot_category_counts,
 )
-from yolos.model import create_model
 
 BUNDLED = Path(__file__).resolve().parents[1] / "yolos" / "assets" / "yolos-micro-shapes.safetensors"
 

@@ -32,7 +32,7 @@ def small_config(**kw) -> yolos.ModelConfig:
 def randomized(config) -> yolos.YOLOS:
     """A model whose weights (position embeddings and tokens included) are far from their init,
     so layout errors show."""
-    return random_weights_(yolos.YOLOS(config)).eval()
+    return random_weights_(yolos.Detector(config)).eval()
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_transformers_save_pretrained_and_pytorch_bin(tmp_path, images):
 
 
 def test_strict_loading_names_keys_and_file(tmp_path):
-    model = yolos.YOLOS(small_config())
+    model = yolos.Detector(small_config())
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["num_detection_tokens"] = 7

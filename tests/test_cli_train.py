@@ -50,7 +50,7 @@ def test_train_then_val_scores_like_pycocotools(tmp_path, capsys):
 
 
 def test_fine_tune_from_a_yolos_checkpoint_with_other_classes(tmp_path):
-    from yolos.model import create_model
+    from yolos import create_model
 
     src = create_model("micro", num_classes=5, class_names={i: f"c{i}" for i in range(5)})
     src.save(tmp_path / "src.safetensors")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from yolos import YOLOS, create_model
+import yolos
+from yolos import create_model
 from yolos.model import VARIANTS, eval_sizes, input_size
 from yolos.resize import resize_shape
 
@@ -32,7 +33,7 @@ def test_protocols_hand_checked():
 def _tiny(name: str):
     """A cheap model whose config names ``name`` (so sizes follow that variant)."""
     config = create_model("micro", hidden_size=32, depth=1, num_heads=2, mlp_dim=32).config
-    return YOLOS(config.replace(variant=name)).eval()
+    return yolos.Detector(config.replace(variant=name)).eval()
 
 
 def _model_input_shape(model, fn) -> tuple[int, int]:

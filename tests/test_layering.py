@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1] / "yolos"
 
 # Lowest first. A package may import from any package in an earlier layer, never a later one.
 LAYERS = [
-    {"config", "errors", "validate", "box_ops", "files", "distributed", "run_dir", "resize", "images", "coco_names", "hardware"},
+    {"config", "defaults", "errors", "validate", "box_ops", "files", "distributed", "run_dir", "resize", "images",
+     "coco_names", "hardware"},
     {"model"},
     {"checkpoint"},
     {"data"},
@@ -20,6 +21,7 @@ LAYERS = [
     {"train"},
     {"export"},
     {"analysis", "serve"},
+    {"api"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
@@ -58,28 +60,6 @@ def _imported_units(path: Path) -> set[str]:
     return found
 
 
-DETECTOR = ROOT / "model" / "detector.py"
-CONVENIENCES = {"predict", "save", "save_pretrained"}  # YOLOS methods that call a layer above the model
-
-
-def _convenience_imports() -> set[tuple[str, str]]:
-    """(method, unit) for each import inside YOLOS's convenience methods; an upward import anywhere
-    else in detector.py is still caught, since the exemption covers only units imported there."""
-    tree = ast.parse(DETECTOR.read_text(encoding="utf-8"))
-    found, elsewhere = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef):
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.ImportFrom) and sub.level == 2 and sub.module:
-                    unit = sub.module.split(".")[0]
-                    (found.add((node.name, unit)) if node.name in CONVENIENCES else elsewhere.add(unit))
-    upward = {u for _, u in found}
-    assert not upward & elsewhere, f"detector.py imports {upward & elsewhere} outside the conveniences"
-    top_level = {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 2}
-    assert not upward & top_level
-    return found
-
-
 def test_every_unit_has_a_layer():
     units = {_unit(p) for p in ROOT.rglob("*.py")} - {"__init__"}
     assert units <= set(LAYER_OF), f"add to LAYERS: {sorted(units - set(LAYER_OF))}"
@@ -91,8 +71,7 @@ def test_imports_flow_downwards_only():
         unit = _unit(path)
         if unit == "__init__":  # the package's lazy public names may point anywhere
             continue
-        allowed = {t for _, t in _convenience_imports()} if path == DETECTOR else set()
-        for target in _imported_units(path) - allowed:
+        for target in _imported_units(path):
             if target in LAYER_OF and target != unit and LAYER_OF[target] > LAYER_OF[unit]:
                 bad.append(f"{path.relative_to(ROOT.parent)} ({unit}, layer {LAYER_OF[unit]}) imports "
                            f"{target} (layer {LAYER_OF[target]})")
@@ -106,24 +85,21 @@ def test_the_reader_sees_relative_and_absolute_imports(tmp_path):
     assert "distributed" in _imported_units(ROOT / "train" / "loop.py")
 
 
-def test_model_conveniences_and_a_light_import(tmp_path):
-    """model.predict / save / save_pretrained work in a fresh process, and ``import yolos`` plus
-    building a model loads neither inference nor checkpoint (the methods import them when called)."""
+def test_the_api_object_and_a_light_import(tmp_path):
+    """``import yolos`` loads neither inference nor checkpoint; the object ``create_model`` and
+    ``from_pretrained`` return (``yolos.Detector``, the network plus its conveniences) predicts,
+    saves and loads back in a fresh process; the network class itself has no such methods."""
     import subprocess
     import sys
 
-    code = ("import sys, torch, yolos; m = yolos.create_model('micro').eval(); "
-            "print(sorted(k for k in sys.modules if k.startswith(('yolos.inference', 'yolos.checkpoint')))); "
+    code = ("import sys, torch, yolos; print(sorted(k for k in sys.modules if k.startswith(('yolos.inference', "
+            "'yolos.checkpoint')))); m = yolos.create_model('micro').eval(); "
             f"m.save(r'{tmp_path / 'm.safetensors'}'); m.save_pretrained(r'{tmp_path / 'hf'}'); "
             "print(len(m.predict(torch.rand(3, 64, 64), threshold=0.0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "[]"
     assert (tmp_path / "m.safetensors").is_file() and (tmp_path / "hf" / "config.json").is_file()
-    assert yolos.from_pretrained(tmp_path / "m.safetensors").num_parameters() > 0
-
-
-def test_only_the_model_conveniences_import_upward_inside_a_method():
-    """The exemption in test_imports_flow_downwards_only is exactly the three methods."""
-    found = _convenience_imports()
-    assert found == {("predict", "inference"), ("save", "checkpoint"), ("save_pretrained", "checkpoint")}
+    back = yolos.from_pretrained(tmp_path / "m.safetensors")
+    assert isinstance(back, yolos.Detector) and isinstance(back, yolos.YOLOS) and back.num_parameters() > 0
+    assert not any(hasattr(yolos.YOLOS, name) for name in ("predict", "save", "save_pretrained"))

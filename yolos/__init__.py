@@ -3,20 +3,21 @@ transformers' ``YolosForObjectDetection``, with training, COCO evaluation, analy
 
     import yolos
     model = yolos.from_pretrained("hustvl/yolos-small")   # or a directory, .pth, .safetensors
-    detections = model.predict("image.jpg", threshold=0.5)
+    detections = model.predict("image.jpg")
 """
 from __future__ import annotations
 
 from .config import ModelConfig
 from .errors import CheckpointError, DatasetError, ImageError, YolosError
-from .model import VARIANTS, YOLOS, create_model, get_variant
+from .model import VARIANTS, YOLOS, get_variant
 
 __version__ = "0.1.0"
 
-# Names resolved on first use so that ``import yolos`` stays light and import order stays
-# one-way (model <- checkpoint <- inference <- data/train/evaluation <- analysis <- cli).
+# Names resolved on first use so that ``import yolos`` stays light (DEVELOPING.md, the layers).
 _LAZY = {
-    "from_pretrained": ("yolos.checkpoint", "from_pretrained"),
+    "from_pretrained": ("yolos.api", "from_pretrained"),
+    "create_model": ("yolos.api", "create_model"),
+    "Detector": ("yolos.api", "Detector"),
     "preprocess": ("yolos.inference.preprocess", "preprocess"),
     "postprocess": ("yolos.inference.postprocess", "postprocess"),
     "load_image": ("yolos.images", "load_image"),
@@ -37,6 +38,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ModelConfig", "YOLOS", "VARIANTS", "create_model", "get_variant", "YolosError",
+    "ModelConfig", "YOLOS", "VARIANTS", "get_variant", "YolosError",
     "CheckpointError", "DatasetError", "ImageError", *_LAZY,
 ]

@@ -25,6 +25,7 @@ from struct import error as struct_error
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import defaults
 from .errors import ImageError
 from .validate import non_negative_int
 
@@ -39,7 +40,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 
 FLOAT_SLACK = 1e-3  # float images may overshoot 0..1 by rounding this much
 MIN_SIDE = 16  # one patch: anything smaller cannot hold a single 16x16 token
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS
 
 
 _max_pixels: int | None = None  # set by set_max_pixels; None: $YOLOS_MAX_PIXELS or the default

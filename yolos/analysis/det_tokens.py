@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .. import defaults
+
 SMALL, MEDIUM = 32**2, 96**2  # COCO area thresholds, in original-image pixels
 PAPER = {"rho_distance": -0.80, "rho_class": -0.07}
 
@@ -88,7 +90,7 @@ class TokenStats:
     image_ids: list = field(default_factory=list)
     class_feature: str = "logits"
 
-    def category_counts(self, num_classes: int, threshold: float = 0.5) -> Tensor:
+    def category_counts(self, num_classes: int, threshold: float = defaults.THRESHOLD) -> Tensor:
         """``[T, num_classes]``: per token, how many of its predictions (argmax label with score
         >= threshold) fall in each category."""
         t = self.labels.shape[1]

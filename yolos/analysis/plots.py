@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import defaults
 from ..files import atomic_path
 from .det_tokens import TokenStats, size_class
 
@@ -59,7 +60,7 @@ def plot_box_centres(stats: TokenStats, path, tokens=range(10), score_threshold:
     return _save(fig, path)
 
 
-def category_fractions(stats: TokenStats, num_classes: int, threshold: float = 0.5) -> dict:
+def category_fractions(stats: TokenStats, num_classes: int, threshold: float = defaults.THRESHOLD) -> dict:
     """Figure 3's numbers. ``gt``: fraction of ground-truth objects in each category;
     ``mean``/``std``: per token, the fraction of its predictions (argmax label, score >=
     threshold) in each category, then mean and std over the tokens that predicted anything."""
@@ -74,7 +75,7 @@ def category_fractions(stats: TokenStats, num_classes: int, threshold: float = 0
             "tokens_used": int(active.sum()), "counts": counts}
 
 
-def plot_category_counts(stats: TokenStats, path, class_names: dict[int, str], threshold: float = 0.5,
+def plot_category_counts(stats: TokenStats, path, class_names: dict[int, str], threshold: float = defaults.THRESHOLD,
                          title: str = "") -> tuple[Path, dict]:
     """Figure 3: per category, the ground-truth share vs the share of each token's predictions,
     bars = mean over tokens, error bars = std over tokens (see :func:`category_fractions`).

@@ -37,13 +37,15 @@ BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "yolos-micro-shapes.s
 BUNDLED_NAMES = ("bundled", BUNDLED.stem)
 
 
-def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
+def from_pretrained(name_or_path, device="cpu", *, model_class=YOLOS, **overrides) -> YOLOS:
     """Load a YOLOS detector from a file, a directory, a hub id or a variant name.
 
     Args:
         name_or_path: a transformers directory, a native ``.safetensors``, an original
             ``.pth``, a hub id (``"hustvl/yolos-small"``) or a variant name (``"yolos-s"``).
         device: where to put the model (returned in eval mode).
+        model_class: the class to build (:class:`yolos.YOLOS`, or the API's subclass with
+            ``predict``/``save``, :class:`yolos.Detector`).
         overrides: ModelConfig fields to set. For original checkpoints they fill in what the
             shapes cannot tell (``image_size=``, ``num_heads=``); elsewhere they must agree
             with the stored shapes (e.g. ``class_names=`` is always fine).
@@ -57,9 +59,9 @@ def from_pretrained(name_or_path, device="cpu", **overrides) -> YOLOS:
     where = check_model_name(name_or_path)
     if isinstance(where, Path):
         if where.is_dir():
-            return load_hf_directory(where, device=device, **overrides)
-        return load_file(where, device=device, **overrides)
-    return load_hf_directory(download_from_hub(where), device=device, **overrides)
+            return load_hf_directory(where, device=device, model_class=model_class, **overrides)
+        return load_file(where, device=device, model_class=model_class, **overrides)
+    return load_hf_directory(download_from_hub(where), device=device, model_class=model_class, **overrides)
 
 
 def check_model_name(name_or_path):
@@ -95,11 +97,11 @@ def check_model_name(name_or_path):
 
 
 # ----------------------------------------------------------------------------- files
-def _model_from_original(state: dict, path: Path, device, overrides: dict) -> YOLOS | None:
+def _model_from_original(state: dict, path: Path, device, overrides: dict, model_class=YOLOS) -> YOLOS | None:
     """The model for an original hustvl/YOLOS state dict, None for other key sets; transformers
     keys without their config.json are refused here (the config can't be inferred)."""
     if is_original_state_dict(state):
-        return model_from_original_state_dict(state, path, device=device, **overrides)
+        return model_from_original_state_dict(state, path, device=device, model_class=model_class, **overrides)
     if any(k.startswith("vit.") for k in state):
         raise CheckpointError(
             f"{path} holds transformers weights but no config: pass the directory that has "
@@ -108,19 +110,19 @@ def _model_from_original(state: dict, path: Path, device, overrides: dict) -> YO
     return None
 
 
-def load_file(path: Path, device="cpu", **overrides) -> YOLOS:
+def load_file(path: Path, device="cpu", *, model_class=YOLOS, **overrides) -> YOLOS:
     """A single file: native ``.safetensors``, or an original ``.pth`` / ``.safetensors``."""
     if sniff_format(path) == "safetensors":  # by content, whatever the name says
         metadata = read_safetensors_metadata(path)
         if CONFIG_KEY in metadata:
-            return load_native(path, device=device, **overrides)
+            return load_native(path, device=device, model_class=model_class, **overrides)
         state, _ = load_safetensors(path)
-        model = _model_from_original(state, path, device, overrides)
+        model = _model_from_original(state, path, device, overrides, model_class)
         if model is not None:
             return model
         config_from_metadata(metadata, path)  # raises, explaining what is accepted
     state = unwrap_state_dict(load_pickle(path), path)
-    model = _model_from_original(state, path, device, overrides)
+    model = _model_from_original(state, path, device, overrides, model_class)
     if model is not None:
         return model
     if "blocks.0.attn.qkv.weight" in state and "det_tokens" not in state:
@@ -135,7 +137,7 @@ def load_file(path: Path, device="cpu", **overrides) -> YOLOS:
     )
 
 
-def load_hf_directory(directory, device="cpu", **overrides) -> YOLOS:
+def load_hf_directory(directory, device="cpu", *, model_class=YOLOS, **overrides) -> YOLOS:
     """transformers' ``save_pretrained`` layout (also what the hub serves)."""
     directory = Path(directory)
     config_file = directory / "config.json"
@@ -163,7 +165,7 @@ def load_hf_directory(directory, device="cpu", **overrides) -> YOLOS:
         ours = hf_to_ours(state)
     except KeyError as e:
         raise CheckpointError(f"{weights}: {e.args[0]}") from None
-    model = empty_model(config)
+    model = empty_model(config, model_class)
     load_strict(model, ours, weights)
     return model.to(device).eval()
 

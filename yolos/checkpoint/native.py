@@ -58,7 +58,7 @@ def config_from_metadata(metadata: dict[str, str], path) -> ModelConfig:
         raise CheckpointError(f"{path}: invalid {CONFIG_KEY} metadata: {e}") from None
 
 
-def load_native(path, device="cpu", **overrides) -> YOLOS:
+def load_native(path, device="cpu", *, model_class=YOLOS, **overrides) -> YOLOS:
     """Rebuild the model saved by :func:`save_native`, in eval mode on ``device``.
 
     ``overrides`` replace config fields (e.g. ``class_names=``); a field that changes a tensor
@@ -71,7 +71,7 @@ def load_native(path, device="cpu", **overrides) -> YOLOS:
             config = config.replace(**overrides)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: bad override {overrides}: {e}") from None
-    model = empty_model(config)
+    model = empty_model(config, model_class)
     load_strict(model, tensors, path)
     return model.to(device).eval()
 

@@ -161,10 +161,10 @@ def load_original(path, device="cpu", **overrides) -> YOLOS:
     return model_from_original_state_dict(state, path, device=device, **overrides)
 
 
-def model_from_original_state_dict(state, source, device="cpu", **overrides) -> YOLOS:
+def model_from_original_state_dict(state, source, device="cpu", *, model_class=YOLOS, **overrides) -> YOLOS:
     ours, _dropped = original_to_ours(state)
     config = infer_config(ours, source, **overrides)
-    model = empty_model(config)
+    model = empty_model(config, model_class)
     load_strict(model, ours, source)
     return model.to(device).eval()
 

@@ -183,15 +183,17 @@ def key_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor], more_sha
     return "; ".join(problems)
 
 
-def empty_model(config):
-    """A YOLOS with uninitialized storage, for a strict load that overwrites every tensor
-    (drawing a random init first costs seconds for yolos-b and is thrown away)."""
+def empty_model(config, model_class=None):
+    """A ``model_class`` (default :class:`yolos.model.YOLOS`) with uninitialized storage, for a
+    strict load that overwrites every tensor (drawing a random init first costs seconds for
+    yolos-b and is thrown away)."""
     from ..model import YOLOS
 
+    model_class = model_class or YOLOS
     with torch.device("meta"):
-        model = YOLOS(config)
+        model = model_class(config)
     if any(True for _ in model.buffers()):  # buffers may be non-persistent: initialize properly
-        return YOLOS(config)
+        return model_class(config)
     return model.to_empty(device="cpu")
 
 

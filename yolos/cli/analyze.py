@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
     opt.add_size(p)
     p.add_argument("--score-threshold", type=opt.threshold, default=None,
                    help="Fig. 2: keep only predictions scoring at least this (default: all T per image)")
-    p.add_argument("--class-threshold", type=opt.threshold, default=0.5,
-                   help="Fig. 3: a prediction counts for its argmax category when its score >= this")
+    opt.add_threshold(p, "--class-threshold",
+                      help="Fig. 3: a prediction counts for its argmax category when its score >= this")
     p.add_argument("--class-feature", choices=["logits", "probs"], default="logits",
                    help="classifier output used for the class-similarity correlation")
     opt.add_device(p)

@@ -6,6 +6,7 @@ import statistics
 import time
 from pathlib import Path
 
+from .. import defaults
 from ..images import IMAGE_EXTENSIONS
 from . import options as opt
 
@@ -125,7 +126,7 @@ def _time_files(model, args, device):
                 out = model(x)
             _sync(device)
             t2 = time.perf_counter()
-            postprocess(out, target_sizes=batch["original_sizes"], threshold=0.5)
+            postprocess(out, target_sizes=batch["original_sizes"], threshold=defaults.THRESHOLD)
             _sync(device)
             if i >= min(args.warmup, len(files)):
                 model_times.append(t2 - t1)
@@ -270,7 +271,7 @@ def _fidelity(runtimes: dict, rows: dict, model, args) -> None:
             logits, boxes = fn(x)
             found[name] = postprocess({"logits": torch.from_numpy(np.asarray(logits)),
                                        "pred_boxes": torch.from_numpy(np.asarray(boxes))},
-                                      batch["original_sizes"], threshold=0.5)[0]
+                                      batch["original_sizes"], threshold=defaults.THRESHOLD)[0]
         for name, det in found.items():
             r = found["torch-fp32"]
             same[name] += same_detections(det, r)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import validate
+from .. import defaults, validate
 
 MODEL_HELP = ("checkpoint: a .safetensors or original .pth file, a transformers folder, a hub id, or a variant name "
               "(yolos-ti, yolos-s, yolos-s-300, yolos-s-dwr, yolos-b: its released weights); default: the bundled "
@@ -35,6 +35,11 @@ image_side = typed(validate.image_side)
 fraction = typed(validate.fraction)
 port = typed(validate.port)
 dtype = typed(validate.dtype)
+
+
+def add_threshold(p, name: str = "--threshold", help: str = "keep scores above this, 0..1") -> None:
+    """A score threshold option with the one default (:data:`yolos.defaults.THRESHOLD`)."""
+    p.add_argument(name, type=threshold, default=defaults.THRESHOLD, help=f"{help} (default {defaults.THRESHOLD:g})")
 
 
 def add_dtype(p) -> None:
@@ -110,7 +115,8 @@ def apply_runtime(model, args, say=print, calibration=None):
 
 def add_max_pixels(p) -> None:
     p.add_argument("--max-pixels", type=non_negative_int, default=None,
-                   help="refuse images above this many pixels (default 40 000 000 or $YOLOS_MAX_PIXELS; 0: no limit)")
+                   help=f"refuse images above this many pixels (default {defaults.MAX_PIXELS:,} or $YOLOS_MAX_PIXELS; "
+                        f"0: no limit)")
 
 
 def apply_max_pixels(args) -> None:

@@ -15,6 +15,7 @@ import stat
 import sys
 from pathlib import Path
 
+from .. import defaults
 from ..images import IMAGE_EXTENSIONS
 from . import options as opt
 
@@ -32,13 +33,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="image file, directory or glob ('imgs/**/*.jpg')")
     opt.add_model(p)
-    p.add_argument("--threshold", type=opt.threshold, default=0.5,
-                   help="keep scores above this, 0..1 (YOLOS scores run low: try 0.3)")
+    opt.add_threshold(p, help="keep scores above this, 0..1; YOLOS scores run low: try 0.3")
     p.add_argument("--out", default="runs/predict",
                    help="output folder (annotated images keep their input's relative path and extension); one "
                         "holding any file this run would write is left alone: the next free OUT2, OUT3... is used")
     opt.add_device(p)
-    p.add_argument("--batch-size", type=opt.positive_int, default=8,
+    p.add_argument("--batch-size", type=opt.positive_int, default=defaults.MAX_BATCH,
                    help="images per forward pass (same-size images only)")
     p.add_argument("--top-k", type=opt.positive_int, default=None, help="at most K detections per image")
     opt.add_size(p)

@@ -34,8 +34,7 @@ def add_parser(sub) -> None:
                    help="folder for results.json (COCO results in the dataset's category ids), stats.json (with "
                         "the per-class table), pr_curves.png, confusion_matrix.png/.json; a folder holding "
                         "any of them already is left alone: the next free OUT2, OUT3... is used")
-    p.add_argument("--confusion-threshold", type=opt.threshold, default=0.5,
-                   help="score a detection needs to count in the confusion matrix (default 0.5)")
+    opt.add_threshold(p, "--confusion-threshold", help="score a detection needs to count in the confusion matrix")
     p.add_argument("--no-progress", action="store_true")
     opt.add_dtype(p)
     opt.add_runtime(p)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from .. import defaults
 from ..box_ops import box_iou, xywh_to_xyxy
 from ..files import atomic_path
 
+IOU_THRESHOLD = 0.5  # a detection matches an object (COCO's AP50 rule)
 MAX_CURVES = 12  # per-class PR curves drawn: the worst classes by AP50 when there are more
 
 
@@ -35,7 +37,7 @@ def per_class_table(rows: list[dict], names: dict[int, str]) -> str:
 
 
 def confusion_matrix(ground_truth: dict, results: list[dict], category_ids: list[int],
-                     threshold: float = 0.5, iou_threshold: float = 0.5) -> dict:
+                     threshold: float = defaults.THRESHOLD, iou_threshold: float = IOU_THRESHOLD) -> dict:
     """``{"classes", "matrix" [K+1][K+1], "threshold", "iou_threshold", ...}`` (see the module
     doc); ``category_ids`` gives the row/column order of the classes."""
     index = {c: i for i, c in enumerate(category_ids)}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from .. import __version__, defaults
 from ..errors import YolosError
 from ..hardware import cache_dir
 from ..inference.precision import precision_for
@@ -175,7 +175,7 @@ class ExportedNetwork(nn.Module):
         return {"logits": torch.from_numpy(np.ascontiguousarray(logits)).float(),
                 "pred_boxes": torch.from_numpy(np.ascontiguousarray(boxes)).float()}
 
-    def predict(self, images, threshold: float = 0.5, **kwargs):
+    def predict(self, images, threshold: float = defaults.THRESHOLD, **kwargs):
         """As :meth:`yolos.YOLOS.predict`."""
         return predict(self, images, threshold=threshold, **kwargs)
 
@@ -203,7 +203,7 @@ class FixedPrecision(nn.Module):
         with self._compute():
             return self.model(pixel_values)
 
-    def predict(self, images, threshold: float = 0.5, **kwargs):
+    def predict(self, images, threshold: float = defaults.THRESHOLD, **kwargs):
         return predict(self, images, threshold=threshold, **kwargs)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import defaults
 from ..box_ops import cxcywh_to_xyxy
 
 
@@ -15,7 +16,7 @@ def _get(outputs, key: str) -> Tensor:
 def postprocess(
     outputs,
     target_sizes=None,
-    threshold: float = 0.5,
+    threshold: float = defaults.THRESHOLD,
     top_k: int | None = None,
 ) -> list[dict[str, Tensor]]:
     """Decode ``{"logits": [B, T, C+1], "pred_boxes": [B, T, 4]}`` (a dict or an object with those

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import validate
+from .. import defaults, validate
 from ..box_ops import clip_boxes
 from ..errors import ImageError, PredictionError
 from ..images import describe, load_image
@@ -75,8 +75,8 @@ def on_device(model, device):
 def iter_predict(
     model,
     images,
-    threshold: float = 0.5,
-    batch_size: int = 8,
+    threshold: float = defaults.THRESHOLD,
+    batch_size: int = defaults.MAX_BATCH,
     top_k: int | None = None,
     short_side: int | None = None,
     long_side: int | None = None,
@@ -165,8 +165,8 @@ def iter_predict(
 def predict(
     model,
     images,
-    threshold: float = 0.5,
-    batch_size: int = 8,
+    threshold: float = defaults.THRESHOLD,
+    batch_size: int = defaults.MAX_BATCH,
     top_k: int | None = None,
     short_side: int | None = None,
     long_side: int | None = None,
@@ -181,7 +181,8 @@ def predict(
         model: a :class:`yolos.YOLOS` (put in eval mode for the call, restored after).
         images: one source or a list (paths, PIL images, ``[H, W, C]`` arrays, ``[C, H, W]``
             tensors; a ``[B, C, H, W]`` tensor is B images).
-        threshold: keep detections with score strictly above it (0.5 as transformers' pipeline;
+        threshold: keep detections with score strictly above it (:data:`yolos.defaults.THRESHOLD`,
+            0.5 as transformers' pipeline;
             YOLOS scores run low, 0.3 is a reasonable value for inspection).
         batch_size: images per forward pass. Only images with the same resized size are
             batched together (see the module docstring), so results do not depend on it.

@@ -189,28 +189,3 @@ class YOLOS(nn.Module):
     # ---------------------------------------------------------------- helpers
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    # The one-line conveniences users expect. Their code lives in the layers above the model
-    # (inference, checkpoint); these three methods are the only imports that reach upward, inside
-    # the method so that building or loading a model never loads those layers
-    # (tests/test_layering.py allows exactly these).
-    def predict(self, images, threshold: float = 0.5, **kwargs):
-        """Detect objects in images (paths, PIL images, arrays or tensors); returns one
-        :class:`yolos.Detections` per image. See :func:`yolos.inference.predict`."""
-        from ..inference.predictor import predict
-
-        return predict(self, images, threshold=threshold, **kwargs)
-
-    def save_pretrained(self, directory, overwrite: bool = False):
-        """Write ``directory`` in transformers' format (config.json + model.safetensors); a
-        folder holding a model already is refused unless ``overwrite``."""
-        from ..checkpoint.hf import save_hf_directory
-
-        return save_hf_directory(self, directory, overwrite=overwrite)
-
-    def save(self, path, overwrite: bool = False) -> None:
-        """Write the project's own single-file format (safetensors with the config inside); an
-        existing file is refused unless ``overwrite``."""
-        from ..checkpoint.native import save_native
-
-        save_native(self, path, overwrite=overwrite)

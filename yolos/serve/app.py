@@ -37,7 +37,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import validate
+from .. import defaults, validate
 from ..checkpoint import from_pretrained
 from ..errors import ImageError
 from ..export.engines import compile_for
@@ -63,10 +63,10 @@ class ServeSettings:
     dtype: str | None = None  # compute dtype (yolos.validate.dtype): None/float32 or bfloat16
     runtime: str = "torch"  # what runs the network (yolos.export.engines.compile_for)
     api_key: str | None = None
-    max_image_mb: float = 20.0
-    max_queue: int = 64
-    max_batch: int = 8
-    max_inflight_megapixels: float = 100.0
+    max_image_mb: float = defaults.MAX_IMAGE_MB
+    max_queue: int = defaults.MAX_QUEUE
+    max_batch: int = defaults.MAX_BATCH
+    max_inflight_megapixels: float = defaults.MAX_INFLIGHT_MEGAPIXELS
     cors_origins: tuple[str, ...] = ()
     examples: tuple[str, ...] = field(default=())  # image files the page offers (default: bundled)
 
@@ -128,7 +128,7 @@ class Service:
                 "classes": {str(cfg.category_id(i)): cfg.label_name(i) for i in range(cfg.num_classes)},
                 "input_size": {"short_side": short, "long_side": long}, "num_det_tokens": cfg.num_det_tokens,
                 "max_image_mb": s.max_image_mb, "max_queue": s.max_queue, "max_batch": s.max_batch,
-                "max_inflight_megapixels": s.max_inflight_megapixels,
+                "max_inflight_megapixels": s.max_inflight_megapixels, "default_threshold": defaults.THRESHOLD,
                 "runtime": getattr(self.model, "runtime", "torch"),
                 "dtype": getattr(self.model, "fixed_precision", None) or str(s.dtype or "float32")}
 
@@ -148,7 +148,8 @@ def _parameters(query, body_params) -> tuple[float, int | None]:
     if unknown:
         raise HTTPError(422, f"parameters: unknown {sorted(map(str, unknown))} (known: threshold, top_k)")
     try:
-        threshold = validate.threshold(body_params.get("threshold", query.get("threshold", 0.5)), "threshold")
+        given = body_params.get("threshold", query.get("threshold", defaults.THRESHOLD))
+        threshold = validate.threshold(given, "threshold")
         top_k = body_params.get("top_k", query.get("top_k"))
         top_k = None if top_k is None else validate.positive_int(top_k, "top_k")
     except ValueError as err:

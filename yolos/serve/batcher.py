@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .. import defaults
 from ..inference.precision import precision_for
 from ..inference.predictor import predict
 
@@ -47,7 +48,7 @@ class _Job:
 class Batcher:
     """``submit(image, threshold, top_k) -> Future[Detections]``; ``close()`` stops the thread."""
 
-    def __init__(self, model, max_queue: int = 64, max_batch: int = 8, dtype=None):
+    def __init__(self, model, max_queue: int = defaults.MAX_QUEUE, max_batch: int = defaults.MAX_BATCH, dtype=None):
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be >= 1")
         self.model = model
@@ -67,7 +68,7 @@ class Batcher:
         with self._lock:
             return self._jobs.qsize() + self._running
 
-    def submit(self, image: Image.Image, threshold: float = 0.5, top_k: int | None = None) -> Future:
+    def submit(self, image: Image.Image, threshold: float = defaults.THRESHOLD, top_k: int | None = None) -> Future:
         future: Future = Future()
         try:
             self._jobs.put_nowait(_Job(image, threshold, top_k, future))
