@@ -36,7 +36,7 @@ import torch
 
 from benchmarks.common import environment
 from yolos.data.synthetic import write_synthetic_dataset
-from yolos.inference.defaults import DEFAULT_MODEL
+from yolos.defaults import DEFAULT_MODEL
 from yolos.train.config import TrainConfig
 from yolos.train.loop import fit
 

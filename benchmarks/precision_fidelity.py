@@ -27,10 +27,10 @@ from benchmarks.common import environment, random_weights_
 from yolos import create_model, from_pretrained
 from yolos.data.shapes import SHAPES
 from yolos.data.synthetic import write_synthetic_dataset
+from yolos.defaults import DEFAULT_MODEL
 from yolos.evaluation.coco_eval import coco_evaluate
 from yolos.export.runtimes import available, make_runtime, same_detections
 from yolos.images import load_image
-from yolos.inference.defaults import DEFAULT_MODEL
 from yolos.inference.detections import coco_records
 from yolos.inference.postprocess import postprocess
 from yolos.inference.preprocess import preprocess

@@ -38,7 +38,7 @@ from pathlib import Path
 from benchmarks.common import environment
 from yolos import from_pretrained, predict
 from yolos.data.synthetic import write_synthetic_dataset
-from yolos.inference.defaults import DEFAULT_MODEL
+from yolos.defaults import DEFAULT_MODEL
 
 
 def rss_mb(pid: int) -> float:

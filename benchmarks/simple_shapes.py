@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from yolos import from_pretrained
 from yolos.box_ops import box_iou
-from yolos.inference.defaults import DEFAULT_MODEL
+from yolos.defaults import DEFAULT_MODEL
 
 KINDS = ("square", "circle", "triangle")
 

@@ -21,7 +21,7 @@ import yolos
 from yolos.cli import main
 from yolos.data.dataset_config import resolve_dataset
 from yolos.data.synthetic import write_synthetic_dataset
-from yolos.inference.defaults import DEFAULT_IMAGE
+from yolos.defaults import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

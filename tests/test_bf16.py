@@ -12,8 +12,8 @@ from yolos.cli import main
 from yolos.data.coco import CocoDetection
 from yolos.data.synthetic import write_synthetic_dataset
 from yolos.data.transforms import make_transforms
+from yolos.defaults import DEFAULT_MODEL
 from yolos.evaluation.evaluate import evaluate
-from yolos.inference.defaults import DEFAULT_MODEL
 from yolos.inference.precision import precision_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import yolos
 from benchmarks.simple_shapes import draw_image, score
 from yolos.box_ops import box_iou
 from yolos.data.shapes import ShapesSpec, render_shapes
-from yolos.inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
+from yolos.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 
 
 def test_simple_drawings_are_found():

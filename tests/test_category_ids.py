@@ -10,8 +10,8 @@ from layouts import SPARSE_IDS, sparse_coco, write_voc, write_yolo
 
 import yolos
 from yolos.cli import main
+from yolos.defaults import DEFAULT_MODEL
 from yolos.evaluation.report import confusion_matrix
-from yolos.inference.defaults import DEFAULT_MODEL
 
 STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
          "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")

@@ -15,7 +15,7 @@ SHARED = {  # option -> (dest, default, a phrase its help must say)
     "--device": ("device", None, "default: cuda if available, else cpu"),
     "--short-side": ("short_side", None, "default: the model's evaluation size"),
     "--long-side": ("long_side", None, "default: the model's evaluation size"),
-    "--data": ("data", None, "COCO, YOLO or Pascal VOC layout"),
+    "--data": ("data", None, "COCO, YOLO, Pascal VOC or LabelImg layout"),
 }
 TAKES = {  # command -> the shared options it takes
     "predict": {"--model", "--device", "--short-side", "--long-side"},

@@ -103,7 +103,7 @@ def test_info(micro_path, capsys):
 
 
 def test_defaults_without_model_or_source(tmp_path, micro_path, monkeypatch, capsys):
-    import yolos.inference.defaults as defaults
+    import yolos.defaults as defaults
 
     image = _write_images(tmp_path / "assets", n=1)[0]
     monkeypatch.setattr(defaults, "DEFAULT_MODEL", micro_path)

@@ -207,7 +207,7 @@ def test_difficult_values_and_devkit_pixels(tmp_path):
 
 
 def test_the_bundled_model_has_a_name(tmp_path):
-    from yolos.inference.defaults import DEFAULT_MODEL
+    from yolos.defaults import DEFAULT_MODEL
 
     for name in ("bundled", "yolos-micro-shapes"):
         model = yolos.from_pretrained(name)
@@ -241,7 +241,7 @@ def test_finetune_sizes_its_input_from_the_data(tmp_path, capsys):
 
 
 def test_boxes_end_inside_the_image(tmp_path):
-    from yolos.inference.defaults import DEFAULT_IMAGE
+    from yolos.defaults import DEFAULT_IMAGE
 
     model = yolos.from_pretrained("bundled")
     with torch.no_grad():  # every box centred near the right edge and wider than the image

@@ -193,7 +193,7 @@ def test_predict_finds_the_object_where_the_photo_shows_it(tmp_path):
     one loader, so a shape in an EXIF-rotated photo is found where the rotated photo shows it."""
     import yolos
     from yolos.box_ops import box_iou
-    from yolos.inference.defaults import DEFAULT_MODEL
+    from yolos.defaults import DEFAULT_MODEL
 
     pixels = np.full((128, 192, 3), (60, 160, 90), dtype=np.uint8)
     pixels[20:76, 30:86] = (250, 250, 60)  # a yellow square, 56 px, stored frame

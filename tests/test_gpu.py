@@ -43,7 +43,7 @@ def test_cli_benchmark_on_cuda(capsys):
 
 
 def test_predict_on_cuda_equals_cpu():
-    from yolos.inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
+    from yolos.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 
     cpu = yolos.from_pretrained(DEFAULT_MODEL)
     gpu = yolos.from_pretrained(DEFAULT_MODEL, device="cuda")
@@ -106,7 +106,7 @@ def test_matcher_on_cuda_survives_non_finite_costs():
 def test_server_on_cuda(tmp_path):
     from fastapi.testclient import TestClient
 
-    from yolos.inference.defaults import DEFAULT_IMAGE
+    from yolos.defaults import DEFAULT_IMAGE
     from yolos.serve.app import ServeSettings, create_app
 
     app = create_app(ServeSettings(device="cuda"))

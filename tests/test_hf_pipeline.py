@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import yolos
-from yolos.inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
+from yolos.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 
 transformers = pytest.importorskip("transformers")
 

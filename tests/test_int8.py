@@ -8,7 +8,7 @@ import torch
 
 import yolos
 from benchmarks.shared_inputs import random_weights_
-from yolos.inference.defaults import DEFAULT_MODEL
+from yolos.defaults import DEFAULT_MODEL
 from yolos.inference.precision import precision_for
 from yolos.model import kernels
 
@@ -48,7 +48,7 @@ def test_int8_stays_near_fp32_on_random_weights(variant, size):
 
 def test_int8_predict_keeps_the_bundled_models_detections():
     """On the bundled example image the int8 mode finds what fp32 finds (labels, boxes within 3 px)."""
-    from yolos.inference.defaults import DEFAULT_IMAGE
+    from yolos.defaults import DEFAULT_IMAGE
 
     model = yolos.from_pretrained(DEFAULT_MODEL)
     a = model.predict(DEFAULT_IMAGE)[0]

@@ -11,9 +11,9 @@ import torch
 import yolos
 from yolos.cli import main
 from yolos.data.synthetic import write_synthetic_dataset
+from yolos.defaults import DEFAULT_IMAGE
 from yolos.export import engines
 from yolos.export.engines import ExportedNetwork, compile_for, engine_file
-from yolos.inference.defaults import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ORT = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")

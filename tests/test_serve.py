@@ -27,7 +27,7 @@ from conftest import serve_get  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from yolos import from_pretrained, predict  # noqa: E402
-from yolos.inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL  # noqa: E402
+from yolos.defaults import DEFAULT_IMAGE, DEFAULT_MODEL  # noqa: E402
 from yolos.model.kernels import LowPrecision  # noqa: E402
 from yolos.serve import ServeSettings, create_app  # noqa: E402
 from yolos.serve.batcher import Batcher, QueueFull  # noqa: E402

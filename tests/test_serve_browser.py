@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from yolos.inference.defaults import DEFAULT_IMAGE
+from yolos.defaults import DEFAULT_IMAGE
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

@@ -25,7 +25,7 @@ from conftest import free_port, running_server, serve_get  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from yolos import from_pretrained  # noqa: E402
-from yolos.inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL  # noqa: E402
+from yolos.defaults import DEFAULT_IMAGE, DEFAULT_MODEL  # noqa: E402
 from yolos.serve import ServeSettings, create_app  # noqa: E402
 
 IMAGE = DEFAULT_IMAGE.read_bytes()

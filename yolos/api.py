@@ -12,13 +12,15 @@ import flows one way.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import defaults
 from .checkpoint.hf import save_hf_directory
 from .checkpoint.loader import from_pretrained as _load
 from .checkpoint.native import save_native
 from .export.engines import compile_for
 from .inference.predictor import predict
-from .model import YOLOS, get_variant
+from .model import VARIANTS, YOLOS, get_variant
 
 
 class Detector(YOLOS):
@@ -66,4 +68,24 @@ def create_model(name: str = "micro", **overrides) -> Detector:
     return Detector(config.replace(**overrides) if overrides else config)
 
 
-__all__ = ["Detector", "from_pretrained", "create_model"]
+def load_model(name: str | None, random_weights: bool = False, device=None) -> tuple[Detector, str]:
+    """``(model, label)`` for what a command's ``--model`` names: None is the bundled model;
+    anything else goes through :func:`from_pretrained` (a file, a folder, a hub id, a variant
+    name: its released weights). With ``random_weights`` the name must be a variant's, built with
+    random weights (speed and FLOPs do not depend on them)."""
+    if random_weights:
+        if name is None:
+            raise ValueError("--random-weights: name the variant with --model (" + ", ".join(VARIANTS) + ")")
+        try:
+            get_variant(name)
+        except KeyError:
+            raise ValueError(f"--random-weights: --model must be a variant name, got {name!r}") from None
+        return create_model(name).to(device or "cpu").eval(), f"{name} (random weights)"
+    if name is None:
+        if not defaults.DEFAULT_MODEL.is_file():
+            raise FileNotFoundError(f"the bundled model {defaults.DEFAULT_MODEL} is missing; pass --model")
+        return from_pretrained(defaults.DEFAULT_MODEL, device=device or "cpu"), defaults.DEFAULT_MODEL.stem
+    return from_pretrained(name, device=device or "cpu"), Path(str(name).rstrip("/")).name
+
+
+__all__ = ["Detector", "from_pretrained", "create_model", "load_model"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..defaults import DEFAULT_MODEL
 from ..errors import CheckpointError
 from ..model import YOLOS, get_variant, infer_variant_name
 from .hf import config_from_hf, hf_to_ours
@@ -31,10 +32,9 @@ from .safe_io import (
 )
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# The micro model shipped in the package, the offline default; these names load it anywhere a
-# model is named (--model, train --init, yolos.from_pretrained).
-BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "yolos-micro-shapes.safetensors"
-BUNDLED_NAMES = ("bundled", BUNDLED.stem)
+# Names of the model shipped in the package, anywhere a model is named (--model, train --init,
+# yolos.from_pretrained).
+BUNDLED_NAMES = ("bundled", DEFAULT_MODEL.stem)
 
 
 def from_pretrained(name_or_path, device="cpu", *, model_class=YOLOS, **overrides) -> YOLOS:
@@ -55,7 +55,7 @@ def from_pretrained(name_or_path, device="cpu", *, model_class=YOLOS, **override
             mismatches, unsafe pickles, unreadable files or an unreachable hub.
     """
     if str(name_or_path) in BUNDLED_NAMES and not Path(name_or_path).exists():
-        name_or_path = BUNDLED
+        name_or_path = DEFAULT_MODEL
     where = check_model_name(name_or_path)
     if isinstance(where, Path):
         if where.is_dir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import options as opt
+from .types import non_negative_int, positive_int, threshold
 
 
 def add_parser(sub) -> None:
@@ -15,13 +16,13 @@ def add_parser(sub) -> None:
     opt.add_class_map(p)
     p.add_argument("--out", required=True, help="output folder for the PNGs and analysis.json (a folder holding "
                                                  "them already is left alone: the next free OUT2, OUT3... is used)")
-    p.add_argument("--max-images", type=opt.positive_int, help="analyze only the first N images")
-    p.add_argument("--tokens", type=opt.non_negative_int, nargs="+", default=[0, 1, 2],
+    p.add_argument("--max-images", type=positive_int, help="analyze only the first N images")
+    p.add_argument("--tokens", type=non_negative_int, nargs="+", default=[0, 1, 2],
                    help="[DET] tokens whose attention maps are drawn")
     p.add_argument("--image", help="draw the attention maps on this image (default: the first "
                                    "dataset image)")
     opt.add_size(p)
-    p.add_argument("--score-threshold", type=opt.threshold, default=None,
+    p.add_argument("--score-threshold", type=threshold, default=None,
                    help="Fig. 2: keep only predictions scoring at least this (default: all T per image)")
     opt.add_threshold(p, "--class-threshold",
                       help="Fig. 3: a prediction counts for its argmax category when its score >= this")

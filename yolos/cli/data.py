@@ -1,11 +1,11 @@
-"""``yolos data check|convert``: one screen about a dataset in any layout, and its COCO json."""
+"""``yolos data check|convert``: one screen about a dataset in any layout, and its COCO json; the
+work is :mod:`yolos.data.tools`, this is its parser."""
 from __future__ import annotations
 
-import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 from . import options as opt
+from .types import positive_int
 
 
 def add_parser(sub) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                        help="the split to check (default all: train, val, and test when there is one)")
     check.add_argument("--headers-only", action="store_true",
                        help="read image headers only (what train/val do), not every pixel")
-    check.add_argument("--limit", type=opt.positive_int, default=20, help="problems listed per kind and split")
+    check.add_argument("--limit", type=positive_int, default=20, help="problems listed per kind and split")
     opt.add_max_pixels(check)
     check.set_defaults(func=run_check)
     convert = commands.add_parser(
@@ -45,32 +45,6 @@ def add_parser(sub) -> None:
                          "dataset (a folder holding them already is left alone: OUT2 is used)")
     opt.add_max_pixels(convert)
     convert.set_defaults(func=run_convert)
-
-
-def _splits(dc, which: str) -> list[str]:
-    there = dc.splits()
-    if which != "all" and which not in there:
-        raise ValueError(f"--split {which}: {dc.source} has no {which} split (it has {', '.join(there)})")
-    return there if which == "all" else [which]
-
-
-def decode_problems(raw, known: set[str]) -> list:
-    """A Problem for each image of ``raw`` that is there but does not decode (a truncated file
-    passes the header check), leaving out the places already in ``known``."""
-    from ..data.check import Problem
-    from ..errors import ImageError
-    from ..images import load_image
-
-    def decode(image):
-        try:
-            load_image(raw.image_path(image))
-        except ImageError as err:
-            return Problem(raw.image_where(image), str(err).split(": ", 1)[-1])
-        return None
-
-    present = [im for im in raw.coco["images"] if raw.image_path(im).is_file()]
-    with ThreadPoolExecutor(4) as pool:
-        return [p for p in pool.map(decode, present) if p is not None and p.where not in known]
 
 
 def _add_dataset(p) -> None:
@@ -87,79 +61,25 @@ def _dataset_arg(args) -> str:
 
 
 def run_check(args) -> int:
-    from ..data.check import normalize_split
-    from ..data.dataset_config import resolve_dataset, shared_images
+    from ..data.dataset_config import resolve_dataset
+    from ..data.tools import check_dataset
 
     opt.apply_max_pixels(args)
     dc = resolve_dataset(_dataset_arg(args), args.val_fraction)
     print(dc.describe())
-    failed, read = False, {}
-    for split in _splits(dc, args.split):
-        if split == "train" and dc.train_synthetic is not None:
-            continue
-        raw = read[split] = dc.read(split)
-        _, report = normalize_split(raw)
-        if not args.headers_only:
-            report.problems += decode_problems(raw, {p.where for p in report.problems})
-        print(report.render(args.limit))
-        failed = failed or bool(report.fatal)
-    if "train" in read and "val" in read and dc.val is not None:
-        both = shared_images(read["train"], read["val"])
-        if both:
-            print(f"warning: {len(both)} image(s) are in both train and val (e.g. {both[0]}): val AP on them "
-                  f"measures memory, not generalisation")
-    verdict = "problems above would stop training" if failed else "ready to train"
-    print(f"yolos data check: {verdict}", file=sys.stderr if failed else sys.stdout)
-    return 1 if failed else 0
-
-
-def dataset_folders(dc) -> list:
-    """The folders a dataset lives in (its folder or YAML's folder, each split's images and
-    annotations): ``data convert`` writes into none of them."""
-    from pathlib import Path
-
-    source = Path(dc.source)
-    folders = {source if source.is_dir() else source.parent}
-    for name in ("train", "val", "test"):
-        spec = getattr(dc, name)
-        if spec is not None:
-            folders.add(spec.images)
-            if spec.annotations is not None:
-                folders.add(spec.annotations.parent)
-    return sorted({f.resolve() for f in folders})
+    result = check_dataset(dc, args.split, decode=not args.headers_only)
+    print(result.render(args.limit))
+    verdict = "problems above would stop training" if result.failed else "ready to train"
+    print(f"yolos data check: {verdict}", file=sys.stderr if result.failed else sys.stdout)
+    return 1 if result.failed else 0
 
 
 def run_convert(args) -> int:
-    from pathlib import Path
-
-    from ..data.check import normalize_split, raise_fatal
     from ..data.dataset_config import resolve_dataset
-    from ..files import atomic_write_text
-    from ..run_dir import run_dir
+    from ..data.tools import convert_dataset
 
     opt.apply_max_pixels(args)
     dc = resolve_dataset(_dataset_arg(args), args.val_fraction)
-    target = Path(args.out).resolve()
-    inside = next((f for f in dataset_folders(dc) if target == f or f in target.parents), None)
-    if inside is not None:
-        raise ValueError(f"--out {args.out}: inside the dataset ({inside}); data convert never writes into a "
-                         f"dataset (its data.yaml would be read instead of the dataset from then on): give a folder "
-                         f"outside it")
     print(dc.describe())
-    splits = {}
-    for split in _splits(dc, "all"):
-        if split == "train" and dc.train_synthetic is not None:
-            continue
-        raw = dc.read(split)
-        coco, report = normalize_split(raw)
-        raise_fatal(report)
-        splits[split] = (raw.images_root.resolve(), coco)
-    with run_dir(args.out, run_files=("train.json", "val.json", "test.json", "data.yaml"),
-                 say=lambda m: print(f"yolos data convert: {m}")) as out:
-        lines = []
-        for split, (images, coco) in splits.items():
-            atomic_write_text(out / f"{split}.json", json.dumps(coco, allow_nan=False))
-            lines.append(f"{split}: {{images: {json.dumps(str(images))}, annotations: {split}.json}}")
-            print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {out / f'{split}.json'}")
-        atomic_write_text(out / "data.yaml", "\n".join(lines) + "\n")
+    convert_dataset(dc, args.out, say=print)
     return 0

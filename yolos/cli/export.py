@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import options as opt
+from .types import positive_int
 
 
 def add_parser(sub) -> None:
@@ -23,12 +24,12 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
                    help="ONNX precision: fp32; fp16 (LayerNorm and softmax kept fp32, fp32 inputs and outputs); "
                         "int8 (onnxruntime's dynamic quantization of the weight matrix products)")
-    p.add_argument("--size", type=opt.positive_int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="one fixed input size (default: any size)")
     p.add_argument("--out", default=None,
                    help="output file, or a folder to write the default name into "
                         "(default: <model>[-HxW][-fp16|-int8].onnx / .pt)")
-    p.add_argument("--opset", type=opt.positive_int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import options as opt
+from .types import image_side, positive_int
 
 
 def add_parser(sub) -> None:
@@ -11,10 +12,10 @@ def add_parser(sub) -> None:
     opt.add_model(p)
     p.add_argument("--imagenet", action="store_true", help="the DeiT/ViT ImageNet backbones of the paper's Table 1")
     opt.add_data(p, required=False)
-    p.add_argument("--size", nargs=2, type=opt.image_side, metavar=("H", "W"), help="one input size instead of "
+    p.add_argument("--size", nargs=2, type=image_side, metavar=("H", "W"), help="one input size instead of "
                    "a typical 640x480 photo resized (or --data's images)")
     opt.add_size(p)
-    p.add_argument("--max-images", type=opt.positive_int, help="use only the first N images of --data")
+    p.add_argument("--max-images", type=positive_int, help="use only the first N images of --data")
     p.set_defaults(func=run)
 
 

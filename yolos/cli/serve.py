@@ -7,6 +7,7 @@ import sys
 
 from .. import defaults, validate
 from . import options as opt
+from .types import port, positive_float, positive_int, typed
 
 SETTINGS_ENV = "YOLOS_SERVE_SETTINGS"  # how --workers > 1 hands the settings to each worker process
 
@@ -21,25 +22,25 @@ def add_parser(sub) -> None:
     )
     opt.add_model(p)
     p.add_argument("--host", default=defaults.HOST, help="address to bind (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=opt.port, default=defaults.PORT)
-    p.add_argument("--workers", type=opt.positive_int, default=1,
+    p.add_argument("--port", type=port, default=defaults.PORT)
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="server processes, each with its own model and queue")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on every endpoint but /healthz "
                         "(default: $YOLOS_API_KEY; unset = no key; an empty key is refused)")
-    p.add_argument("--max-image-mb", type=opt.positive_float, default=defaults.MAX_IMAGE_MB,
+    p.add_argument("--max-image-mb", type=positive_float, default=defaults.MAX_IMAGE_MB,
                    help="largest accepted image file")
-    p.add_argument("--max-queue", type=opt.positive_int, default=defaults.MAX_QUEUE,
+    p.add_argument("--max-queue", type=positive_int, default=defaults.MAX_QUEUE,
                    help="requests that may wait per worker; beyond it the answer is 503 with Retry-After")
-    p.add_argument("--max-batch", type=opt.positive_int, default=defaults.MAX_BATCH,
+    p.add_argument("--max-batch", type=positive_int, default=defaults.MAX_BATCH,
                    help="waiting images run together (same-size images only, so results do not change)")
-    p.add_argument("--max-inflight-megapixels", type=opt.typed(validate.at_least, minimum=1.0),
+    p.add_argument("--max-inflight-megapixels", type=typed(validate.at_least, minimum=1.0),
                    default=defaults.MAX_INFLIGHT_MEGAPIXELS,
                    help="decoded pixels all requests of a worker may hold at once (at least 1; about 3 bytes "
                         "each plus the decoder's scratch); a request beyond it gets 503 (413 for one image larger "
                         "than the whole budget). Request bodies waiting in the queue are held besides: up to "
                         "--max-queue x --max-image-mb more per worker")
-    p.add_argument("--threads", type=opt.positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: torch's, i.e. the cores)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")

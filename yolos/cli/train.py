@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 
 from . import options as opt
+from .types import image_side, typed
 
 
 def _sizes(text: str) -> list[int]:
     parts = text.replace(",", " ").split()
     if not parts:
         raise argparse.ArgumentTypeError(f"expected sizes like '96,112,128', got {text!r}")
-    return [opt.image_side(part) for part in parts]  # each 16..8192 pixels
+    return [image_side(part) for part in parts]  # each 16..8192 pixels
 
 
 def add_parser(sub) -> None:
@@ -46,7 +47,7 @@ def add_parser(sub) -> None:
         if check == "sizes":
             kwargs["type"] = _sizes
         elif check is not None:
-            kwargs["type"] = opt.typed(check)
+            kwargs["type"] = typed(check)
         for key in ("choices", "metavar"):
             if meta.get(key):
                 kwargs[key] = meta[key]

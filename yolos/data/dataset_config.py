@@ -40,6 +40,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import defaults
 from ..errors import DatasetError
 from .check import FRAMES, RawSplit, read_text_file
 from .classes import compared_split, config_match, match_classes
@@ -48,7 +49,6 @@ from .voc import VocReader, find_voc
 from .yolo import is_yolo_yaml, parse_names, read_yolo_split, split_sources, yaml_base
 
 SPLITS = ("train", "val", "test")
-DEFAULT_VAL_FRACTION = 0.1
 MAX_YAML_BYTES = 4 * 2**20
 LAYOUTS_LOOKED_FOR = (
     "COCO (annotations/instances_<split>.json with <split>/ images; train/ valid/ test/ with "
@@ -84,7 +84,7 @@ class DatasetConfig:
     test: SplitSpec | None = None
     kind: str = ""  # the layout as recognised, in words
     notes: list = field(default_factory=list)  # what resolving it decided (paths tried, folders used)
-    val_fraction: float = DEFAULT_VAL_FRACTION  # without a val split: the share of train held out
+    val_fraction: float = defaults.VAL_FRACTION  # without a val split: the share of train held out
     split_seed: int = 0
     _voc: VocReader | None = field(default=None, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)

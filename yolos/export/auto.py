@@ -1,8 +1,9 @@
 """``--runtime auto``: the fastest runtime on this machine whose detections equal PyTorch fp32's.
 
-Candidates (:func:`candidates`): PyTorch fp32, bf16 (on CPUs with AVX512-BF16 or AMX) and int8
-(VNNI or AMX-INT8); onnxruntime fp32; OpenVINO fp32 and bf16, when installed. Never onnxruntime
-int8 (it lost 0.015 AP on a fine-tuned model, docs/benchmarks.md) nor fp16 (no CPU gain).
+Candidates (:func:`candidates`, from the runtime table): PyTorch fp32, bf16 (on CPUs with
+AVX512-BF16 or AMX) and int8 (VNNI or AMX-INT8); onnxruntime fp32; OpenVINO fp32 and bf16, when
+installed. Never onnxruntime int8 (it lost 0.015 AP on a fine-tuned model, docs/benchmarks.md),
+OpenVINO's calibrated int8 (0.016), nor fp16 (no CPU gain).
 
 Each candidate must give PyTorch fp32's detections on the check images (the bundled example and
 three rendered scenes at the model's input size; :func:`check_inputs`): the same labels in the
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .. import validate
+from ..defaults import DEFAULT_IMAGE
 from ..files import atomic_write_text
 from ..hardware import cache_dir, cpu_features, machine_key
 from ..images import load_image
@@ -34,36 +36,37 @@ from ..inference.preprocess import preprocess
 from ..model.variants import input_size
 
 CHECK_THRESHOLD = 0.1
+DTYPE_OF = {"fp32": None, "bf16": "bfloat16", "int8": "int8", "fp16": "float16"}
 BOX_TOLERANCE = 2.0  # pixels
 SCORE_TOLERANCE = 0.01
 
 
+# What a precision needs of the CPU to be worth trying.
+NEEDS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("vnni", "amx_int8")}
+
+
 def candidates() -> list[tuple[str, str | None]]:
-    """``(runtime, dtype)`` pairs worth trying here (see the module doc)."""
-    from .engines import missing
+    """``(runtime, dtype)`` pairs worth trying here: every runtime installed, in the precisions its
+    table row lets auto try (:data:`yolos.export.engines.RUNTIMES`), where the CPU has what they need."""
+    from .engines import RUNTIMES
 
     f = cpu_features()
-    found = [("torch", None)]
-    if f["avx512_bf16"] or f["amx_bf16"]:
-        found.append(("torch", "bfloat16"))
-    if f["vnni"] or f["amx_int8"]:
-        found.append(("torch", "int8"))
-    if missing("onnxruntime") is None:
-        found.append(("onnxruntime", None))
-    if missing("openvino") is None:
-        found.append(("openvino", None))
-        if f["avx512_bf16"] or f["amx_bf16"]:
-            found.append(("openvino", "bfloat16"))
+    found = []
+    for name, row in RUNTIMES.items():
+        if row.missing() is not None:
+            continue
+        for precision in row.auto:
+            if precision not in NEEDS or any(f[flag] for flag in NEEDS[precision]):
+                found.append((name, DTYPE_OF[precision]))
     return found
 
 
 def check_inputs(model, count: int = 3) -> list[torch.Tensor]:
     """``pixel_values`` of the bundled example and ``count`` rendered scenes, at the model's input size."""
-    from ..checkpoint.loader import BUNDLED
     from ..data.shapes import ShapesSpec, render_shapes
 
     short, long = input_size(model.config, "transformers")
-    images = [load_image(BUNDLED.parent / "shapes.jpg")]
+    images = [load_image(DEFAULT_IMAGE)]
     rng = np.random.default_rng(7)
     for _ in range(count):
         pixels, _ = render_shapes(rng, ShapesSpec(image_size=max(short, 64), max_objects=8, look="varied"))
@@ -83,7 +86,7 @@ def _versions() -> str:
 
 
 def _label(runtime: str, dtype) -> str:
-    return f"{runtime} {({None: 'fp32', 'bfloat16': 'bf16', 'int8': 'int8'})[dtype]}"
+    return f"{runtime} {next(p for p, d in DTYPE_OF.items() if d == dtype)}"
 
 
 def _agree(a: dict, b: dict) -> bool:

@@ -20,39 +20,102 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, defaults
+from .. import __version__, defaults, validate
 from ..errors import YolosError
 from ..hardware import cache_dir
+from ..images import IMAGE_EXTENSIONS
 from ..inference.precision import precision_for
 from ..inference.predictor import predict
 from .exporter import export_model
 
-ENGINES = ("torch", "onnxruntime", "openvino")
-RUNTIME_CHOICES = ENGINES + ("auto",)
-EXTRA = {"onnxruntime": "export", "openvino": "openvino"}  # the pip extra that brings each
-# Precisions an exported graph is written in, by the --dtype names.
-EXPORT_DTYPES = {None: "fp32", "float32": "fp32", "float16": "fp16", "qint8": "int8"}
+PRECISIONS = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
+              torch.qint8: "int8"}  # a validated --dtype -> the precision names of the table
 
 
 class RuntimeUnavailable(YolosError, RuntimeError):
     """A runtime that cannot run here (its package is missing, or the device is not a CPU)."""
 
 
-def missing(runtime: str) -> str | None:
-    """Why ``runtime`` cannot run here, naming the extra to install, or None when it can."""
-    if runtime == "torch":
+@dataclass(frozen=True)
+class Runtime:
+    """A row of the runtime table (:data:`RUNTIMES`): what it needs, the precisions it runs, and
+    how it runs an exported file. ``session(path, threads, precision)`` returns ``numpy
+    pixel_values -> (logits, pred_boxes)`` (None: PyTorch itself runs the model); ``reads``: the
+    precision of the exported file a precision runs on, when not its own; ``calibrated``:
+    precisions made by :func:`calibrated_int8_file` from calibration images; ``auto``: the
+    precisions ``--runtime auto`` may try (with their CPU requirement, :mod:`yolos.export.auto`)."""
+
+    name: str
+    packages: tuple = ()
+    extra: str | None = None
+    precisions: tuple = ("fp32",)
+    session: Callable | None = None
+    reads: dict = field(default_factory=dict)
+    calibrated: tuple = ()
+    auto: tuple = ("fp32",)
+
+    def missing(self, precision: str | None = None) -> str | None:
+        """Why this runtime (in ``precision``) cannot run here, naming the extra, or None."""
+        needed = self.packages + (("nncf",) if precision in self.calibrated else ())
+        absent = [name for name in needed if importlib.util.find_spec(name) is None]
+        if absent:
+            return f"--runtime {self.name} needs {' and '.join(absent)}: pip install 'yolos[{self.extra}]'"
         return None
-    needed = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}[runtime]
-    absent = [name for name in needed if importlib.util.find_spec(name) is None]
-    if absent:
-        return (f"--runtime {runtime} needs {' and '.join(absent)}: pip install 'yolos[{EXTRA[runtime]}]'")
-    return None
+
+
+def _onnxruntime_session(path: Path, threads: int | None, precision: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    # idle worker threads sleep instead of spinning: the decoding threads of predict and the
+    # server's request handling share the cores (spinning cost the server a quarter of its rate)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: tuple(session.run(None, {"pixel_values": x}))
+
+
+def _openvino_session(path: Path, threads: int | None, precision: str):
+    import openvino as ov
+
+    # OpenVINO's default precision on AVX512-BF16/AMX CPUs is bf16 (logits off by ~5e-3): say which
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+
+    def run(x: np.ndarray):
+        out = compiled([x])
+        return out[compiled.output(0)], out[compiled.output(1)]
+    return run
+
+
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
+    Runtime("torch", precisions=("fp32", "bf16", "int8"), auto=("fp32", "bf16", "int8")),
+    Runtime("onnxruntime", ("onnxruntime", "onnx"), "export", ("fp32", "fp16", "int8"), _onnxruntime_session),
+    Runtime("openvino", ("openvino", "onnx"), "openvino", ("fp32", "bf16", "int8"), _openvino_session,
+            reads={"bf16": "fp32"}, calibrated=("int8",), auto=("fp32", "bf16")),
+)}
+AUTO = "auto"
+
+
+def runtime_names() -> list[str]:
+    """The ``--runtime`` choices: every row of the table, then ``auto``."""
+    return list(RUNTIMES) + [AUTO]
+
+
+def missing(runtime: str, precision: str | None = None) -> str | None:
+    """Why ``runtime`` cannot run here, naming the extra to install, or None when it can."""
+    return RUNTIMES[runtime].missing(precision)
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -82,33 +145,6 @@ def engine_file(model: nn.Module, precision: str, say=None) -> Path:
     finally:
         staging.unlink(missing_ok=True)
     return path
-
-
-def _session(runtime: str, path: Path, threads: int | None, precision: str = "fp32"):
-    """``numpy pixel_values -> (logits, pred_boxes)`` for an ONNX file on ``runtime``."""
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        # idle worker threads sleep instead of spinning: the decoding threads of predict and the
-        # server's request handling share the cores (spinning cost the server a quarter of its rate)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda x: tuple(session.run(None, {"pixel_values": x}))
-    import openvino as ov
-
-    # OpenVINO's default precision on AVX512-BF16/AMX CPUs is bf16 (logits off by ~5e-3): say which
-    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
-
-    def run(x: np.ndarray):
-        out = compiled([x])
-        return out[compiled.output(0)], out[compiled.output(1)]
-    return run
 
 
 MAX_CALIBRATION_IMAGES = 300
@@ -163,7 +199,7 @@ class ExportedNetwork(nn.Module):
         super().__init__()
         self.config, self.runtime, self.precision, self.path = config, runtime, precision, Path(path)
         self.register_buffer("inputs_here", torch.zeros(0), persistent=False)  # inputs go to the CPU, float32
-        self._run = _session(runtime, self.path, threads, precision)
+        self._run = RUNTIMES[runtime].session(self.path, threads, precision)
 
     @property
     def fixed_precision(self) -> str:
@@ -209,45 +245,74 @@ class FixedPrecision(nn.Module):
 
 def compile_for(model: nn.Module, runtime: str = "torch", dtype=None, threads: int | None = None,
                 say=None, calibration=None) -> nn.Module:
-    """The network ``runtime`` runs for ``model``: ``"torch"`` (the model itself; ``dtype`` then
-    applies at each call), ``"onnxruntime"`` or ``"openvino"`` (an :class:`ExportedNetwork`
-    of the cached any-size export in ``dtype``: None/fp32, fp16 or int8; OpenVINO also bf16, and
-    its int8 is NNCF's post-training quantization on ``calibration`` images), or ``"auto"`` (the
-    fastest that gives the same detections on this machine, :func:`yolos.export.auto.choose`).
-    A runtime whose package is missing raises with the extra to install."""
-    from .. import validate
-
-    if runtime not in RUNTIME_CHOICES:
-        raise ValueError(f"--runtime: expected one of {', '.join(RUNTIME_CHOICES)}, got {runtime!r}")
+    """The network ``runtime`` (a row of :data:`RUNTIMES`, or ``"auto"``) runs for ``model``:
+    PyTorch's is the model itself (``dtype`` then applies at each call); an exported runtime's is
+    an :class:`ExportedNetwork` of the cached any-size export in ``dtype`` (one of the row's
+    precisions; a calibrated one, OpenVINO's int8, quantized by NNCF on ``calibration`` images);
+    ``"auto"`` is the fastest that gives the same detections on this machine
+    (:func:`yolos.export.auto.choose`). A runtime whose package is missing raises with the extra."""
+    if runtime != AUTO and runtime not in RUNTIMES:
+        raise ValueError(f"--runtime: expected one of {', '.join(runtime_names())}, got {runtime!r}")
     dtype = validate.dtype(dtype, "--dtype")
     if isinstance(model, ExportedNetwork):
         raise ValueError("compile_for: give the PyTorch model, not an exported network")
-    if runtime == "auto":
+    if runtime == AUTO:
         from .auto import choose
 
         return choose(model, dtype, threads, say)
-    if runtime == "torch":
+    row, precision = RUNTIMES[runtime], PRECISIONS[dtype]
+    if row.session is None:
         return model
-    reason = missing(runtime)
+    if precision not in row.precisions:
+        raise ValueError(f"--dtype: {runtime} runs {', '.join(row.precisions)}, not {precision}")
+    reason = row.missing(precision)
     if reason:
         raise RuntimeUnavailable(reason)
     if next(model.parameters()).device.type != "cpu":
         raise RuntimeUnavailable(f"--runtime {runtime} runs on the CPU; the model is on "
-                            f"{next(model.parameters()).device} (use --runtime torch there)")
-    key = str(dtype).removeprefix("torch.") if dtype is not None else None
-    if runtime == "openvino" and key == "bfloat16":  # OpenVINO's own bf16 inference of the fp32 graph
-        precision, written = "bf16", "fp32"
-    elif runtime == "openvino" and key == "qint8":  # static int8, calibrated (onnxruntime's is dynamic)
+                                 f"{next(model.parameters()).device} (use --runtime torch there)")
+    if precision in row.calibrated:
         if calibration is None:
-            raise ValueError("--dtype int8 on openvino is calibrated on your images: give --calibration DIR")
-        return ExportedNetwork(model.config, runtime, "int8", calibrated_int8_file(model, calibration, say), threads)
-    elif key in EXPORT_DTYPES:
-        precision = written = EXPORT_DTYPES[key]
+            raise ValueError(f"--dtype {precision} on {runtime} is calibrated on your images: give --calibration DIR")
+        path = calibrated_int8_file(model, calibration, say)
     else:
-        raise ValueError(f"--dtype: {runtime} runs fp32, fp16 or int8{' or bf16' if runtime == 'openvino' else ''}, "
-                         f"not {key}")
-    return ExportedNetwork(model.config, runtime, precision, engine_file(model, written, say), threads)
+        path = engine_file(model, row.reads.get(precision, precision), say)
+    return ExportedNetwork(model.config, runtime, precision, path, threads)
 
 
-__all__ = ["ENGINES", "RUNTIME_CHOICES", "ExportedNetwork", "compile_for", "engine_file", "weights_digest",
-           "missing"]
+def calibration_images(folder) -> list[Path]:
+    """The image files under ``folder`` (``--calibration DIR``; a ValueError names the option)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--calibration: {folder} is not a folder of images")
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+    if not files:
+        raise ValueError(f"--calibration: no images in {folder}")
+    return files
+
+
+def check_runtime(runtime: str, calibration_dir=None) -> None:
+    """Refuse, before any model loads or folder is claimed, a runtime whose package is missing or
+    a calibration folder with no images."""
+    if runtime in RUNTIMES and RUNTIMES[runtime].missing() is not None:
+        raise RuntimeUnavailable(RUNTIMES[runtime].missing())
+    if calibration_dir:
+        calibration_images(calibration_dir)
+
+
+def runtime_network(model, runtime: str = "torch", dtype=None, calibration_dir=None, calibration=None, say=None):
+    """:func:`compile_for` as the commands call it: images to calibrate on from
+    ``calibration_dir``, else from ``calibration()`` (a callable, asked only when the runtime and
+    dtype are a calibrated pair)."""
+    if calibration_dir:
+        calibration = calibration_images(calibration_dir)
+    elif callable(calibration):
+        row = RUNTIMES.get(runtime)
+        wanted = row is not None and PRECISIONS.get(validate.dtype(dtype, "--dtype")) in row.calibrated
+        calibration = calibration() if wanted else None
+    return compile_for(model, runtime, dtype, say=say, calibration=calibration)
+
+
+__all__ = ["RUNTIMES", "Runtime", "runtime_names", "runtime_network", "check_runtime", "calibration_images",
+           "ExportedNetwork", "FixedPrecision", "compile_for", "engine_file", "weights_digest", "missing",
+           "RuntimeUnavailable"]

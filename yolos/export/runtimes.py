@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from ..inference.precision import precision_for
-from .engines import compile_for, missing
+from .engines import RUNTIMES as ENGINE_TABLE
+from .engines import compile_for
 
-RUNTIMES = ("torch-fp32", "torch-bf16", "torch-int8", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8",
-            "openvino-fp32", "openvino-bf16", "openvino-int8")
+# Every runtime in every precision it runs: the engines' table, as benchmark names.
+RUNTIMES = tuple(f"{name}-{precision}" for name, row in ENGINE_TABLE.items() for precision in row.precisions)
 DTYPES = {"fp32": None, "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
 
 
@@ -33,22 +34,18 @@ def same_detections(a: dict, b: dict, box_tolerance: float = 2.0) -> bool:
 def available(name: str) -> str | None:
     """Why runtime ``name`` cannot run here (a missing package), or None when it can."""
     engine, precision = name.split("-")
-    why = missing(engine)
-    if why:
-        return why
-    if name == "onnxruntime-fp16" and importlib.util.find_spec("onnxconverter_common") is None:
+    why = ENGINE_TABLE[engine].missing(precision)
+    if why is None and name == "onnxruntime-fp16" and importlib.util.find_spec("onnxconverter_common") is None:
         return "onnxconverter-common is not installed (pip install 'yolos[export]')"
-    if name == "openvino-int8" and importlib.util.find_spec("nncf") is None:
-        return "nncf is not installed (pip install 'yolos[openvino]')"
-    return None
+    return why
 
 
 def make_runtime(name: str, model, threads: int, calibration=None) -> Callable[[np.ndarray], tuple]:
     """The callable for runtime ``name`` (:data:`RUNTIMES`); ``calibration``: images for
     OpenVINO's calibrated int8."""
     engine, precision = name.split("-")
-    network = compile_for(model, engine, DTYPES[precision], threads,
-                          calibration=calibration if name == "openvino-int8" else None)
+    calibrated = precision in ENGINE_TABLE[engine].calibrated
+    network = compile_for(model, engine, DTYPES[precision], threads, calibration=calibration if calibrated else None)
     compute = precision_for(model, DTYPES[precision]) if engine == "torch" else precision_for(network, None)
 
     def run(x: np.ndarray):

@@ -5,7 +5,6 @@
 from ..images import load_image
 from ..model.variants import eval_sizes
 from ..resize import resize_shape
-from .defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 from .detections import Detections
 from .postprocess import postprocess
 from .predictor import iter_predict, predict
@@ -13,5 +12,5 @@ from .preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
 __all__ = [
     "load_image", "preprocess", "postprocess", "predict", "iter_predict", "Detections",
-    "resize_shape", "eval_sizes", "DEFAULT_MODEL", "DEFAULT_IMAGE", "IMAGENET_MEAN", "IMAGENET_STD",
+    "resize_shape", "eval_sizes", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -39,10 +39,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import defaults, validate
 from ..checkpoint import from_pretrained
+from ..defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 from ..errors import ImageError
 from ..export.engines import compile_for
 from ..images import RASTER_FORMATS, load_image
-from ..inference.defaults import DEFAULT_IMAGE, DEFAULT_MODEL
 from ..model.variants import eval_sizes
 from .batcher import Batcher, QueueFull
 from .limits import BodyLimit, PixelBudget

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .. import validate
+from .. import defaults, validate
 
 # What each recipe sets for options left unset. ``paper`` is the original recipe (and the values
 # every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with.
@@ -68,12 +68,14 @@ class TrainConfig:
                               "the rows of the classes the checkpoint shares with the data by name (in the data's "
                               "order); only new classes start fresh")
     init_kind: str = option("auto", choices=["auto", "yolos", "imagenet"])
-    class_map: str | None = option(None, "with --init: checkpoint classes that are the data's under another name, "
-                                   "MODEL=DATA pairs separated by commas (or a YAML file); every other class is "
-                                   "matched by name", metavar="MODEL=DATA,...")
+    class_map: str | None = option(None, "the model's classes that are the data's under another name: MODEL=DATA "
+                                   "pairs separated by commas (several model classes may name one data class: "
+                                   "merged), or a YAML file of them; every other class is matched by name (case, "
+                                   "spaces, _ and - aside)", metavar="MODEL=DATA,...")
     val_fraction: float | None = option(None, "for a dataset with no val split: the share of its images held out "
-                                        "for validation, the same ones every run (default 0.1; 0: validate on the "
-                                        "training images, which says little)", validate.fraction, metavar="F")
+                                        "for validation, by file name, the same in every command (default "
+                                        f"{defaults.VAL_FRACTION:g}; 0: the training images, which says little)",
+                                        validate.fraction, metavar="F")
     epochs: int = option(10, check=validate.positive_int)
     time: str | None = option(None, "a wall-clock budget for the run (e.g. 90s, 10m, 1.5h): it ends at a clean "
                               "checkpoint with a final evaluation when the next epoch would not fit",
@@ -189,11 +191,9 @@ class TrainConfig:
         eval_size, eval_max_size = input_size(variant.config.variant if own is None else init_config, "paper",
                                               cfg.eval_size, cfg.eval_max_size)
         scales = list(cfg.train_sizes or (variant.train_scales if own is None else scales_up_to(eval_size)))
-        from ..data.dataset_config import DEFAULT_VAL_FRACTION
-
         return dataclasses.replace(
             cfg, variant=variant.config.variant,
-            val_fraction=DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction,
+            val_fraction=defaults.VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction,
             lr=cfg.lr if cfg.lr is not None else variant.lr,
             batch_size=cfg.batch_size or variant.batch_size,
             train_sizes=scales, eval_size=eval_size, eval_max_size=eval_max_size,
