@@ -30,8 +30,8 @@ import torch
 
 from benchmarks.common import environment, table
 from yolos import create_model
-from yolos.data.coco import CocoDetection
 from yolos.data.collate import collate_fn
+from yolos.data.dataset import DetectionDataset
 from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.evaluation.evaluate import evaluate
 from yolos.train.criterion import SetCriterion
@@ -107,12 +107,12 @@ RUNS: dict[str, dict] = {
 }
 
 
-def held_out_set(folder: Path, num_images: int) -> CocoDetection:
+def held_out_set(folder: Path, num_images: int) -> DetectionDataset:
     """The evaluation images: ``num_images`` of the task from :data:`VAL_SEED`, written to
     ``folder`` (the same set for every run and for benchmarks/train_synthetic.py)."""
     ann = write_synthetic_dataset(folder, num_images, SPEC.image_size, SPEC.min_objects, SPEC.max_objects,
                                   SPEC.shapes, VAL_SEED, SPEC.min_size, SPEC.max_size)
-    return CocoDetection(folder / "images", ann)
+    return DetectionDataset(folder / "images", ann)
 
 
 def budget_lr(base: float, seconds: float, budget: float, step: int, warmup: int) -> float:

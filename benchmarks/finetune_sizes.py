@@ -8,7 +8,14 @@ common to both (person, car, chair, cup by default; the rest of their boxes are 
 with ``--no-sizes-from-data`` (128/128, the checkpoint's) and one with the recipe's choice.
 Printed: the chosen size, each run's training time, and the held-out AP / AP50 per evaluation.
 
-    python -m benchmarks.finetune_sizes --epochs 30 --json docs/finetune_sizes.json
+With ``--synthetic``, the data is instead the bundled model's own classes on large images
+(1024x1024, shapes of 40-80 px, the varied look; 100 training and 50 held-out images of other
+seeds): at the checkpoint's 128 pixels the shapes shrink to 5-10 px, under one patch; at the
+size the recipe chooses they keep two patches or more. A task the model can learn, where only the
+input size differs.
+
+    python -m benchmarks.finetune_sizes --epochs 100 --eval-every 10 --classes person --json docs/finetune_sizes.json
+    python -m benchmarks.finetune_sizes --synthetic --epochs 20 --eval-every 5 --json docs/finetune_sizes_synthetic.json
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import torch
 
 from benchmarks.common import environment
 from benchmarks.shared_inputs import shared_data_dir
+from yolos.data.synthetic import write_synthetic_dataset
 from yolos.train.config import TrainConfig
 from yolos.train.loop import fit
 
@@ -57,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", nargs="+", default=list(CLASSES))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", default=None, help="write the curves here")
+    ap.add_argument("--synthetic", action="store_true", help="small shapes on large images instead of COCO photos")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     train, val = shared_data_dir() / "coco128", shared_data_dir() / "coco-val80"
@@ -64,10 +73,18 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        train_json = restricted(train / "annotations" / "instances_train2017.json", root / "train.json", args.classes)
-        val_json = restricted(val / "annotations" / "instances_val2017.json", root / "val.json", args.classes)
-        (root / "data.yaml").write_text(f"train: {{images: {train / 'train2017'}, annotations: {train_json}}}\n"
-                                        f"val: {{images: {val / 'val2017'}, annotations: {val_json}}}\n")
+        if args.synthetic:
+            look = dict(min_size=40, max_size=80, look="varied")
+            write_synthetic_dataset(root / "train", 100, 1024, 2, 6, seed=31, **look)
+            write_synthetic_dataset(root / "val", 50, 1024, 2, 6, seed=32, **look)
+            (root / "data.yaml").write_text("train: {images: train/images, annotations: train/annotations.json}\n"
+                                            "val: {images: val/images, annotations: val/annotations.json}\n")
+        else:
+            train_json = restricted(train / "annotations" / "instances_train2017.json", root / "train.json",
+                                    args.classes)
+            val_json = restricted(val / "annotations" / "instances_val2017.json", root / "val.json", args.classes)
+            (root / "data.yaml").write_text(f"train: {{images: {train / 'train2017'}, annotations: {train_json}}}\n"
+                                            f"val: {{images: {val / 'val2017'}, annotations: {val_json}}}\n")
         for name, from_data in (("checkpoint size", False), ("sizes from the data", True)):
             said = []
             cfg = TrainConfig(data=str(root / "data.yaml"), out=str(root / name.replace(" ", "-")), init="bundled",
@@ -80,14 +97,17 @@ def main(argv=None) -> int:
             results[name] = {"size": [config["eval_size"], config["eval_max_size"]], "note": chosen,
                              "wall_s": round(time.perf_counter() - t0), "curve": curve(Path(summary["out"]))}
             print(f"{name}: {chosen}; {results[name]['wall_s']} s wall; {results[name]['curve']}", flush=True)
-    print(f"\nclasses {', '.join(args.classes)}; {args.epochs} epochs of coco128, held-out coco-val80\n")
+    what = "40-80 px shapes on 1024 px images" if args.synthetic else \
+        f"classes {', '.join(args.classes)} of coco128, held-out coco-val80"
+    print(f"\n{what}; {args.epochs} epochs\n")
     print("| input size | training time | final AP | final AP50 |\n|---|---|---|---|")
     for name, r in results.items():
         last = r["curve"][-1]
         print(f"| {name}: {r['size'][0]}/{r['size'][1]} | {last['seconds']:.0f} s | {last['AP']:.3f} | "
               f"{last['AP50']:.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"classes": args.classes, "epochs": args.epochs,
+        Path(args.json).write_text(json.dumps({"data": "synthetic" if args.synthetic else args.classes,
+                                               "epochs": args.epochs,
                                                "environment": environment(), "runs": results}, indent=1))
     return 0
 

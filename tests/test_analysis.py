@@ -28,12 +28,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from yolos.data.coco import CocoDetection
+    from yolos.data.dataset import DetectionDataset
     from yolos.data.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("shapes")
     ann = write_synthetic_dataset(root, num_images=6, image_size=96, seed=1)
-    return root, CocoDetection(root / "images", ann)
+    return root, DetectionDataset(root / "images", ann)
 
 
 def _not_blank(path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from yolos import create_model, from_pretrained
 from yolos.cli import main
-from yolos.data.coco import CocoDetection
+from yolos.data.dataset import DetectionDataset
 from yolos.data.synthetic import write_synthetic_dataset
 from yolos.data.transforms import make_transforms
 from yolos.defaults import DEFAULT_MODEL
@@ -108,7 +108,7 @@ def test_bundled_model_same_detections_and_ap(held_out):
     # measured: 492-495 of 500 on four held-out sets (benchmarks/precision_fidelity.py); the images
     # that differ hold a score within a few hundredths of the threshold
     assert same >= 0.96 * len(files), f"{same} of {len(files)} images with identical detections"
-    data = CocoDetection(held_out / "images", held_out / "annotations.json", transforms=make_transforms(
+    data = DetectionDataset(held_out / "images", held_out / "annotations.json", transforms=make_transforms(
         "val", eval_size=(128, 128)))
     ap32 = evaluate(model, data, batch_size=16, progress=False)[0]["AP"]
     ap16 = evaluate(model, data, batch_size=16, progress=False, dtype="bf16")[0]["AP"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolos.data import CocoDetection
+from yolos.data import DetectionDataset
 from yolos.data.transforms import transforms_for_variant
 from yolos.errors import DatasetError
 from yolos.evaluation import coco_evaluate
@@ -98,7 +98,7 @@ def test_evaluate_tiny_model_on_real_images(coco_val80):
 
     gt = json.loads(_gt_path(coco_val80).read_text())
     ids = [i["id"] for i in gt["images"]][:4]
-    ds = CocoDetection(coco_val80 / "val2017", _gt_path(coco_val80),
+    ds = DetectionDataset(coco_val80 / "val2017", _gt_path(coco_val80),
                        transforms_for_variant("micro", "val"), image_ids=ids)
     model = create_model("micro", num_classes=ds.num_classes)
     stats, results = evaluate(model, ds, batch_size=2, progress=False)
@@ -126,7 +126,7 @@ def test_evaluate_maps_contiguous_labels_back_to_category_ids(tmp_path):
 
     # category ids 1..2 in the json, labels 0..1 in the model
     path = write_synthetic_dataset(tmp_path, num_images=3, image_size=64, shapes=("square", "circle"))
-    ds = CocoDetection(tmp_path / "images", path, transforms_for_variant("micro", "val"))
+    ds = DetectionDataset(tmp_path / "images", path, transforms_for_variant("micro", "val"))
     model = create_model("micro", num_classes=2)
     _, results = evaluate(model, ds, progress=False)
     assert {r["category_id"] for r in results} <= {1, 2}

@@ -1,4 +1,4 @@
-"""CocoDetection on the real COCO files, category mapping, collate, broken files, dataset YAML."""
+"""DetectionDataset on the real COCO files, category mapping, collate, broken files, dataset YAML."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from yolos.data import CocoDetection, DatasetConfig, collate_fn, resolve_dataset
+from yolos.data import DatasetConfig, DetectionDataset, collate_fn, resolve_dataset
 from yolos.data.transforms import transforms_for_variant
 from yolos.errors import DatasetError
 
@@ -21,7 +21,7 @@ def _json(folder):
 def test_coco_targets_match_the_json(coco_val80):
     ann = _json(coco_val80)
     data = json.loads(ann.read_text())
-    ds = CocoDetection(coco_val80 / "val2017", ann)
+    ds = DetectionDataset(coco_val80 / "val2017", ann)
     assert ds.keep_category_ids and ds.num_classes == 91 and len(ds) == 80
     assert ds.class_names[1] == "person" and ds.label_to_category_id(90) == 90
     crowd_images = {a["image_id"] for a in data["annotations"] if a["iscrowd"]}
@@ -41,7 +41,7 @@ def test_coco_targets_match_the_json(coco_val80):
 
 
 def test_grayscale_images_become_rgb(coco128):
-    ds = CocoDetection(coco128 / "train2017", _json(coco128))
+    ds = DetectionDataset(coco128 / "train2017", _json(coco128))
     gray = [i for i in ds.ids if Image.open(ds.image_path(i)).mode != "RGB"]
     assert gray, "coco128 is documented to contain grayscale images"
     x, _ = ds[ds.ids.index(gray[0])]
@@ -62,7 +62,7 @@ def test_clamping_and_degenerate_boxes(tmp_path):
         ],
     }
     (tmp_path / "ann.json").write_text(json.dumps(data))
-    ds = CocoDetection(tmp_path, tmp_path / "ann.json")
+    ds = DetectionDataset(tmp_path, tmp_path / "ann.json")
     assert not ds.keep_category_ids and ds.num_classes == 2
     assert ds.class_names == {0: "gadget", 1: "widget"}
     assert ds.category_id_to_label == {3: 0, 7: 1}
@@ -72,8 +72,8 @@ def test_clamping_and_degenerate_boxes(tmp_path):
     # [40,30,50,40] clamped -> cxcywh 45,35,10,10 ; [10,10,20,30] -> 15,20,10,20 ; /(50,40)
     expected = torch.tensor([[45 / 50, 35 / 40, 10 / 50, 10 / 40], [15 / 50, 20 / 40, 10 / 50, 20 / 40]])
     assert torch.allclose(t["boxes"], expected)
-    assert CocoDetection(tmp_path, tmp_path / "ann.json", keep_category_ids=True).num_classes == 8
-    names = CocoDetection(tmp_path, tmp_path / "ann.json", names=["g", "w"]).class_names
+    assert DetectionDataset(tmp_path, tmp_path / "ann.json", keep_category_ids=True).num_classes == 8
+    names = DetectionDataset(tmp_path, tmp_path / "ann.json", names=["g", "w"]).class_names
     assert names == {0: "g", 1: "w"}
 
 
@@ -86,9 +86,9 @@ def test_coco_subset_keeps_91_ids_and_renamed_ids_do_not(tmp_path):
     }
     for name, (cats, coco) in cases.items():
         (tmp_path / f"{name}.json").write_text(json.dumps({**base, "categories": cats}))
-        ds = CocoDetection(tmp_path, tmp_path / f"{name}.json")
+        ds = DetectionDataset(tmp_path, tmp_path / f"{name}.json")
         assert ds.keep_category_ids is coco and ds.num_classes == (91 if coco else 2)
-    forced = CocoDetection(tmp_path, tmp_path / "subset.json", keep_category_ids=False)
+    forced = DetectionDataset(tmp_path, tmp_path / "subset.json", keep_category_ids=False)
     assert forced.num_classes == 2 and forced.label_to_category_id(1) == 18
 
 
@@ -129,7 +129,7 @@ def _set(path, value):
 def test_broken_annotations_raise_dataset_errors(tmp_path, mutate, words):
     path = _broken(tmp_path, mutate)
     with pytest.raises(DatasetError) as err:
-        CocoDetection(tmp_path, path)
+        DetectionDataset(tmp_path, path)
     for word in words:
         assert word in str(err.value)
 
@@ -138,19 +138,19 @@ def test_undecodable_image_names_file_and_id(tmp_path):
     path = _broken(tmp_path, lambda d: None)
     (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"a\.jpg.*image id 4"):  # the check reads every header first
-        CocoDetection(tmp_path, path)
+        DetectionDataset(tmp_path, path)
     noise = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     Image.fromarray(noise.numpy()).save(tmp_path / "a.png")
     (tmp_path / "a.jpg").write_bytes((tmp_path / "a.png").read_bytes()[:2000])  # a header, then half the pixels
-    ds = CocoDetection(tmp_path, path)
+    ds = DetectionDataset(tmp_path, path)
     with pytest.raises(DatasetError, match=r"a\.jpg.*image id 4"):
         ds[0]
     with pytest.raises(DatasetError, match="not found"):
-        CocoDetection(tmp_path, tmp_path / "nope.json")
+        DetectionDataset(tmp_path, tmp_path / "nope.json")
 
 
 def test_collate_pads_bottom_right(coco_val80):
-    ds = CocoDetection(coco_val80 / "val2017", _json(coco_val80), transforms_for_variant("micro", "val"),
+    ds = DetectionDataset(coco_val80 / "val2017", _json(coco_val80), transforms_for_variant("micro", "val"),
                        image_ids=None)
     items = [ds[i] for i in range(4)]
     pixel_values, targets = collate_fn(items)

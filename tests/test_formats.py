@@ -150,9 +150,9 @@ def test_exif_rotated_coco_boxes_in_either_frame(tmp_path, frame):
     (tmp_path / "a.json").write_text(json.dumps({
         "images": [{"id": 1, "file_name": "p.jpg", **size}], "categories": [{"id": 1, "name": "block"}],
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0]}]}))
-    from yolos.data import CocoDetection
+    from yolos.data import DetectionDataset
 
-    ds = CocoDetection(tmp_path, tmp_path / "a.json")
+    ds = DetectionDataset(tmp_path, tmp_path / "a.json")
     assert np.allclose(_training_box(ds), shown, atol=0.01)
     assert ds.report.rotated == [("p.jpg", 6, frame)]
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from yolos.data.coco import CocoDetection
+from yolos.data.dataset import DetectionDataset
 from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.errors import DatasetError
 from yolos.model import create_model, get_variant
@@ -163,7 +163,7 @@ def test_prepare_scratch_model_applies_what_is_asked():
 def test_dataset_priors_from_annotations(tmp_path):
     ann = write_synthetic_dataset(tmp_path, num_images=10, image_size=64, max_objects=4, seed=2)
     data = json.loads(ann.read_text())
-    ds = CocoDetection(tmp_path / "images", ann)
+    ds = DetectionDataset(tmp_path / "images", ann)
     objects, side = dataset_priors(ds)
     assert objects == pytest.approx(len(data["annotations"]) / 10)
     sides = sorted(math.sqrt(a["bbox"][2] * a["bbox"][3]) / 64 for a in data["annotations"])
@@ -193,7 +193,7 @@ def test_synthetic_shapes_fresh_and_fixed():
 def test_synthetic_labels_match_a_written_folder(tmp_path):
     spec = ShapesSpec(64, 1, 3, shapes=("circle", "triangle"))
     ann = write_synthetic_dataset(tmp_path, 4, 64, 1, 3, spec.shapes, seed=0)
-    assert CocoDetection(tmp_path / "images", ann).class_names == SyntheticShapes(spec, 4).class_names
+    assert DetectionDataset(tmp_path / "images", ann).class_names == SyntheticShapes(spec, 4).class_names
 
 
 def _yaml(tmp_path, train: str, val: bool = True):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from yolos.data import CocoDetection, write_synthetic_dataset
+from yolos.data import DetectionDataset, write_synthetic_dataset
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
@@ -56,7 +56,7 @@ def test_cli_and_loading(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads((out / "annotations.json").read_text())
     assert data["categories"] == [{"id": 1, "name": "square", "supercategory": "shape"}]
-    ds = CocoDetection(out / "images", out / "annotations.json")
+    ds = DetectionDataset(out / "images", out / "annotations.json")
     assert ds.num_classes == 1 and len(ds) == 5
     x, t = ds[0]
     assert x.shape == (3, 48, 48) and (t["labels"] == 0).all()

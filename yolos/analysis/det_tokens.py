@@ -142,7 +142,7 @@ def inspect_image(model, pixel_values: Tensor, original_size: tuple[int, int],
 
 def collect(model, dataset, short_side: int, long_side: int | None, max_images: int | None = None,
             class_feature: str = "logits", progress: bool = True) -> TokenStats:
-    """Run ``model`` over a :class:`yolos.data.coco.CocoDetection` (batch 1, eval resize) and
+    """Run ``model`` over a :class:`yolos.data.coco.DetectionDataset` (batch 1, eval resize) and
     gather :class:`TokenStats`."""
     from tqdm import tqdm
 

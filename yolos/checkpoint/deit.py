@@ -64,13 +64,69 @@ def _grid_of(num_tokens: int, source) -> tuple[int, int, bool]:
     )
 
 
+def backbone_filter(state: dict, config, src_grid: tuple[int, int] | None = None,
+                    source: str = "state dict") -> tuple[dict, BackboneLoadReport]:
+    """A DeiT/ViT state dict turned into YOLOS backbone tensors (timm's ``checkpoint_filter_fn``
+    habit: state dict in, state dict and report out, nothing touched): the classifier keys
+    dropped, the position grid resampled to ``config.grid_size`` (a distilled DeiT's first entry
+    dropped, so its dist position becomes cls's). ``pos_embed`` comes back as ``[1, 1 + grid, D]``
+    (cls + grid, no [DET] part). Raises CheckpointError naming ``source`` for a key that is no
+    DeiT/ViT backbone's."""
+    report, keep = BackboneLoadReport(source=source), {}
+    for key, value in state.items():
+        if _DROPPED.search(key):
+            report.dropped.append(key)
+        elif _BACKBONE.match(key):
+            keep[key] = value
+        else:
+            raise CheckpointError(
+                f"{source}: unexpected key {key!r} for a DeiT/ViT backbone (layer-scale, "
+                f"register tokens, relative position or other ViT variants are not YOLOS)"
+            )
+    if "pos_embed" not in keep or "cls_token" not in keep:
+        raise CheckpointError(f"{source}: no pos_embed / cls_token; not a DeiT/ViT checkpoint")
+    pos = keep.pop("pos_embed").float()
+    if src_grid is None:
+        gh, gw, distilled = _grid_of(pos.shape[1], source)
+    else:
+        gh, gw = src_grid
+        distilled = pos.shape[1] == 2 + gh * gw
+        if pos.shape[1] not in (1 + gh * gw, 2 + gh * gw):
+            raise CheckpointError(f"{source}: pos_embed has {pos.shape[1]} tokens, not 1 or 2 + {gh}x{gw}")
+    if distilled:  # hustvl/YOLOS finetune_det: pos_embed[:, 1:] -> the dist position becomes cls's
+        pos = pos[:, 1:]
+    keep["pos_embed"] = resample_pos_embed(pos, (gh, gw), config.grid_size, 1, 0)
+    report.distilled, report.src_grid, report.dst_grid = distilled, (gh, gw), config.grid_size
+    return keep, report
+
+
+def init_detection_parts(model: YOLOS, generator=None) -> list[str]:
+    """Draw what no ImageNet checkpoint has, as hustvl/YOLOS does: the [DET] tokens and their
+    position embeddings, the mid position embeddings (trunc-normal, std .02) and both heads
+    (PyTorch's default Linear init). Returns their names."""
+    t = model.config.num_det_tokens
+    with torch.no_grad():
+        model.pos_embed[:, -t:].copy_(_trunc_normal((1, t, model.config.hidden_size), generator))
+        model.det_tokens.copy_(_trunc_normal(tuple(model.det_tokens.shape), generator))
+        drawn = ["det_tokens", "pos_embed[det]"]
+        if model.mid_pos_embed is not None:
+            model.mid_pos_embed.copy_(_trunc_normal(tuple(model.mid_pos_embed.shape), generator))
+            drawn.append("mid_pos_embed")
+        for name, head in (("class_head", model.class_head), ("box_head", model.box_head)):
+            for layer in head.layers:
+                _default_linear_init(layer, generator)
+            drawn.append(name)
+    return drawn
+
+
 def load_imagenet_backbone(
     model: YOLOS,
     path_or_state_dict,
     src_grid: tuple[int, int] | None = None,
     seed: int | None = None,
 ) -> BackboneLoadReport:
-    """Copy an ImageNet ViT/DeiT into ``model``'s backbone in place and re-draw the rest.
+    """Copy an ImageNet ViT/DeiT into ``model``'s backbone in place (:func:`backbone_filter`) and
+    draw the rest (:func:`init_detection_parts`).
 
     Args:
         model: a YOLOS whose width, depth, heads and patch size match the checkpoint
@@ -89,35 +145,8 @@ def load_imagenet_backbone(
     else:
         source = str(path_or_state_dict)
         state, _ = read_state_dict(path_or_state_dict)
-    report = BackboneLoadReport(source=source)
-
-    keep = {}
-    for key, value in state.items():
-        if _DROPPED.search(key):
-            report.dropped.append(key)
-        elif _BACKBONE.match(key):
-            keep[key] = value
-        else:
-            raise CheckpointError(
-                f"{source}: unexpected key {key!r} for a DeiT/ViT backbone (layer-scale, "
-                f"register tokens, relative position or other ViT variants are not YOLOS)"
-            )
-    if "pos_embed" not in keep or "cls_token" not in keep:
-        raise CheckpointError(f"{source}: no pos_embed / cls_token; not a DeiT/ViT checkpoint")
-
-    pos = keep.pop("pos_embed").float()
-    if src_grid is None:
-        gh, gw, distilled = _grid_of(pos.shape[1], source)
-    else:
-        gh, gw = src_grid
-        distilled = pos.shape[1] == 2 + gh * gw
-        if pos.shape[1] not in (1 + gh * gw, 2 + gh * gw):
-            raise CheckpointError(f"{source}: pos_embed has {pos.shape[1]} tokens, not 1 or 2 + {gh}x{gw}")
-    if distilled:  # hustvl/YOLOS finetune_det: pos_embed[:, 1:] -> the dist position becomes cls's
-        pos = pos[:, 1:]
-    report.distilled = distilled
-    report.src_grid, report.dst_grid = (gh, gw), model.config.grid_size
-
+    keep, report = backbone_filter(state, model.config, src_grid, source)
+    pos = keep.pop("pos_embed")
     own = model.state_dict()
     backbone_keys = [k for k in own if _BACKBONE.match(k) and k != "pos_embed"]
     width = [] if pos.shape[-1] == model.config.hidden_size else [
@@ -126,28 +155,12 @@ def load_imagenet_backbone(
     if problems:
         raise CheckpointError(f"{source} does not fit this YOLOS backbone (width {model.config.hidden_size}, "
                               f"depth {model.config.depth}): {problems}")
-
-    generator = None
-    if seed is not None:
-        generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for key in backbone_keys:
             own[key].copy_(keep[key])
-        report.loaded = backbone_keys + ["pos_embed[cls + grid]"]
-
-        t = model.config.num_det_tokens
-        grid_pe = resample_pos_embed(pos, (gh, gw), model.config.grid_size, 1, 0)
-        det_pe = _trunc_normal((1, t, pos.shape[-1]), generator)
-        model.pos_embed.copy_(torch.cat([grid_pe, det_pe], dim=1))
-        model.det_tokens.copy_(_trunc_normal(tuple(model.det_tokens.shape), generator))
-        report.initialized = ["det_tokens", "pos_embed[det]"]
-        if model.mid_pos_embed is not None:
-            model.mid_pos_embed.copy_(_trunc_normal(tuple(model.mid_pos_embed.shape), generator))
-            report.initialized.append("mid_pos_embed")
-        for name, head in (("class_head", model.class_head), ("box_head", model.box_head)):
-            for layer in head.layers:
-                _default_linear_init(layer, generator)
-            report.initialized.append(name)
+        model.pos_embed[:, : pos.shape[1]].copy_(pos)
+    report.loaded = backbone_keys + ["pos_embed[cls + grid]"]
+    report.initialized = init_detection_parts(model, None if seed is None else torch.Generator().manual_seed(seed))
     return report
 
 
@@ -166,4 +179,4 @@ def _default_linear_init(layer: nn.Linear, generator) -> None:
     nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
-__all__ = ["load_imagenet_backbone", "BackboneLoadReport"]
+__all__ = ["load_imagenet_backbone", "backbone_filter", "init_detection_parts", "BackboneLoadReport"]

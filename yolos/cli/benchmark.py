@@ -3,6 +3,7 @@
 (``--runtime``; :mod:`yolos.export.compare`): latency, throughput and fidelity."""
 from __future__ import annotations
 
+from ..export.runtimes import modes
 from . import options as opt
 from .types import image_side, non_negative_int, positive_int
 
@@ -29,8 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed passes first")
     p.add_argument("--runtime", nargs="+", default=None, metavar="NAME",
-                   help="compare runtimes: 'all' or names from torch-fp32, torch-bf16, torch-int8, onnxruntime-fp32, "
-                        "onnxruntime-fp16, onnxruntime-int8, openvino-fp32 (missing packages are reported, not fatal)")
+                   help=f"compare runtimes: 'all' or names from {', '.join(modes())} (missing packages are "
+                        f"reported, not fatal)")
     p.add_argument("--repeats", type=positive_int, default=7, help="--runtime: timed rounds (medians)")
     opt.add_dtype(p)
     p.set_defaults(func=run)
@@ -49,14 +50,13 @@ def run(args) -> int:
     device = torch.device(args.device)
     if args.runtime:
         from ..export.compare import compare_runtimes, runtime_table
-        from ..export.runtimes import RUNTIMES
 
         if device.type != "cpu":
             raise ValueError("--runtime compares CPU runtimes; use --device cpu")
         model, label = opt.resolve_model(args.model, args.random_weights)
         size = timing_size(model, args.size, args.short_side, args.long_side)
         print(f"yolos benchmark --runtime: {label} on {where(device)}, input {size[0]}x{size[1]}")
-        names = list(RUNTIMES) if args.runtime == ["all"] else args.runtime
+        names = list(modes()) if args.runtime == ["all"] else args.runtime
         rows, missing = compare_runtimes(model, names, size, args.repeats, files,
                                          input_size(model.config, "transformers", args.short_side, args.long_side))
         print(runtime_table(rows, missing, names))

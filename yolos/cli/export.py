@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..export.exporter import FORMATS, PRECISIONS
 from . import options as opt
 from .types import positive_int
 
@@ -20,8 +21,8 @@ def add_parser(sub) -> None:
         "existing file is never written over.",
     )
     opt.add_model(p, random_weights=True)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
+    p.add_argument("--format", choices=list(FORMATS), default="onnx")
+    p.add_argument("--dtype", choices=list(PRECISIONS), default="fp32",
                    help="ONNX precision: fp32; fp16 (LayerNorm and softmax kept fp32, fp32 inputs and outputs); "
                         "int8 (onnxruntime's dynamic quantization of the weight matrix products)")
     p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
@@ -41,7 +42,7 @@ def run(args) -> int:
         check_size(args.size, 1)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir() and not Path(args.out).is_file():
         raise ValueError(f"--out: {args.out} is neither a file nor a folder")
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    suffix = FORMATS[args.format].suffix
     model, stem = opt.resolve_model(args.model, args.random_weights)
     stem = Path(stem).stem.replace(" (random weights)", "-random")
     name = stem + (f"-{args.size[0]}x{args.size[1]}" if args.size else "") + \

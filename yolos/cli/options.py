@@ -45,14 +45,12 @@ def check_runtime(args) -> None:
     """Refuse, before any model loads or folder is claimed, a --runtime that cannot run here."""
     from ..export.engines import check_runtime as check
 
-    check(getattr(args, "runtime", "torch"), getattr(args, "calibration", None))
+    check(args.runtime, args.calibration)
 
 
 def apply_runtime(model, args, say=print, calibration=None):
     """The network ``--runtime`` runs for ``model`` (:func:`yolos.export.engines.runtime_network`;
     ``calibration``: a callable giving images when ``--calibration`` is not given)."""
-    if getattr(args, "runtime", "torch") == "torch":
-        return model
     from ..export.engines import runtime_network
 
     return runtime_network(model, args.runtime, args.dtype, args.calibration, calibration, say)
@@ -77,7 +75,6 @@ def check_device(args) -> None:
     args.device = str(validate.device(args.device, "--device"))  # ValueError: one line from main()
 
 
-# ----------------------------------------------------------------------------- shared options
 def add_model(p, random_weights: bool = False) -> None:
     """``--model`` (the same meaning for every command: :func:`resolve_model`); with
     ``random_weights``, also ``--random-weights`` for the commands where weights do not matter."""

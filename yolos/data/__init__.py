@@ -1,6 +1,6 @@
 """Datasets, hustvl/YOLOS augmentation, collation, synthetic data and dataset YAML resolution."""
-from .coco import CocoDetection
 from .collate import collate_fn
+from .dataset import DetectionDataset
 from .dataset_config import DatasetConfig, resolve_dataset
 from .transforms import make_transforms, transforms_for_variant
 
@@ -15,5 +15,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'yolos.data' has no attribute {name!r}")
 
 
-__all__ = ["CocoDetection", "collate_fn", "DatasetConfig", "resolve_dataset",
+__all__ = ["DetectionDataset", "collate_fn", "DatasetConfig", "resolve_dataset",
            "write_synthetic_dataset", "make_transforms", "transforms_for_variant"]

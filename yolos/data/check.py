@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from ..box_ops import exif_transpose_boxes, xywh_to_xyxy, xyxy_to_xywh
+from ..box_ops import clip_boxes, exif_transpose_boxes, xywh_to_xyxy, xyxy_to_xywh
 from ..errors import DatasetError, ImageError
 from ..images import MIN_SIDE, check_pixels, probe_image
 
@@ -211,11 +211,31 @@ def normalize_split(raw: RawSplit, categories_named=None) -> tuple[dict, SplitRe
     coco = raw.coco
     names = categories_named or {c["id"]: c["name"] for c in coco["categories"]}
     report = SplitReport(raw.name, raw.layout, raw.source, problems=list(raw.problems))
-    probed = _probe_all(raw, coco["images"])
-    images, kept_ids, sizes = [], set(), {}
-    for image in coco["images"]:
-        info = probed[image["id"]]
-        where = raw.image_where(image)
+    images, sizes = _checked_images(raw, report)
+    annotations, counts, sides = _checked_boxes(raw, sizes, report)
+    report.images = len(images)
+    if not coco["images"]:
+        report.problems.append(Problem(raw.source, f"the {raw.name} split has no images"))
+    report.notes = list(raw.notes) + _class_notes(coco["categories"], counts, names)
+    with_boxes = {a["image_id"] for a in annotations if not a.get("iscrowd", 0)}
+    report.images_without_boxes = len(images) - len(with_boxes)
+    report.boxes_per_class = {names.get(c["id"], str(c["id"])): counts.get(c["id"], 0)
+                              for c in sorted(coco["categories"], key=lambda c: c["id"])}
+    if images:
+        report.widths = (min(im["width"] for im in images), max(im["width"] for im in images))
+        report.heights = (min(im["height"] for im in images), max(im["height"] for im in images))
+    if sides:
+        report.box_sides = (min(sides), max(sides))
+    return dict(coco, images=images, annotations=annotations), report
+
+
+def _checked_images(raw: RawSplit, report: SplitReport) -> tuple[list[dict], dict]:
+    """The images that can be used (with their true size) and ``id -> (w, h, orientation, frame
+    of its boxes)``; a problem in ``report`` for each that cannot."""
+    probed = _probe_all(raw, raw.coco["images"])
+    images, sizes = [], {}
+    for image in raw.coco["images"]:
+        info, where = probed[image["id"]], raw.image_where(image)
         if isinstance(info, ImageError):
             report.problems.append(Problem(where, str(info).split(": ", 1)[-1]))
             continue
@@ -226,8 +246,8 @@ def normalize_split(raw: RawSplit, categories_named=None) -> tuple[dict, SplitRe
             report.problems.append(Problem(where, str(err).split(": ", 1)[-1]))
             continue
         if min(w, h) < MIN_SIDE:
-            report.problems.append(Problem(where, f"image is {w}x{h} pixels, smaller than one "
-                                                  f"{MIN_SIDE}x{MIN_SIDE} patch"))
+            report.problems.append(Problem(where, f"image is {w}x{h} pixels, smaller than one {MIN_SIDE}x{MIN_SIDE} "
+                                                  f"patch"))
             continue
         declared = (image["width"], image["height"]) if raw.sizes_declared and "width" in image and "height" in image \
             else None
@@ -239,19 +259,22 @@ def normalize_split(raw: RawSplit, categories_named=None) -> tuple[dict, SplitRe
                                                   f"{w}x{h}; its boxes are taken as they are", fatal=False))
         sizes[image["id"]] = (w, h, orientation, frame)
         images.append(dict(image, width=w, height=h))
-        kept_ids.add(image["id"])
-    annotations, sides, counts, with_boxes = [], [], Counter(), set()
-    for ann in coco["annotations"]:
-        if ann["image_id"] not in kept_ids:
+    return images, sizes
+
+
+def _checked_boxes(raw: RawSplit, sizes: dict, report: SplitReport) -> tuple[list[dict], Counter, list[float]]:
+    """The boxes of the usable images in the displayed frame, clipped to the image (counted) or
+    dropped when nothing is left; with the boxes per category and their sides (sqrt of area)."""
+    annotations, counts, sides = [], Counter(), []
+    for ann in raw.coco["annotations"]:
+        if ann["image_id"] not in sizes:
             continue
         w, h, orientation, frame = sizes[ann["image_id"]]
         box = xywh_to_xyxy(torch.tensor([ann["bbox"]], dtype=torch.float64))
         if frame == "stored":
             stored_w, stored_h = (h, w) if orientation >= 5 else (w, h)
             box = exif_transpose_boxes(box, orientation, stored_w, stored_h)
-        clipped = box.clone()
-        clipped[:, 0::2].clamp_(0, w)
-        clipped[:, 1::2].clamp_(0, h)
+        clipped = clip_boxes(box, w, h)
         x0, y0, x1, y1 = clipped[0].tolist()
         if not (x1 > x0 and y1 > y0):
             report.dropped += 1
@@ -264,28 +287,13 @@ def normalize_split(raw: RawSplit, categories_named=None) -> tuple[dict, SplitRe
         area = float((x1 - x0) * (y1 - y0))
         if "area" in ann:  # COCO's area is the segment's, which a clipped box can only shrink
             area = float(ann["area"]) if torch.equal(clipped, box) else min(float(ann["area"]), area)
-        new = dict(ann, bbox=xyxy_to_xywh(clipped)[0].tolist(), area=area)
-        annotations.append(new)
+        annotations.append(dict(ann, bbox=xyxy_to_xywh(clipped)[0].tolist(), area=area))
         if ann.get("iscrowd", 0):
             report.ignored_boxes += 1
         else:
             counts[ann["category_id"]] += 1
-            with_boxes.add(ann["image_id"])
             sides.append(math.sqrt((x1 - x0) * (y1 - y0)))
-    report.images = len(images)
-    if not coco["images"]:
-        report.problems.append(Problem(raw.source, f"the {raw.name} split has no images"))
-    report.notes = list(raw.notes) + _class_notes(coco["categories"], counts, names)
-    report.images_without_boxes = len(images) - len(with_boxes)
-    report.boxes_per_class = {names.get(c["id"], str(c["id"])): counts.get(c["id"], 0)
-                              for c in sorted(coco["categories"], key=lambda c: c["id"])}
-    if images:
-        report.widths = (min(im["width"] for im in images), max(im["width"] for im in images))
-        report.heights = (min(im["height"] for im in images), max(im["height"] for im in images))
-    if sides:
-        report.box_sides = (min(sides), max(sides))
-    normalized = dict(coco, images=images, annotations=annotations)
-    return normalized, report
+    return annotations, counts, sides
 
 
 def _class_notes(categories: list[dict], counts: Counter, names: dict) -> list[str]:

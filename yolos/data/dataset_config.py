@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,19 +45,13 @@ from .. import defaults
 from ..errors import DatasetError
 from .check import FRAMES, RawSplit, read_text_file
 from .classes import compared_split, config_match, match_classes
-from .coco import CocoDetection, read_coco_split
+from .coco import read_coco_split
+from .dataset import DetectionDataset
 from .voc import VocReader, find_voc
 from .yolo import is_yolo_yaml, parse_names, read_yolo_split, split_sources, yaml_base
 
 SPLITS = ("train", "val", "test")
 MAX_YAML_BYTES = 4 * 2**20
-LAYOUTS_LOOKED_FOR = (
-    "COCO (annotations/instances_<split>.json with <split>/ images; train/ valid/ test/ with "
-    "_annotations.coco.json; annotations.json with images/), YOLO (data.yaml or dataset.yaml with "
-    "train/val/names), Pascal VOC (Annotations/*.xml with JPEGImages/), LabelImg (*.xml beside the images, "
-    "or annotations/*.xml with images/, flat or in train/ val/ folders)")
-
-
 @dataclass
 class SplitSpec:
     """Where one split is: ``layout`` "coco" (``images`` folder + ``annotations`` json), "yolo"
@@ -86,7 +81,7 @@ class DatasetConfig:
     notes: list = field(default_factory=list)  # what resolving it decided (paths tried, folders used)
     val_fraction: float = defaults.VAL_FRACTION  # without a val split: the share of train held out
     split_seed: int = 0
-    _voc: VocReader | None = field(default=None, repr=False)
+    reader: object = field(default=None, repr=False)  # a layout's own state (the VOC reader)
     _raw: dict = field(default_factory=dict, repr=False)
 
     # --------------------------------------------------------------- COCO paths (convenience)
@@ -161,31 +156,26 @@ class DatasetConfig:
         return dataclasses.replace(raw, coco=dict(raw.coco), problems=list(raw.problems), notes=list(raw.notes))
 
     def _read_uncached(self, spec: SplitSpec, split: str) -> RawSplit:
-        if spec.layout == "coco":
-            return read_coco_split(spec.images, spec.annotations, split, self.exif)
-        if spec.layout == "yolo":
-            return read_yolo_split(split, list(spec.sources), parse_names(self.names, self.source), self.source,
-                                   self.pose, self.exif)
-        if spec.layout == "voc" and self._voc is not None:
-            return self._voc.read(split)
-        raise DatasetError(f"{self.source}: split {split} has an unknown layout {spec.layout!r}")
+        if spec.layout not in LAYOUTS:
+            raise DatasetError(f"{self.source}: split {split} has an unknown layout {spec.layout!r}")
+        return LAYOUTS[spec.layout].read(self, spec, split)
 
-    def dataset(self, split: str, transforms=None, category_ids=None, keep_category_ids=None) -> CocoDetection:
+    def dataset(self, split: str, transforms=None, category_ids=None, keep_category_ids=None) -> DetectionDataset:
         """The checked dataset of a split (a fatal problem raises a DatasetError naming the file);
-        ``category_ids``: a model's label space (see :class:`CocoDetection`)."""
+        ``category_ids``: a model's label space (see :class:`DetectionDataset`)."""
         names = self.names if self.layout == "coco" else None  # YOLO/VOC names are in the dict already
-        return CocoDetection.from_split(self.read(split), transforms, names=names, category_ids=category_ids,
+        return DetectionDataset.from_split(self.read(split), transforms, names=names, category_ids=category_ids,
                                         keep_category_ids=keep_category_ids)
 
     def named_categories(self, raw: RawSplit) -> list[dict]:
         """``[{"id", "name"}]`` of a split with the names a user sees (a COCO YAML's ``names:``)."""
         categories = sorted(raw.coco["categories"], key=lambda c: c["id"])
         names = self.names if self.layout == "coco" else None
-        display = CocoDetection._names_override(names, categories) if names is not None else {}
+        display = DetectionDataset._names_override(names, categories) if names is not None else {}
         return [{"id": c["id"], "name": display.get(c["id"], c["name"])} for c in categories]
 
     def dataset_for_model(self, split: str, config, transforms=None, class_map=None, say=None,
-                          require_all: bool = False) -> CocoDetection:
+                          require_all: bool = False) -> DetectionDataset:
         """The split in the label space of a model with ModelConfig ``config``, its classes
         matched by name (:func:`yolos.data.classes.config_match`; ``class_map``: ``{model
         name: dataset name}`` pairs first). Categories no model label predicts are left out with
@@ -196,7 +186,7 @@ class DatasetConfig:
         match = config_match(config, raw.coco["categories"], class_map, source=raw.source)
         return self._in_label_space(raw, match, config.num_classes, transforms, say, require_all, "the model")
 
-    def dataset_like(self, split: str, other: CocoDetection, transforms=None, say=None) -> CocoDetection:
+    def dataset_like(self, split: str, other: DetectionDataset, transforms=None, say=None) -> DetectionDataset:
         """The split in the label space of another split (``other``, usually train), matched by
         name: a val split that numbers the same classes differently is read right."""
         raw = self._named(split)
@@ -213,13 +203,13 @@ class DatasetConfig:
 
     @staticmethod
     def _in_label_space(raw: RawSplit, match, num_labels: int, transforms, say, require_all: bool,
-                        what: str) -> CocoDetection:
+                        what: str) -> DetectionDataset:
         line = match.summary(what)
         if require_all and match.missing:
             raise DatasetError(f"{raw.source}: {line}")
         if line and say is not None:
             say(f"{raw.name}: {line}")
-        return CocoDetection.from_split(compared_split(raw, match), transforms,
+        return DetectionDataset.from_split(compared_split(raw, match), transforms,
                                         category_ids=match.category_ids(num_labels))
 
     # ------------------------------------------------------------------ builders
@@ -314,34 +304,81 @@ class DatasetConfig:
 
     @classmethod
     def from_folder(cls, folder) -> DatasetConfig:
+        """The dataset in ``folder``: the first layout of :data:`LAYOUTS` that recognises it."""
         folder = Path(folder)
-        found = _find_coco_splits(folder)
-        if found:
-            kind, splits = found
-            specs = {}
-            for name in SPLITS:
-                match = next((v for k, v in splits.items() if k.startswith(name)), None)
-                specs[name] = None if match is None else SplitSpec("coco", *match, origin=str(match[1]))
-            if specs["train"] is None:  # no train split: the one there is reads as train too
-                first = next(iter(splits.values()))
-                specs["train"] = specs["val"] or specs["test"] or SplitSpec("coco", *first, origin=str(first[1]))
-            return cls(specs["train"], specs["val"], source=str(folder), test=specs["test"], kind=kind)
-        for name in ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml"):
-            if (folder / name).is_file():
-                return cls.from_yaml(folder / name)
-        layout = find_voc(folder) if folder.is_dir() else None
-        if layout is not None:
-            specs = {name: None if name not in layout.splits else
-                     SplitSpec("voc", layout.splits[name].images, origin=layout.splits[name].origin)
-                     for name in SPLITS}
-            return cls(specs["train"], specs["val"], source=str(layout.root), layout="voc", test=specs["test"],
-                       kind=layout.kind, _voc=VocReader(layout))
-        found = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())[:12] if folder.is_dir() else []
+        for layout in LAYOUTS.values():
+            found = layout.detect(folder)
+            if found is not None:
+                return found
+        there = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())[:12] if folder.is_dir() else []
         hint = ""
         if (folder / "images").is_dir() and (folder / "labels").is_dir():
             hint = " (images/ and labels/ look like YOLO, but there is no data.yaml with names)"
-        raise DatasetError(f"{folder}: no dataset layout found{hint}; looked for {LAYOUTS_LOOKED_FOR}; "
-                           f"the folder holds: {', '.join(found) or 'nothing'}")
+        raise DatasetError(f"{folder}: no dataset layout found{hint}; looked for {looked_for()}; "
+                           f"the folder holds: {', '.join(there) or 'nothing'}")
+
+
+# ----------------------------------------------------------------------------- the layouts
+@dataclass(frozen=True)
+class Layout:
+    """A row of the layout table: what it looks for (for messages), how it recognises a folder
+    (``detect(folder) -> DatasetConfig or None``) and how it reads one of its splits
+    (``read(dataset config, split spec, split name) -> RawSplit``)."""
+
+    name: str
+    looks_for: str
+    detect: Callable[[Path], DatasetConfig | None]
+    read: Callable[[DatasetConfig, SplitSpec, str], RawSplit]
+
+
+def _coco_folder(folder: Path) -> DatasetConfig | None:
+    found = _find_coco_splits(folder)
+    if not found:
+        return None
+    kind, splits = found
+    specs = {}
+    for name in SPLITS:
+        match = next((v for k, v in splits.items() if k.startswith(name)), None)
+        specs[name] = None if match is None else SplitSpec("coco", *match, origin=str(match[1]))
+    if specs["train"] is None:  # no train split: the one there is reads as train too
+        first = next(iter(splits.values()))
+        specs["train"] = specs["val"] or specs["test"] or SplitSpec("coco", *first, origin=str(first[1]))
+    return DatasetConfig(specs["train"], specs["val"], source=str(folder), test=specs["test"], kind=kind)
+
+
+def _yaml_folder(folder: Path) -> DatasetConfig | None:
+    for name in ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml"):
+        if (folder / name).is_file():
+            return DatasetConfig.from_yaml(folder / name)
+    return None
+
+
+def _voc_folder(folder: Path) -> DatasetConfig | None:
+    layout = find_voc(folder) if folder.is_dir() else None
+    if layout is None:
+        return None
+    specs = {name: None if name not in layout.splits else
+             SplitSpec("voc", layout.splits[name].images, origin=layout.splits[name].origin) for name in SPLITS}
+    return DatasetConfig(specs["train"], specs["val"], source=str(layout.root), layout="voc", test=specs["test"],
+                         kind=layout.kind, reader=VocReader(layout))
+
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout("coco", "COCO (annotations/instances_<split>.json with <split>/ images; train/ valid/ test/ with "
+                   "_annotations.coco.json; annotations.json with images/)", _coco_folder,
+           lambda dc, spec, split: read_coco_split(spec.images, spec.annotations, split, dc.exif)),
+    Layout("yolo", "YOLO (data.yaml or dataset.yaml with train/val/names)", _yaml_folder,
+           lambda dc, spec, split: read_yolo_split(split, list(spec.sources), parse_names(dc.names, dc.source),
+                                                   dc.source, dc.pose, dc.exif)),
+    Layout("voc", "Pascal VOC (Annotations/*.xml with JPEGImages/), LabelImg (*.xml beside the images, or "
+                  "annotations/*.xml with images/, flat or in train/ val/ folders)", _voc_folder,
+           lambda dc, spec, split: dc.reader.read(split)),
+)}
+
+
+def looked_for() -> str:
+    """What :meth:`DatasetConfig.from_folder` looks for, from the table (for messages)."""
+    return "; ".join(layout.looks_for for layout in LAYOUTS.values())
 
 
 def shared_images(a: RawSplit, b: RawSplit) -> list[str]:
@@ -428,7 +465,7 @@ def resolve_dataset(spec, val_fraction: float | None = None) -> DatasetConfig:
         elif not path.exists():
             raise DatasetError(f"{path}: dataset not found (give a dataset YAML or a dataset folder)")
         else:
-            raise DatasetError(f"{path}: not a dataset YAML (.yaml/.yml) or a folder; looked for {LAYOUTS_LOOKED_FOR}")
+            raise DatasetError(f"{path}: not a dataset YAML (.yaml/.yml) or a folder; looked for {looked_for()}")
     if val_fraction is not None:
         if not 0 <= val_fraction < 1:
             raise ValueError(f"--val-fraction: expected a number in [0, 1), got {val_fraction!r}")

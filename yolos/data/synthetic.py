@@ -71,13 +71,13 @@ def write_synthetic_dataset(out_dir, num_images: int = 200, image_size: int = 12
 
 class SyntheticShapes(torch.utils.data.Dataset):
     """Shapes rendered in memory: ``dataset[i] -> (image [3, H, W] normalized, target)`` with
-    the target layout of :class:`yolos.data.CocoDetection` (labels contiguous ``0..K-1`` in the
-    order of ``spec.shapes``, as CocoDetection gives for a written folder).
+    the target layout of :class:`yolos.data.DetectionDataset` (labels contiguous ``0..K-1`` in the
+    order of ``spec.shapes``, as DetectionDataset gives for a written folder).
 
     Image ``i`` is drawn from a generator seeded by ``(seed, epoch, i)`` when ``fresh`` (every
     epoch new images; the trainer calls :meth:`set_epoch`), by ``(seed, 0, i)`` otherwise (a
     fixed set of ``num_images``). ``transforms`` take ``(PIL image, raw target)`` as for
-    CocoDetection; None only converts and normalizes.
+    DetectionDataset; None only converts and normalizes.
     """
 
     def __init__(self, spec: ShapesSpec, num_images: int, seed: int = 0, fresh: bool = True,

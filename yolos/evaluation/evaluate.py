@@ -81,7 +81,7 @@ def evaluate(model, dataset, batch_size: int = 1, device="cpu", progress: bool =
              print_summary: bool = False, dtype=None, details: bool = False) -> tuple[dict, list[dict]]:
     """``(stats, results)``: COCO AP/AR (see :data:`yolos.evaluation.coco_eval.STAT_NAMES`)
     of ``model`` (a DDP wrapper is unwrapped) on ``dataset`` (a
-    :class:`yolos.data.coco.CocoDetection` built with eval transforms, in the model's label
+    :class:`yolos.data.coco.DetectionDataset` built with eval transforms, in the model's label
     space), scored against the dataset's checked ground truth on its images only, and the raw
     COCO results (the dataset's category ids). ``details``: ``stats`` also holds ``per_class``
     (COCO's per-category AP, AP50, AP75, AR, instances), ``pr_curves`` (precision at IoU 0.5 per

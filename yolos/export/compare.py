@@ -13,18 +13,18 @@ from .. import defaults
 from ..images import load_image
 from ..inference.postprocess import postprocess
 from ..inference.preprocess import preprocess
-from .runtimes import RUNTIMES, available, make_runtime, same_detections
+from .runtimes import available, make_runtime, modes, same_detections
 
 
 def compare_runtimes(model, names: list[str], size: tuple[int, int], repeats: int, images: list | None = None,
                      input_size: tuple[int, int] | None = None, threads: int | None = None) -> tuple[dict, dict]:
     """``(rows, missing)``: per runtime run, its measurements (see :func:`runtime_table`); per
-    runtime not run, why. ``names``: from :data:`RUNTIMES` (PyTorch fp32 always runs, as the
+    runtime not run, why. ``names``: from :func:`yolos.export.runtimes.modes` (PyTorch fp32 always runs, as the
     reference); ``size``: the random input's; ``images``: files whose detections are compared,
     each at ``input_size`` (short, long), and OpenVINO's int8 calibration set."""
-    unknown = [n for n in names if n not in RUNTIMES]
+    unknown = [n for n in names if n not in modes()]
     if unknown:
-        raise ValueError(f"--runtime: unknown {', '.join(unknown)}; known: all, {', '.join(RUNTIMES)}")
+        raise ValueError(f"--runtime: unknown {', '.join(unknown)}; known: all, {', '.join(modes())}")
     threads = threads or torch.get_num_threads()
     runtimes, missing, setup = {}, {}, {}
     for name in ["torch-fp32"] + [n for n in names if n != "torch-fp32"]:

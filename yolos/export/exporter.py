@@ -22,6 +22,8 @@ import copy
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +33,31 @@ from ..errors import YolosError
 from ..files import atomic_path
 from ..model import kernels
 
-FORMATS = ("onnx", "torchscript")
+
+@dataclass(frozen=True)
+class Format:
+    """A row of the export-format table: the file suffix, the precisions it is written in, and
+    its writer ``write(graph, example input, path, opset, any_size, precision)``."""
+
+    suffix: str
+    precisions: tuple
+    write: Callable
+
+
+def _write_torchscript(graph: nn.Module, example: Tensor, path: Path, opset: int, any_size: bool, dtype: str) -> None:
+    traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False))
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.jit.save(traced, str(tmp))
+
+
+def _write_onnx(graph: nn.Module, example: Tensor, path: Path, opset: int, any_size: bool, dtype: str) -> None:
+    _export_onnx(graph, example, path, opset, dynamic_size=any_size, dtype=dtype)
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format(".onnx", ("fp32", "fp16", "int8"), _write_onnx),
+    "torchscript": Format(".pt", ("fp32",), _write_torchscript),
+}
 PRECISIONS = ("fp32", "fp16", "int8")
 # Kept in fp32 in an fp16 graph: normalisation and softmax accumulate there; the position-
 # embedding resampling builds its matrices from integer ranges.
@@ -115,8 +141,8 @@ def check_export(format: str, dtype: str, path) -> Path:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if dtype not in PRECISIONS:
         raise ExportError(f"--dtype: expected one of {', '.join(PRECISIONS)}, got {dtype!r}")
-    if dtype != "fp32" and format != "onnx":
-        raise ExportError(f"--dtype {dtype}: only ONNX exports are written in {dtype} (TorchScript is fp32)")
+    if dtype not in FORMATS[format].precisions:
+        raise ExportError(f"--dtype {dtype}: {format} is written in {', '.join(FORMATS[format].precisions)} only")
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"--out: {path} is a folder; give a file name inside it")
@@ -132,7 +158,7 @@ def export_model(model: nn.Module, path, format: str = "onnx", size: tuple[int, 
     Args:
         model: a :class:`yolos.YOLOS`; exported on CPU, in eval mode.
         path: output file (``.onnx`` or ``.pt``).
-        format: ``"onnx"`` or ``"torchscript"``.
+        format: a name of :data:`FORMATS` (``"onnx"``, ``"torchscript"``).
         size: ``None`` for any input size (multiples of the patch size), or ``(H, W)`` for a
             graph of that size only, with the position embeddings stored as constants.
         dtype: ``"fp32"``, ``"fp16"`` or ``"int8"`` (ONNX only; see the module doc).
@@ -155,12 +181,7 @@ def export_model(model: nn.Module, path, format: str = "onnx", size: tuple[int, 
     try:
         with _portable_ops(), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about shape-dependent Python ints
-            if format == "torchscript":
-                traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False))
-                with atomic_path(path, suffix=".pt") as tmp:
-                    torch.jit.save(traced, str(tmp))
-            else:
-                _export_onnx(graph, example, path, opset, dynamic_size=size is None, dtype=dtype)
+            FORMATS[format].write(graph, example, path, opset, size is None, dtype)
     finally:
         model.train(was_training)
     return path

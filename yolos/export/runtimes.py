@@ -15,11 +15,14 @@ import numpy as np
 import torch
 
 from ..inference.precision import precision_for
-from .engines import RUNTIMES as ENGINE_TABLE
+from . import engines
 from .engines import compile_for
 
-# Every runtime in every precision it runs: the engines' table, as benchmark names.
-RUNTIMES = tuple(f"{name}-{precision}" for name, row in ENGINE_TABLE.items() for precision in row.precisions)
+
+def modes() -> tuple[str, ...]:
+    """Every runtime in every precision it runs, as benchmark names (``onnxruntime-int8``), from
+    the engines' table (:data:`yolos.export.engines.RUNTIMES`)."""
+    return tuple(f"{name}-{precision}" for name, row in engines.RUNTIMES.items() for precision in row.precisions)
 DTYPES = {"fp32": None, "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
 
 
@@ -34,17 +37,17 @@ def same_detections(a: dict, b: dict, box_tolerance: float = 2.0) -> bool:
 def available(name: str) -> str | None:
     """Why runtime ``name`` cannot run here (a missing package), or None when it can."""
     engine, precision = name.split("-")
-    why = ENGINE_TABLE[engine].missing(precision)
+    why = engines.RUNTIMES[engine].missing(precision)
     if why is None and name == "onnxruntime-fp16" and importlib.util.find_spec("onnxconverter_common") is None:
         return "onnxconverter-common is not installed (pip install 'yolos[export]')"
     return why
 
 
 def make_runtime(name: str, model, threads: int, calibration=None) -> Callable[[np.ndarray], tuple]:
-    """The callable for runtime ``name`` (:data:`RUNTIMES`); ``calibration``: images for
+    """The callable for runtime ``name`` (one of :func:`modes`); ``calibration``: images for
     OpenVINO's calibrated int8."""
     engine, precision = name.split("-")
-    calibrated = precision in ENGINE_TABLE[engine].calibrated
+    calibrated = precision in engines.RUNTIMES[engine].calibrated
     network = compile_for(model, engine, DTYPES[precision], threads, calibration=calibration if calibrated else None)
     compute = precision_for(model, DTYPES[precision]) if engine == "torch" else precision_for(network, None)
 
@@ -55,4 +58,4 @@ def make_runtime(name: str, model, threads: int, calibration=None) -> Callable[[
     return run
 
 
-__all__ = ["RUNTIMES", "available", "make_runtime", "same_detections"]
+__all__ = ["modes", "available", "make_runtime", "same_detections"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,77 @@ def on_device(model, device):
     return copy.deepcopy(model).to(device)
 
 
+@dataclass
+class _Run:
+    """What every bucket of one ``iter_predict`` call shares."""
+
+    network: object
+    compute: Callable
+    threshold: float
+    top_k: int | None
+    on_error: Callable | None
+    dtype: object
+
+
+def _load(item: tuple[int, object], short_side: int, long_side: int, rule: str):
+    """``(index, source, PIL image or ImageError, resized size or None)`` of one source."""
+    index, source = item
+    try:
+        pil = load_image(source)
+        return index, source, pil, target_size(pil, short_side, long_side, rule, describe(source))
+    except ImageError as err:
+        return index, source, err, None
+
+
+def _loaded(sources, batch_size: int, short_side: int, long_side: int, rule: str, on_error):
+    """The readable images with their resized size, decoded a batch worth at a time on threads
+    (PIL releases the GIL); an unreadable one goes to ``on_error`` (or raises without it)."""
+    for chunk in chunks(enumerate(sources), batch_size):
+        for index, source, pil, size in _map(lambda item: _load(item, short_side, long_side, rule), chunk):
+            if size is None:
+                if on_error is None:
+                    raise pil
+                on_error(index, source, pil)
+                continue
+            yield index, source, pil, size
+
+
+def _detections(config, det: dict, original: tuple[int, int], source, pil) -> Detections:
+    labels = det["labels"].cpu()
+    return Detections(
+        boxes=det["boxes"].cpu(), scores=det["scores"].cpu(), labels=labels,
+        label_names=[config.label_name(int(c)) for c in labels], image_size=tuple(original),
+        # the decoded image goes along (plot/save need not read the file again); predict() drops
+        # it for path sources so that a long list of files is not held in memory
+        image=pil, path=str(source) if isinstance(source, (str, Path)) else None,
+        category_ids=torch.tensor([config.category_id(int(c)) for c in labels], dtype=torch.int64))
+
+
+def _run_bucket(run: _Run, size: tuple[int, int], items: list) -> list[tuple[int, Detections]]:
+    """One forward pass over images of one resized size (no padding): their Detections, boxes
+    scaled to each original image and clipped to it; non-finite outputs go to ``on_error``."""
+    images = [pil for _, _, pil in items]
+    device, dtype = input_spec(run.network)
+    pixel_values = pixel_batch(images, [size] * len(images)).to(device, dtype, non_blocking=True)
+    original_sizes = [(im.size[1], im.size[0]) for im in images]
+    with torch.inference_mode(), run.compute():
+        outputs = run.network(pixel_values)
+    decoded = postprocess(outputs, original_sizes, threshold=run.threshold, top_k=run.top_k)
+    broken = set(non_finite(outputs))
+    out = []
+    for i, ((index, source, pil), (h, w), det) in enumerate(zip(items, original_sizes, decoded)):
+        if i in broken:
+            err = PredictionError(f"{describe(source)}: the model's outputs are not finite (NaN or inf); no boxes "
+                                  f"can be given (broken weights, or a {run.dtype or 'float32'} overflow?)")
+            if run.on_error is None:
+                raise err
+            run.on_error(index, source, err)
+            continue
+        det["boxes"] = clip_boxes(det["boxes"], w, h)  # inside the image (transformers' are not clipped)
+        out.append((index, _detections(run.network.config, det, (h, w), source, pil)))
+    return out
+
+
 def iter_predict(
     model,
     images,
@@ -95,69 +167,13 @@ def iter_predict(
         threshold, batch_size, top_k, short_side, long_side, dtype)
     short_side, long_side = input_size(model.config, "transformers", short_side, long_side)
     model = on_device(model, device)
-    compute = precision_for(model, dtype)  # after the move: the cast weights live with the model
-    input_device, input_dtype = input_spec(model)
-    names, category_id = model.config.label_name, model.config.category_id
-
-    def run(size: tuple[int, int], items: list[tuple[int, object, object]]) -> list[tuple[int, Detections]]:
-        # Loaded and sized once, in load(); one bucket = one resized size.
-        images = [pil for _, _, pil in items]
-        pixel_values = pixel_batch(images, [size] * len(images))
-        pixel_values = pixel_values.to(input_device, input_dtype, non_blocking=True)
-        original_sizes = [(im.size[1], im.size[0]) for im in images]
-        with torch.inference_mode(), compute():
-            outputs = model(pixel_values)
-        # One bucket = one resized size, so no padding: normalized boxes scale to the original.
-        decoded = postprocess(outputs, original_sizes, threshold=threshold, top_k=top_k)
-        for det, (h, w) in zip(decoded, original_sizes):  # boxes end inside the image (transformers' do not)
-            det["boxes"] = clip_boxes(det["boxes"], w, h)
-        broken = set(non_finite(outputs))
-        out = []
-        for i, ((index, source, pil), original, det) in enumerate(zip(items, original_sizes, decoded)):
-            if i in broken:
-                err = PredictionError(f"{describe(source)}: the model's outputs are not finite (NaN or inf); "
-                                      f"no boxes can be given (broken weights, or a {dtype or 'float32'} overflow?)")
-                if on_error is None:
-                    raise err
-                on_error(index, source, err)
-                continue
-            is_path = isinstance(source, (str, Path))
-            labels = det["labels"].cpu()
-            # The decoded image goes along (plot/save need not read the file again); predict()
-            # drops it for path sources so that a long list of files is not held in memory.
-            out.append((index, Detections(
-                boxes=det["boxes"].cpu(), scores=det["scores"].cpu(), labels=labels,
-                label_names=[names(int(c)) for c in labels], image_size=tuple(original),
-                image=pil, path=str(source) if is_path else None,
-                category_ids=torch.tensor([category_id(int(c)) for c in labels], dtype=torch.int64),
-            )))
-        return out
-
-    def load(item: tuple[int, object]):
-        index, source = item
-        try:
-            pil = load_image(source)
-            return index, source, pil, target_size(pil, short_side, long_side, rule, describe(source))
-        except ImageError as err:
-            return index, source, err, None
-
-    def loaded():
-        # Decode a batch worth of files at a time, on threads (PIL releases the GIL).
-        for chunk in chunks(enumerate(_sources(images)), batch_size):
-            for index, source, pil, size in _map(load, chunk):
-                if size is None:
-                    if on_error is None:
-                        raise pil
-                    on_error(index, source, pil)
-                    continue
-                yield index, source, pil, size
-
+    run = _Run(model, precision_for(model, dtype), threshold, top_k, on_error, dtype)  # after the move
     was_training = model.training
     model.eval()
     try:
-        for size, group in same_size_batches(loaded(), lambda item: item[3], batch_size,
-                                             WAITING_FACTOR * batch_size):
-            yield from run(size, [item[:3] for item in group])
+        loaded = _loaded(_sources(images), batch_size, short_side, long_side, rule, on_error)
+        for size, group in same_size_batches(loaded, lambda item: item[3], batch_size, WAITING_FACTOR * batch_size):
+            yield from _run_bucket(run, size, [item[:3] for item in group])
     finally:
         model.train(was_training)
 

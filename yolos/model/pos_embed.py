@@ -8,7 +8,7 @@ align_corners=False)``: cubic convolution with A = -0.75, border pixels repeated
 interpolation matrices built from the target size (:func:`bicubic_matrix`), so the same code
 runs eagerly and inside an exported graph whose input size is only known at run time (ONNX's own
 cubic Resize differs from PyTorch's). It equals ``F.interpolate`` up to float32 rounding (a few
-1e-6 on unit values; tests/test_pos_embed.py).
+1e-6 on unit values; tests/test_model_core.py).
 """
 from __future__ import annotations
 

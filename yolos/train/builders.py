@@ -68,7 +68,7 @@ def build_datasets(cfg: TrainConfig, labels_from=None, say=print):
     transforms yet (the resolved sizes may come from the data: :func:`set_transforms`).
 
     Labels: COCO's 91-id space when the categories are COCO's, contiguous 0..K-1 otherwise
-    (CocoDetection's auto mode), or a resumed model's (``labels_from``, its ModelConfig: every
+    (DetectionDataset's auto mode), or a resumed model's (``labels_from``, its ModelConfig: every
     train class must be one of its classes, matched by name). The val split is read in the train
     split's label space, matched by name (a val file that numbers the classes differently is
     read right). A synthetic train split renders its images (fresh every epoch unless

@@ -59,6 +59,11 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
+    def normalizers(self, targets: list[dict], num_tokens: int, device) -> dict[str, float]:
+        """:func:`loss_normalizers` of ``targets`` under this criterion's no-object weight: those
+        of a whole optimizer step when it takes several micro-batches (gradient accumulation)."""
+        return loss_normalizers(targets, num_tokens, self.eos_coef, device)
+
     def forward(self, outputs: dict, targets: list[dict], normalizers: dict | None = None) -> dict[str, Tensor]:
         """``outputs``: ``logits [B, T, num_classes+1]``, ``pred_boxes [B, T, 4]`` (cxcywh);
         ``targets``: per image ``labels [N_i]`` int64 and ``boxes [N_i, 4]`` (cxcywh, normalized

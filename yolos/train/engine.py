@@ -6,6 +6,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,7 +15,6 @@ from .. import distributed as D
 from ..distributed import all_reduce_flag, all_reduce_mean
 from ..errors import YolosError
 from ..inference.batching import chunks
-from .criterion import loss_normalizers
 
 LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
 
@@ -61,8 +61,8 @@ def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, whe
     """Forward and backward over the micro-batches of one optimizer step, with the loss
     normalizers of all of them (so their losses add up to the loss of one batch of them all);
     returns the step's summed losses and mean error rates."""
-    normalizers = loss_normalizers([t for _, targets in group for t in targets],
-                                   D.unwrap(model).config.num_det_tokens, criterion.eos_coef, device)
+    normalizers = criterion.normalizers([t for _, targets in group for t in targets],
+                                        D.unwrap(model).config.num_det_tokens, device)
     values: dict[str, float] = defaultdict(float)
     for i, (pixel_values, targets) in enumerate(group):
         sync = i == len(group) - 1 or not hasattr(model, "no_sync")  # DDP syncs the last one only
@@ -81,37 +81,46 @@ def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, whe
     return values
 
 
+@dataclass
+class StepParts:
+    """What every optimizer step of a run uses."""
+
+    model: nn.Module  # the model, or its DDP wrapper
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: object  # yolos.train.optim.LRSchedule
+    device: torch.device
+    clip_max_norm: float = 0.1
+    bf16: bool = False
+    accumulate_steps: int = 1
+
+
 def train_one_epoch(
-    model: nn.Module,
-    criterion: nn.Module,
+    parts: StepParts,
     loader,
-    optimizer: torch.optim.Optimizer,
-    schedule,
     *,
     epoch: int,
-    device: torch.device,
     start_step: int = 0,
     global_step: int = 0,
-    clip_max_norm: float = 0.1,
-    bf16: bool = False,
-    accumulate_steps: int = 1,
     on_step: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict, int]:
     """Train over ``loader`` (which already skips the batches of the ``start_step`` optimizer
     steps done before a resume).
 
-    Each optimizer step takes ``accumulate_steps`` batches (the last step of an epoch may take
-    fewer): the loss normalizers of all of them first (:func:`yolos.train.criterion.loss_normalizers`,
-    so the micro-batch losses add up to the loss of one batch of them all), then per batch
-    forward (bf16 autocast if asked; the criterion casts to fp32 itself), the finite-loss check
-    (all ranks stop together) and backward (DDP synchronises only the last one); then
-    global-norm clipping and the AdamW step. ``on_step(step_in_epoch_done, global_step_done,
-    step_metrics)`` runs after every optimizer step (checkpointing, step logging and the console
-    live there); the epoch ends early when ``should_stop()`` says so after a step (a time budget).
+    Each optimizer step takes ``parts.accumulate_steps`` batches (the last step of an epoch may
+    take fewer): the loss normalizers of all of them first (``criterion.normalizers``, so the
+    micro-batch losses add up to the loss of one batch of them all), then per batch forward (bf16
+    autocast if asked; the criterion casts to fp32 itself), the finite-loss check (all ranks stop
+    together) and backward (DDP synchronises only the last one); then global-norm clipping and the
+    AdamW step. ``on_step(step_in_epoch_done, global_step_done, step_metrics)`` runs after every
+    optimizer step (checkpointing, step logging and the console live there); the epoch ends early
+    when ``should_stop()`` says so after a step (a time budget).
 
     Returns ``(epoch means of the logged losses averaged over ranks, global_step)``.
     """
+    model, criterion, optimizer, schedule = parts.model, parts.criterion, parts.optimizer, parts.schedule
+    device, accumulate_steps = parts.device, parts.accumulate_steps
     model.train()
     criterion.train()
     sums: dict[str, float] = defaultdict(float)
@@ -123,10 +132,11 @@ def train_one_epoch(
         lr = schedule.apply(optimizer, epoch, global_step)
         group = [(pixels.to(device, non_blocking=True), move_targets(targets, device)) for pixels, targets in group]
         optimizer.zero_grad(set_to_none=True)
-        values = _accumulate_gradients(model, criterion, group, device, bf16,
+        values = _accumulate_gradients(model, criterion, group, device, parts.bf16,
                                        where=f"epoch {epoch}, step {step} (global step {global_step})")
-        if clip_max_norm and clip_max_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_max_norm)
+        if parts.clip_max_norm and parts.clip_max_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                                  parts.clip_max_norm)
             values["grad_norm"] = float(norm)
         optimizer.step()
         step += 1

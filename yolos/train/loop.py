@@ -46,7 +46,7 @@ from .console import StepReporter
 from .criterion import SetCriterion
 from .data_order import ResumableSampler, SeededDataset
 from .ema import ModelEMA
-from .engine import NonFiniteLossError, train_one_epoch
+from .engine import NonFiniteLossError, StepParts, train_one_epoch
 from .matcher import HungarianMatcher
 from .optim import LRSchedule, build_optimizer
 from .runlog import RunLog
@@ -194,38 +194,8 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     """Everything the loop needs (:class:`Run`): the resolved config, the model (its DDP
     wrapper, its EMA), the datasets, loader, sampler, criterion, optimizer, schedule and the
     run's :class:`Progress`."""
-    state = None
-    if cfg.resume:
-        path = out / STATE_FILE
-        if not path.exists():
-            raise CheckpointError(f"{path}: --resume given but there is no training state to resume from")
-        state = load_training_state(path)
-        cfg = resume_config(dict(state["config"]), cfg, given, state["epoch"], say)
-        say(f"resuming {path} at epoch {state['epoch']}, step {state['step_in_epoch']} "
-            f"(global step {state['global_step']})")
-    elif cfg.data:
-        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve()))  # a resume finds it from anywhere
-    if cfg.recipe == "finetune" and not cfg.init and state is None:
-        raise ValueError("--recipe finetune: give the checkpoint to fine-tune with --init (a file, a folder, a "
-                         "hub id, a variant name, or 'bundled'); --recipe scratch trains from random weights")
-    start, variant_name = starting_model(cfg, state)
-    variant = get_variant(variant_name)
-    _, train_ds, val_ds = build_datasets(cfg, None if state is None else start.config, say)
-    sizes = data_sizes(cfg, train_ds, start, variant)
-    cfg = cfg.resolved(variant, None if start is None else start.config, sizes)
-    if sizes is not None:
-        say(sizes.describe(input_size(start.config if start is not None else variant.config, "paper")))
-        warning = sizes.warning(variant.config.patch_size)
-        if warning:
-            say(warning)
-    set_transforms(cfg, train_ds, val_ds)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = prepare_model(cfg, start, train_ds, say)
-    model.grad_checkpointing = cfg.grad_checkpointing
-    if cfg.detach_det_tokens:
-        model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
+    cfg, state = _configured(cfg, given, out, say)
+    cfg, model, train_ds, val_ds = _model_and_data(cfg, state, say)
     model.to(di.device)
     net = model
     if di.distributed:
@@ -261,6 +231,50 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
         f"device {di.device}")
     return Run(cfg, model, net, ema, val_ds, seeded, sampler, loader, criterion, optimizer, schedule, progress,
                state)
+
+
+def _configured(cfg: TrainConfig, given: set[str], out: Path, say) -> tuple[TrainConfig, dict | None]:
+    """The config a run starts from (a resumed run's own, with what may change) and its training
+    state (None for a new run)."""
+    state = None
+    if cfg.resume:
+        path = out / STATE_FILE
+        if not path.exists():
+            raise CheckpointError(f"{path}: --resume given but there is no training state to resume from")
+        state = load_training_state(path)
+        cfg = resume_config(dict(state["config"]), cfg, given, state["epoch"], say)
+        say(f"resuming {path} at epoch {state['epoch']}, step {state['step_in_epoch']} "
+            f"(global step {state['global_step']})")
+    elif cfg.data:
+        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).resolve()))  # a resume finds it from anywhere
+    if cfg.recipe == "finetune" and not cfg.init and state is None:
+        raise ValueError("--recipe finetune: give the checkpoint to fine-tune with --init (a file, a folder, a "
+                         "hub id, a variant name, or 'bundled'); --recipe scratch trains from random weights")
+    return cfg, state
+
+
+def _model_and_data(cfg: TrainConfig, state: dict | None, say):
+    """``(resolved config, model, train split, val split)``: the datasets read first, since the
+    recipe may size the input from them, then the model built or fitted to their classes."""
+    start, variant_name = starting_model(cfg, state)
+    variant = get_variant(variant_name)
+    _, train_ds, val_ds = build_datasets(cfg, None if state is None else start.config, say)
+    sizes = data_sizes(cfg, train_ds, start, variant)
+    cfg = cfg.resolved(variant, None if start is None else start.config, sizes)
+    if sizes is not None:
+        say(sizes.describe(input_size(start.config if start is not None else variant.config, "paper")))
+        warning = sizes.warning(variant.config.patch_size)
+        if warning:
+            say(warning)
+    set_transforms(cfg, train_ds, val_ds)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = prepare_model(cfg, start, train_ds, say)
+    model.grad_checkpointing = cfg.grad_checkpointing
+    if cfg.detach_det_tokens:
+        model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
+    return cfg, model, train_ds, val_ds
 
 
 @dataclass
@@ -389,10 +403,11 @@ def _train_epoch(run: Run, epoch: int, start: int, on_step, should_stop, di) -> 
     """One epoch through :func:`train_one_epoch`, with what its failures mean for the run."""
     cfg, progress = run.cfg, run.progress
     try:
-        stats, progress.global_step = train_one_epoch(
-            run.net, run.criterion, run.loader, run.optimizer, run.schedule, epoch=epoch, device=di.device,
-            start_step=start, global_step=progress.global_step, clip_max_norm=cfg.clip_max_norm, bf16=cfg.bf16,
-            accumulate_steps=cfg.accumulate_steps, on_step=on_step, should_stop=should_stop)
+        parts = StepParts(run.net, run.criterion, run.optimizer, run.schedule, di.device, cfg.clip_max_norm,
+                          cfg.bf16, cfg.accumulate_steps)
+        stats, progress.global_step = train_one_epoch(parts, run.loader, epoch=epoch, start_step=start,
+                                                      global_step=progress.global_step, on_step=on_step,
+                                                      should_stop=should_stop)
         return stats
     except RuntimeError:
         if progress.requested:  # DataLoader workers die with the same Ctrl-C

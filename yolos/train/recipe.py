@@ -204,7 +204,7 @@ def dataset_priors(dataset, sample: int = 256) -> tuple[float, float]:
     image side ``sqrt(W * H)``. A COCO dataset is read from its annotations, without decoding."""
     n = min(len(dataset), sample)
     counts, sides = [], []
-    if hasattr(dataset, "annotations") and hasattr(dataset, "ids"):  # CocoDetection
+    if hasattr(dataset, "annotations") and hasattr(dataset, "ids"):  # DetectionDataset
         for image_id in dataset.ids[:n]:
             info = dataset.images[image_id]
             anns = [a for a in dataset.annotations[image_id] if not a.get("iscrowd", 0)]
