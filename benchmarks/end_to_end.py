@@ -64,7 +64,8 @@ def main(argv=None) -> int:
             said = io.StringIO()
             with contextlib.redirect_stderr(said):
                 argv = ["predict", str(folder), "--model", str(ckpt), "--out", str(out), "--no-images",
-                        "--threshold", "0.5", "--batch-size", "1", "--runtime", runtime]
+                        "--threshold", "0.5", "--batch-size", "1", "--runtime", runtime,
+                        "--device", "cpu"]  # the pipeline's device, also where a GPU is
                 yolos_main(argv + (["--dtype", dtype] if dtype else []))
             if runtime == "auto":
                 chosen.update(line=next((ln for ln in said.getvalue().splitlines() if "runtime auto:" in ln), ""))

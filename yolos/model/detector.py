@@ -102,6 +102,10 @@ class YOLOS(nn.Module):
         key = (tuple(grid), self.pos_embed.device, self.pos_embed.dtype)
         if cacheable and key in self._pos_cache:
             src_pe, src_mid, pe, mid_pe = self._pos_cache[key]
+            # a CUDA graph being captured allows no host sync (torch.equal is one); its replays
+            # are frozen to the embeddings of capture time anyway
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                return pe, mid_pe
             if torch.equal(src_pe, self.pos_embed) and (mid is None or torch.equal(src_mid, mid)):
                 return pe, mid_pe
         src, t = self.config.grid_size, self.config.num_det_tokens
