@@ -199,7 +199,8 @@ class ExportedNetwork(nn.Module):
         super().__init__()
         self.config, self.runtime, self.precision, self.path = config, runtime, precision, Path(path)
         self.register_buffer("inputs_here", torch.zeros(0), persistent=False)  # inputs go to the CPU, float32
-        self._run = RUNTIMES[runtime].session(self.path, threads, precision)
+        # one thread setting for every runtime: PyTorch's (OMP_NUM_THREADS, torch.set_num_threads)
+        self._run = RUNTIMES[runtime].session(self.path, threads or torch.get_num_threads(), precision)
 
     @property
     def fixed_precision(self) -> str:
@@ -246,7 +247,8 @@ class FixedPrecision(nn.Module):
 def compile_for(model: nn.Module, runtime: str = "torch", dtype=None, threads: int | None = None,
                 say=None, calibration=None) -> nn.Module:
     """The network ``runtime`` (a row of :data:`RUNTIMES`, or ``"auto"``) runs for ``model``:
-    PyTorch's is the model itself (``dtype`` then applies at each call); an exported runtime's is
+    PyTorch's is the model itself (fp32, fp16) or a :class:`FixedPrecision` of it (bf16, int8: the
+    low-precision weights cast once, not at each call); an exported runtime's is
     an :class:`ExportedNetwork` of the cached any-size export in ``dtype`` (one of the row's
     precisions; a calibrated one, OpenVINO's int8, quantized by NNCF on ``calibration`` images);
     ``"auto"`` is the fastest that gives the same detections on this machine
@@ -261,8 +263,8 @@ def compile_for(model: nn.Module, runtime: str = "torch", dtype=None, threads: i
 
         return choose(model, dtype, threads, say)
     row, precision = RUNTIMES[runtime], PRECISIONS[dtype]
-    if row.session is None:
-        return model
+    if row.session is None:  # PyTorch itself: a low precision is fixed now, its weights cast once
+        return FixedPrecision(model, dtype) if dtype in (torch.bfloat16, torch.qint8) else model
     if precision not in row.precisions:
         raise ValueError(f"--dtype: {runtime} runs {', '.join(row.precisions)}, not {precision}")
     reason = row.missing(precision)
