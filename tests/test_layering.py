@@ -22,6 +22,7 @@ LAYERS = [
     {"export"},
     {"analysis", "serve"},
     {"api"},
+    {"scale"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
