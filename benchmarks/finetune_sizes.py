@@ -15,7 +15,8 @@ size the recipe chooses they keep two patches or more. A task the model can lear
 input size differs.
 
     python -m benchmarks.finetune_sizes --epochs 100 --eval-every 10 --classes person --json docs/finetune_sizes.json
-    python -m benchmarks.finetune_sizes --synthetic --epochs 20 --eval-every 5 --json docs/finetune_sizes_synthetic.json
+    python -m benchmarks.finetune_sizes --synthetic --epochs 40 --eval-every 10 --batch 4 \
+        --json docs/finetune_sizes_synthetic.json
 """
 from __future__ import annotations
 
