@@ -186,3 +186,23 @@ def test_importing_yolos_loads_no_engine():
             "print(sorted(m for m in ('ray', 'pyspark', 'pandas', 'pyarrow') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_the_callable_runs_an_exported_runtime(photos, expected, tmp_path, monkeypatch):
+    """runtime= reaches compile_for: onnxruntime fp32 gives the command's detections (boxes to a
+    pixel: the command truncates them; scores to 1e-4)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the export cache of this test alone
+    predictor = BatchPredictor(runtime="onnxruntime", threads=1)
+    assert predictor.network.runtime == "onnxruntime"
+    files = sorted(photos.iterdir())[:8]
+    for f, row in zip(files, predictor({"path": np.array([str(f) for f in files])}).to_pylist()):
+        want = expected[f.name]
+        if want is None:
+            assert row["error"]
+            continue
+        dets = want["detections"]
+        assert row["names"] == [d["label"] for d in dets], f.name
+        np.testing.assert_allclose(row["scores"], [d["score"] for d in dets], atol=1e-4)
+        box = np.reshape([[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in dets], (-1, 4))
+        assert np.abs(np.reshape(row["boxes"], (-1, 4)) - box).max(initial=0) < 1.01, f.name
