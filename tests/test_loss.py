@@ -188,3 +188,25 @@ def test_cuda_matching_under_autocast_equals_cpu():
     for (p1, t1), (p2, t2) in zip(cpu, gpu):
         assert torch.equal(p1, p2) and torch.equal(t1, t2)
     assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
+
+
+def test_iou_aware_class_loss_by_hand():
+    """class_loss="iou": one image, two tokens, one object. The matched token's target is its class
+    with probability q = IoU (its box 0.2 wide against the object's 0.4: q = 0.5), no-object with
+    1 - q; the other token targets no-object at weight eos_coef. Computed here from the formula."""
+    logits = torch.tensor([[[1.0, -0.5, 0.3], [0.2, 0.1, 2.0]]], requires_grad=True)  # 2 classes + no-object
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.1, 0.1, 0.05, 0.05]]], requires_grad=True)
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}]
+    criterion = SetCriterion(2, eos_coef=0.25, class_loss="iou")
+    got = criterion({"logits": logits, "pred_boxes": boxes}, targets)["loss_ce"]
+    logp = torch.log_softmax(logits.detach(), -1)[0]
+    q = 0.5
+    want = (-(q * logp[0, 0] + (1 - q) * logp[0, 2]) - 0.25 * logp[1, 2]) / (1 + 0.25)
+    assert torch.allclose(got, want, atol=1e-6)
+    got.backward()
+    assert boxes.grad is None or boxes.grad.abs().sum() == 0  # no gradient through q
+    hard = SetCriterion(2, eos_coef=0.25)  # q = 1 (a perfect box) is DETR's cross-entropy
+    exact = {"logits": logits.detach(), "pred_boxes": torch.tensor([[[0.5, 0.5, 0.4, 0.4], [0.1, 0.1, 0.05, 0.05]]])}
+    assert torch.allclose(criterion(exact, targets)["loss_ce"], hard(exact, targets)["loss_ce"], atol=1e-6)
+    with pytest.raises(ValueError, match="class_loss"):
+        SetCriterion(2, class_loss="focal")

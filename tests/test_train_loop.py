@@ -165,3 +165,25 @@ def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path):
     assert state["model"]["blocks.0.attn.qkv.weight"].dtype == torch.float32
     rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     assert torch.isfinite(torch.tensor(rows[-1]["train"]["loss"]))
+
+
+def test_the_iou_aware_class_loss_trains_the_same_network(tmp_path):
+    """class_loss="iou" is training only: the trained model has the same parameters (names and
+    shapes) as with cross-entropy, different values, and exports to the same ONNX graph (the
+    same nodes in the same order)."""
+    onnx = pytest.importorskip("onnx")
+    from yolos.export import export_model
+
+    data = make_shapes(tmp_path / "ds", n=4)
+    models, graphs = {}, {}
+    for loss in ("ce", "iou"):
+        fit(tiny_config(data, tmp_path / loss, epochs=1, lr=1e-3, class_loss=loss, augment=False))
+        models[loss] = load_native(tmp_path / loss / "last.safetensors")
+        path = export_model(models[loss], tmp_path / f"{loss}.onnx")
+        graphs[loss] = [(n.op_type, list(n.input), list(n.output)) for n in onnx.load(str(path)).graph.node]
+        rows = [json.loads(ln) for ln in (tmp_path / loss / "log.jsonl").read_text().splitlines()]
+        assert rows[0]["config"]["class_loss"] == loss  # saved with the run
+    ce, iou = models["ce"].state_dict(), models["iou"].state_dict()
+    assert {k: v.shape for k, v in ce.items()} == {k: v.shape for k, v in iou.items()}
+    assert not torch.equal(ce["class_head.layers.2.weight"], iou["class_head.layers.2.weight"])
+    assert graphs["ce"] == graphs["iou"]

@@ -69,9 +69,10 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     return inter / union, union
 
 
-def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor, with_iou: bool = False):
     """Pairwise generalized IoU (Rezatofighi et al. 2019) of ``xyxy`` boxes:
-    ``[..., N, 4] x [..., M, 4] -> [..., N, M]`` (the matcher's cost and the loss's term).
+    ``[..., N, 4] x [..., M, 4] -> [..., N, M]`` (the matcher's cost and the loss's term);
+    ``with_iou``: ``(giou, iou)``.
 
     Degenerate boxes (x1 < x0) are not rejected here: the matcher must survive whatever a
     diverging model predicts; ground truth is validated when the dataset is read.
@@ -79,4 +80,5 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     iou, union = box_iou(boxes1, boxes2)
     a, b = boxes1[..., :, None, :], boxes2[..., None, :, :]
     enclosing = (torch.max(a[..., 2:], b[..., 2:]) - torch.min(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
-    return iou - (enclosing - union) / enclosing
+    giou = iou - (enclosing - union) / enclosing
+    return (giou, iou) if with_iou else giou

@@ -30,6 +30,8 @@ RECIPES: dict[str, dict] = {
 }
 
 
+CLASS_LOSSES = ("ce", "iou")  # SetCriterion(class_loss=...)
+
 def option(default, help: str = "", check=None, choices=None, flag: str | None = None,
            metavar: str | None = None, cli: bool = True, factory=None):
     """A TrainConfig field with its command-line option. ``check``: a :mod:`yolos.validate`
@@ -134,6 +136,10 @@ class TrainConfig:
     eos_coef: float = option(0.1, "loss weight of the 'no object' class (DETR's eos_coef): higher makes "
                              "unmatched [DET] tokens say 'no object' more firmly, fewer duplicate boxes",
                              validate.non_negative_float)
+    class_loss: str = option("ce", "the class loss: ce (DETR's cross-entropy) or iou (IoU-aware: a matched "
+                             "[DET] token's target is its object's class with probability the IoU of its box, "
+                             "no object with the rest; training only, the model is unchanged)",
+                             choices=CLASS_LOSSES)
     anchor_matching: float | None = option(
         None, "matcher cost on the distance from each [DET] token's anchor cell to an object's centre: 50 gives "
         "each object to its nearest token (default: the recipe's; 0 off)", validate.non_negative_float,

@@ -7,6 +7,11 @@ With ``indices`` from the Hungarian matcher:
 * ``loss_bbox``: ``sum |pred - tgt|`` over matched cxcywh boxes / ``num_boxes``;
 * ``loss_giou``: ``sum (1 - GIoU)`` over matched xyxy boxes / ``num_boxes``;
 * ``loss = weight_ce * loss_ce + weight_bbox * loss_bbox + weight_giou * loss_giou``;
+* ``class_loss="iou"`` (training only; issue 29's IoU-aware classification, in the softmax form
+  YOLOS's no-object class allows): a matched token's target is a distribution, its object's class
+  with probability q = IoU of its box with the object's (no gradient through q) and no-object
+  with 1 - q, so a score learns to say how well its box fits (Stable-DINO, DEIM, VFL use the same
+  idea with sigmoid scores); unmatched tokens and the weights are as in ``loss_ce``;
 * logged only (no gradient): ``class_error`` (100 - top-1 accuracy of matched predictions, %)
   and ``cardinality_error`` (mean |#non-no-object predictions - #targets|).
 
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..box_ops import cxcywh_to_xyxy, generalized_box_iou
+from .config import CLASS_LOSSES
 from .matcher import HungarianMatcher
 
 
@@ -49,8 +55,11 @@ def loss_normalizers(targets: list[dict], num_tokens: int, eos_coef: float, devi
 class SetCriterion(nn.Module):
     def __init__(self, num_classes: int, matcher: HungarianMatcher | None = None,
                  eos_coef: float = 0.1, weight_ce: float = 1.0, weight_bbox: float = 5.0,
-                 weight_giou: float = 2.0):
+                 weight_giou: float = 2.0, class_loss: str = "ce"):
         super().__init__()
+        if class_loss not in CLASS_LOSSES:
+            raise ValueError(f"class_loss: expected one of {', '.join(CLASS_LOSSES)}, got {class_loss!r}")
+        self.class_loss = class_loss
         self.num_classes = num_classes
         self.matcher = matcher if matcher is not None else HungarianMatcher()
         self.eos_coef = eos_coef
@@ -94,14 +103,14 @@ class SetCriterion(nn.Module):
             target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
                                         device=device)
             target_classes[batch_idx, pred_idx] = tgt_labels
-            loss_ce = F.cross_entropy(logits32.transpose(1, 2), target_classes, weight=self.empty_weight.to(device),
-                                      reduction="sum") / normalizers["class_weight"]
-
             src_boxes = pred_boxes[batch_idx, pred_idx].float()
             loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
-            giou = generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None],
-                                               cxcywh_to_xyxy(tgt_boxes)[:, None])
+            giou, iou = generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None],
+                                            cxcywh_to_xyxy(tgt_boxes)[:, None], with_iou=True)
             loss_giou = (1 - giou.reshape(-1)).sum() / num_boxes
+            quality = iou.reshape(-1).detach().clamp(0, 1) if self.class_loss == "iou" else None
+            loss_ce = self._class_loss(logits32, target_classes, (batch_idx, pred_idx), quality) \
+                / normalizers["class_weight"]
 
         losses = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
         losses["loss"] = sum(self.weights[k] * v for k, v in losses.items())
@@ -116,3 +125,17 @@ class SetCriterion(nn.Module):
             n_tgt = torch.tensor([float(len(t["labels"])) for t in targets], device=device)
             losses["cardinality_error"] = F.l1_loss(n_pred, n_tgt)
         return losses
+
+    def _class_loss(self, logits: Tensor, target_classes: Tensor, matched: tuple[Tensor, Tensor],
+                    quality: Tensor | None) -> Tensor:
+        """The weighted sum of the class loss over all ``[B, T]`` tokens (``logits [B, T, C+1]``
+        fp32): cross-entropy with ``target_classes``, or, with ``quality`` (one q per matched
+        token, in ``matched`` order), against the soft targets of ``class_loss="iou"``."""
+        weight = self.empty_weight.to(logits.device)
+        if quality is None:
+            return F.cross_entropy(logits.transpose(1, 2), target_classes, weight=weight, reduction="sum")
+        target = F.one_hot(target_classes, logits.shape[-1]).to(logits.dtype)
+        target[matched] = target[matched] * quality[:, None]
+        target[matched[0], matched[1], -1] = 1 - quality  # the rest of the mass on no-object
+        token_weight = weight[target_classes]  # 1 for a matched token, eos_coef for the others
+        return -(token_weight * (target * F.log_softmax(logits, -1)).sum(-1)).sum()

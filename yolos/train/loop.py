@@ -203,7 +203,8 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
             model, device_ids=[di.device.index] if di.device.type == "cuda" else None)
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=cfg.anchor_matching)
-    criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef).to(di.device)
+    criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef,
+                             class_loss=cfg.class_loss).to(di.device)
     optimizer = build_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = LRSchedule(cfg.lr, cfg.epochs, cfg.min_lr, cfg.warmup_epochs, cfg.warmup_lr, cfg.warmup_steps)
     seeded = SeededDataset(train_ds, cfg.seed, cfg.repeat)
