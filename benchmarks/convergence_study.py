@@ -32,7 +32,7 @@ from benchmarks.common import environment, table
 from yolos import create_model
 from yolos.data.collate import collate_fn
 from yolos.data.dataset import DetectionDataset
-from yolos.data.synthetic import ShapesSpec, SyntheticShapes, write_synthetic_dataset
+from yolos.data.synthetic import MAX_NUM_IMAGES, ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.evaluation.evaluate import evaluate
 from yolos.train.criterion import SetCriterion
 from yolos.train.matcher import HungarianMatcher
@@ -46,7 +46,7 @@ BOX_PRIOR = 0.2  # a typical side (25 px) over the image side (128 px)
 BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, box_prior=False,
                 patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
                 anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
-                curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0)
+                curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0, class_loss="ce")
 # The scratch inits; `yolos train --recipe scratch` (yolos.train.recipe.RECIPES["scratch"]) is
 # this plus anchor matching 50, the lever that left the plateau.
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
@@ -104,6 +104,7 @@ RUNS: dict[str, dict] = {
     "scratch, anchor matching 50, 36 [DET]": dict(SCRATCH, anchor_matching=50.0, det_tokens=36),
     "scratch, anchor matching 50, 64 [DET]": dict(SCRATCH, anchor_matching=50.0, det_tokens=64),
     "baseline + anchor matching 50 (no scratch inits)": dict(BASELINE, anchor_matching=50.0),
+    "scratch, anchor matching 50, IoU-aware class loss": dict(SCRATCH, anchor_matching=50.0, class_loss="iou"),
 }
 
 
@@ -149,7 +150,7 @@ def build_model(run: dict, seed: int):
 
 def batches(run: dict, seed: int):
     """Endless training batches: fresh images (seeded by step) or a fixed set, reshuffled."""
-    data = SyntheticShapes(SPEC, num_images=run["fixed_images"] or 10**9, seed=seed,
+    data = SyntheticShapes(SPEC, num_images=run["fixed_images"] or MAX_NUM_IMAGES, seed=seed,
                            fresh=not run["fixed_images"])
     loader = torch.utils.data.DataLoader(
         data, batch_size=run["batch"], collate_fn=collate_fn, num_workers=0,
@@ -178,7 +179,7 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
     model = build_model(run, seed).train()
     k = model.config.num_classes
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=run.get("anchor_matching", 0.0))
-    criterion = SetCriterion(k, matcher, eos_coef=0.1)
+    criterion = SetCriterion(k, matcher, eos_coef=0.1, class_loss=run.get("class_loss", "ce"))
     pretrain_head = torch.nn.Linear(run["width"], k + 1) if run["pretrain"] else None
     params = list(model.parameters()) + (list(pretrain_head.parameters()) if pretrain_head else [])
     optimizer = build_optimizer(model, lr=run["lr"], weight_decay=1e-4)

@@ -34,7 +34,7 @@ from benchmarks.common import environment
 from benchmarks.convergence_study import SPEC, budget_lr, held_out_set, time_to
 from yolos import create_model
 from yolos.data.collate import collate_fn
-from yolos.data.synthetic import SyntheticShapes
+from yolos.data.synthetic import MAX_NUM_IMAGES, SyntheticShapes
 from yolos.evaluation.evaluate import evaluate
 from yolos.train.config import RECIPES
 from yolos.train.criterion import SetCriterion
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="yolos-bench-"))
     val = held_out_set(tmp / "val", args.val_images)
     k = len(SPEC.shapes)
-    train = SyntheticShapes(SPEC, 10**9, seed=args.seed)
+    train = SyntheticShapes(SPEC, MAX_NUM_IMAGES, seed=args.seed)
 
     torch.manual_seed(args.seed)
     ours = create_model("micro", patch_size=patch, num_det_tokens=args.det_tokens, num_classes=k,

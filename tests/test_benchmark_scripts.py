@@ -1,0 +1,22 @@
+"""The training studies' scripts still run (they are not imported by the library, so nothing
+else would notice them break): each with a budget of seconds, writing its curves."""
+import json
+
+from benchmarks import convergence_study, train_synthetic
+
+
+def test_the_convergence_study_runs_its_levers(tmp_path, one_thread):
+    out = tmp_path / "study.jsonl"
+    runs = ["scratch recipe", "scratch, anchor matching 50, IoU-aware class loss"]
+    assert convergence_study.main(["--runs", *runs, "--budget-seconds", "2", "--val-images", "4",
+                                   "--out", str(out)]) == 0
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["name"] for r in rows] == runs and all(r["steps"] > 0 and r["curve"] for r in rows)
+    assert rows[1]["run"]["class_loss"] == "iou"
+
+
+def test_the_scratch_against_transformers_study_runs(tmp_path, one_thread):
+    out = tmp_path / "curves.json"
+    assert train_synthetic.main(["--budget-minutes", "0.04", "--val-images", "4", "--batch-size", "4",
+                                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())
