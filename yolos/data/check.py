@@ -135,10 +135,10 @@ class SplitReport:
         return "\n".join(lines)
 
 
-def read_text_file(path: Path, max_bytes: int, what: str = "file") -> str:
-    """The text of a small file, bounded before it is read (its size from ``stat``; a FIFO or
-    device is refused), decoded as UTF-8 (a byte-order mark is dropped) or UTF-16 (with its
-    mark); undecodable bytes become U+FFFD. A DatasetError names the file."""
+def bounded_file(path: Path, max_bytes: int, what: str = "file") -> int:
+    """The size of ``path`` from ``stat``, checked before anything is read: a regular file (a
+    FIFO or device could block or never end) of at most ``max_bytes``. A DatasetError names
+    the file and says ``what`` it is."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -148,7 +148,16 @@ def read_text_file(path: Path, max_bytes: int, what: str = "file") -> str:
     if not stat.S_ISREG(info.st_mode):
         raise DatasetError(f"{path}: {what} is not a regular file")
     if info.st_size > max_bytes:
-        raise DatasetError(f"{path}: {what} larger than {max_bytes >> 20} MB")
+        bound = f"{max_bytes >> 30} GB" if max_bytes >= 1 << 30 else f"{max_bytes >> 20} MB"
+        raise DatasetError(f"{path}: {what} larger than {bound}")
+    return info.st_size
+
+
+def read_text_file(path: Path, max_bytes: int, what: str = "file") -> str:
+    """The text of a small file, bounded before it is read (:func:`bounded_file`), decoded as
+    UTF-8 (a byte-order mark is dropped) or UTF-16 (with its mark); undecodable bytes become
+    U+FFFD. A DatasetError names the file."""
+    bounded_file(path, max_bytes, what)
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
@@ -325,4 +334,4 @@ def raise_fatal(report: SplitReport) -> None:
 
 
 __all__ = ["Problem", "RawSplit", "SplitReport", "normalize_split", "box_frame", "raise_fatal", "FRAMES",
-           "read_text_file", "read_list_lines", "MAX_LIST_BYTES", "safe_relative"]
+           "bounded_file", "read_text_file", "read_list_lines", "MAX_LIST_BYTES", "safe_relative"]

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import stat
 from pathlib import Path
 
 from ..errors import DatasetError
-from .check import Problem, RawSplit, safe_relative
+from .check import Problem, RawSplit, bounded_file, safe_relative
 
 
 def load_coco_json(annotation_file) -> dict:
@@ -28,16 +27,7 @@ MAX_JSON_BYTES = 2**30  # COCO's own train json is 450 MB
 
 def read_coco_json(annotation_file) -> dict:
     path = Path(annotation_file)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read annotation file ({e.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise DatasetError(f"{path}: annotation file is not a regular file")
-    if info.st_size > MAX_JSON_BYTES:
-        raise DatasetError(f"{path}: annotation file larger than {MAX_JSON_BYTES >> 30} GB")
+    bounded_file(path, MAX_JSON_BYTES, "annotation file")
     try:
         with open(path, encoding="utf-8-sig") as f:
             return json.load(f)

@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from ..data.check import bounded_file
+from ..errors import DatasetError
 from ..images import IMAGE_EXTENSIONS
 
 MAX_LIST_BYTES = 1 << 30  # a --list file larger than this is not a list of paths
@@ -23,13 +25,9 @@ def read_list(path: str) -> list[str]:
     A file that is not a regular file (a device, a FIFO), is too large or lists nothing is refused."""
     p = Path(path)
     try:
-        info = p.stat()
-    except OSError as err:
-        raise ValueError(f"--list: cannot read {path} ({err.strerror or err})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"--list: {path} is not a regular file")
-    if info.st_size > MAX_LIST_BYTES:
-        raise ValueError(f"--list: {path} is {info.st_size} bytes, above {MAX_LIST_BYTES >> 20} MB")
+        bounded_file(p, MAX_LIST_BYTES, "list file")
+    except DatasetError as err:
+        raise ValueError(f"--list: {err}") from None
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
