@@ -87,15 +87,17 @@ def test_patience_stops_when_ap_stops_improving(data, tmp_path, capsys):
 
 
 def test_a_time_budget_ends_with_a_final_evaluation(data, tmp_path):
-    summary = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=50, time="3s"))
+    # eval_every beyond the run: no epoch is an evaluation epoch, so the one evaluation is the budget's
+    summary = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=1000, time="3s"))
     assert summary["stopped"] and "time budget 3s reached" in summary["stopped"]
     rows = [json.loads(ln) for ln in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if r.get("type") == "epoch"]
-    assert 1 <= len(epochs) < 200 and epochs[-1]["val"] is not None  # evaluated although not an eval epoch
+    assert 1 <= len(epochs) < 200 and epochs[-1]["val"] is not None
+    assert all(r["val"] is None for r in epochs[:-1])
     state = torch.load(tmp_path / "t" / "state.pt", weights_only=True)
     assert state["global_step"] == summary["global_step"]
     # a resumed run continues from there, within its own new budget
-    more = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=50, time="2s", resume=True),
+    more = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=1000, time="2s", resume=True),
                given={"resume", "time"})
     assert more["global_step"] > summary["global_step"]
 
