@@ -12,6 +12,11 @@ linear warmup and then a cosine to zero over the time budget.
     python -m benchmarks.convergence_study --budget-seconds 180 --threads 1 --out study.jsonl
     python -m benchmarks.convergence_study --table docs/convergence_study.jsonl   # the table of saved runs
     python -m benchmarks.convergence_study --runs "scratch recipe" --budget-seconds 60
+    python -m benchmarks.convergence_study --runs "scratch, anchor matching 50" --budget-steps 2000
+
+``--budget-steps`` gives every run the same number of optimizer steps instead (the cosine over
+steps, an evaluation every eighth of them): curves then do not depend on load from elsewhere, and
+the wall time each run took is still recorded beside every evaluation.
 
 Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
 (interpolated between evaluations), the final AP / AP50, the training loss over the last 10% of
@@ -35,6 +40,7 @@ from yolos.data.dataset import DetectionDataset
 from yolos.data.synthetic import MAX_NUM_IMAGES, ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.evaluation.evaluate import evaluate
 from yolos.train.criterion import SetCriterion
+from yolos.train.extra_tokens import ExtraTokens
 from yolos.train.matcher import HungarianMatcher
 from yolos.train.optim import build_optimizer
 from yolos.train.recipe import init_box_anchors, init_head_priors, init_scratch_weights
@@ -46,7 +52,8 @@ BOX_PRIOR = 0.2  # a typical side (25 px) over the image side (128 px)
 BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, box_prior=False,
                 patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
                 anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
-                curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0, class_loss="ce")
+                curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0, class_loss="ce",
+                det_groups=1, denoising=0)
 # The scratch inits; `yolos train --recipe scratch` (yolos.train.recipe.RECIPES["scratch"]) is
 # this plus anchor matching 50, the lever that left the plateau.
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
@@ -105,6 +112,11 @@ RUNS: dict[str, dict] = {
     "scratch, anchor matching 50, 64 [DET]": dict(SCRATCH, anchor_matching=50.0, det_tokens=64),
     "baseline + anchor matching 50 (no scratch inits)": dict(BASELINE, anchor_matching=50.0),
     "scratch, anchor matching 50, IoU-aware class loss": dict(SCRATCH, anchor_matching=50.0, class_loss="iou"),
+    "scratch, anchor matching 50, 2 groups": dict(SCRATCH, anchor_matching=50.0, det_groups=2),
+    "scratch, anchor matching 50, 3 groups": dict(SCRATCH, anchor_matching=50.0, det_groups=3),
+    "scratch, anchor matching 50, denoising 2": dict(SCRATCH, anchor_matching=50.0, denoising=2),
+    "scratch, anchor matching 50, 3 groups, denoising 2": dict(SCRATCH, anchor_matching=50.0, det_groups=3,
+                                                               denoising=2),
 }
 
 
@@ -175,66 +187,89 @@ def patch_labels(targets: list[dict], grid: int, num_classes: int) -> torch.Tens
 
 
 def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log,
-              save: str | None = None) -> dict:
+              save: str | None = None, by_steps: bool = False) -> dict:
+    """One run of ``budget`` seconds of training (``by_steps``: optimizer steps), evaluated every
+    ``eval_every`` of the same unit; the schedule and the run's phases follow the same clock."""
     model = build_model(run, seed).train()
     k = model.config.num_classes
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=run.get("anchor_matching", 0.0))
     criterion = SetCriterion(k, matcher, eos_coef=0.1, class_loss=run.get("class_loss", "ce"))
     pretrain_head = torch.nn.Linear(run["width"], k + 1) if run["pretrain"] else None
-    params = list(model.parameters()) + (list(pretrain_head.parameters()) if pretrain_head else [])
+    extra = None
+    if run.get("det_groups", 1) > 1 or run.get("denoising", 0):  # training-only tokens (issue 29)
+        extra = ExtraTokens(model.config, run.get("det_groups", 1), run.get("denoising", 0))
+    added = [m for m in (pretrain_head, extra) if m is not None]
+    params = list(model.parameters()) + [p for m in added for p in m.parameters()]
     optimizer = build_optimizer(model, lr=run["lr"], weight_decay=1e-4)
-    if pretrain_head is not None:
-        optimizer.add_param_group({"params": list(pretrain_head.parameters()), "weight_decay": 0.0})
+    for m in added:
+        optimizer.add_param_group({"params": list(m.parameters()), "weight_decay": 0.0})
     pretrain_until = run["pretrain"] * budget
 
     curve, train_time, step, next_eval = [], 0.0, 0, eval_every
     warm_data = batches(dict(run, fixed_images=run["curriculum_images"]), seed) if run["curriculum_images"] else None
-    tail_loss, tail_n = 0.0, 0  # detection loss over the last 10% of the budget
+    tail_loss, tail_n = 0.0, 0  # the model's detection loss over the last 10% of the budget
     data = batches(run, seed)
-    while train_time < budget:
+    clock = (lambda: step) if by_steps else (lambda: train_time)
+    while clock() < budget:
         t0 = time.perf_counter()  # rendering counts: it is part of every run's training time
-        warm_until = run.get("curriculum_seconds") or run["curriculum_until"] * budget
-        in_warmup_set = warm_data is not None and train_time < warm_until
+        now = clock()
+        warm_until = run["curriculum_until"] * budget
+        in_warmup_set = warm_data is not None and (
+            train_time < run["curriculum_seconds"] if run.get("curriculum_seconds") else now < warm_until)
         x, targets = next(warm_data if in_warmup_set else data)
-        phase_budget = pretrain_until if train_time < pretrain_until else budget - pretrain_until
-        phase_t = train_time if train_time < pretrain_until else train_time - pretrain_until
+        phase_budget = pretrain_until if now < pretrain_until else budget - pretrain_until
+        phase_t = now if now < pretrain_until else now - pretrain_until
         lr = budget_lr(run["lr"], phase_t, phase_budget, step, run["warmup"])
         for g in optimizer.param_groups:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            if train_time < pretrain_until:  # dense patch classification on the ViT
+            if now < pretrain_until:  # dense patch classification on the ViT
                 grid = x.shape[-1] // run["patch"]
                 logits = pretrain_head(patch_features(model, x).float())
-                loss = torch.nn.functional.cross_entropy(
+                loss = model_loss = torch.nn.functional.cross_entropy(
                     logits.flatten(0, 1), patch_labels(targets, grid, k).flatten())
             else:
-                out = model(x)
-                k_match = run["one_to_many"] if train_time < run["one_to_many_until"] * budget else 1
+                k_match = run["one_to_many"] if now < run["one_to_many_until"] * budget else 1
                 if k_match > 1:
                     targets = [repeat_targets(t, k_match, run["det_tokens"]) for t in targets]
-                loss = criterion({kk: v.float() for kk, v in out.items()}, targets)["loss"]
+                loss = model_loss = detection_loss(model, criterion, extra, x, targets, (seed, step))
+                if isinstance(loss, tuple):
+                    loss, model_loss = loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)
         optimizer.step()
         train_time += time.perf_counter() - t0
         step += 1
-        if train_time >= 0.9 * budget and train_time >= pretrain_until:
-            tail_loss, tail_n = tail_loss + float(loss.detach()), tail_n + 1
+        if clock() >= 0.9 * budget and clock() >= pretrain_until:
+            tail_loss, tail_n = tail_loss + float(model_loss.detach()), tail_n + 1
         if not math.isfinite(float(loss.detach())):
             log(f"  {name}: non-finite loss at step {step}")
             break
-        if train_time >= next_eval or train_time >= budget:
+        if clock() >= next_eval or clock() >= budget:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 stats, _ = evaluate(model, val, batch_size=64, progress=False)
             curve.append((round(train_time, 1), step, round(stats["AP"], 4), round(stats["AP50"], 4)))
-            log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(loss.detach()):.3f}  "
+            log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(model_loss.detach()):.3f}  "
                 f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
             next_eval += eval_every
     if save:
         model.save(save)
-    return {"name": name, "run": run, "curve": curve, "steps": step, "budget_s": budget,
+    return {"name": name, "run": run, "curve": curve, "steps": step,
+            "budget_s" if not by_steps else "budget_steps": budget, "seconds": round(train_time, 1),
             "final_loss": tail_loss / max(tail_n, 1)}
+
+
+def detection_loss(model, criterion, extra, x, targets, step_seed):
+    """The set loss of one batch; with training-only tokens ``(the total, the model's own)``."""
+    if extra is None:
+        out = model(x)
+        return criterion({k: v.float() for k, v in out.items()}, targets)["loss"]
+    batch = extra.prepare(model, x, targets, torch.Generator().manual_seed(hash(step_seed) % 2**63))
+    out = {k: v.float() for k, v in model(x, **batch.model_inputs()).items()}
+    own = criterion(out, targets)
+    more = extra.losses(out, targets, batch, criterion, criterion.normalizers(targets, out["logits"].shape[1], "cpu"))
+    return own["loss"] + sum(more.values()), own["loss"]
 
 
 def time_to(curve, key_index: int, target: float):
@@ -256,7 +291,8 @@ def summary_table(results: list[dict]) -> str:
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
         rows.append([r["name"], "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
                      f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
-                     f"{r['budget_s']:.0f} s"])
+                     f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
+                     f"({r['seconds']:.0f} s)"])
     return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "loss, last 10%", "steps", "budget"])
 
 
@@ -264,7 +300,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", default=list(RUNS), help=f"any of: {' | '.join(RUNS)}".replace("%", "%%"))
     p.add_argument("--budget-seconds", type=float, default=240.0, help="training time per run")
-    p.add_argument("--eval-every", type=float, default=None, help="seconds of training (default budget/8)")
+    p.add_argument("--budget-steps", type=int, default=None, help="optimizer steps per run instead of a time")
+    p.add_argument("--eval-every", type=float, default=None,
+                   help="seconds of training, or steps with --budget-steps (default: an eighth of the budget)")
     p.add_argument("--val-images", type=int, default=300)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -283,13 +321,15 @@ def main(argv=None) -> int:
     print(environment(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="yolos-study-"))
     val = held_out_set(tmp / "val", args.val_images)
-    eval_every = args.eval_every or args.budget_seconds / 8
-    print(f"budget {args.budget_seconds:.0f} s of training per run, evaluation on {len(val)} held-out "
-          f"images every {eval_every:.0f} s, {torch.get_num_threads()} threads, bf16 autocast", flush=True)
+    by_steps = args.budget_steps is not None
+    budget, unit = (args.budget_steps, "steps") if by_steps else (args.budget_seconds, "s")
+    eval_every = args.eval_every or budget / 8
+    print(f"budget {budget:.0f} {unit} of training per run, evaluation on {len(val)} held-out "
+          f"images every {eval_every:.0f} {unit}, {torch.get_num_threads()} threads, bf16 autocast", flush=True)
     results = []
     for name in args.runs:
-        result = train_run(name, RUNS[name], val, args.budget_seconds, eval_every, args.seed,
-                           lambda m: print(m, flush=True), save=args.save_model)
+        result = train_run(name, RUNS[name], val, budget, eval_every, args.seed,
+                           lambda m: print(m, flush=True), save=args.save_model, by_steps=by_steps)
         results.append(result)
         if args.out:
             with open(args.out, "a") as f:

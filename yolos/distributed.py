@@ -92,6 +92,26 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
+def average_gradients(params) -> None:
+    """Average the gradients of ``params`` over ranks in place, as DDP does for the parameters
+    it wraps (for training-only parameters outside it); nothing in a single process."""
+    if not is_dist():
+        return
+    params = list(params)
+    for p in params:  # a rank whose batch left one unused sends zeros: every rank sends the same shapes
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    if grads:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def all_reduce_flag(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is True on any rank (used to stop all ranks on a bad loss)."""
     if not is_dist():

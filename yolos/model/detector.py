@@ -129,6 +129,8 @@ class YOLOS(nn.Module):
         pixel_values: Tensor,
         output_attentions: bool = False,
         output_det_features: bool = False,
+        extra_tokens: Tensor | None = None,
+        extra_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Run the detector.
 
@@ -138,15 +140,25 @@ class YOLOS(nn.Module):
                 ``[B, heads, S, S]`` with ``S = 1 + (H//p)*(W//p) + T`` (slower explicit path).
             output_det_features: also return ``det_features`` ``[B, T, D]``, the [DET] outputs
                 after the final LayerNorm (what the heads read).
+            extra_tokens: training only (:mod:`yolos.train.extra_tokens`): ``[B, E, D]`` tokens
+                appended after the [DET] tokens, position included; the heads read them too.
+            extra_mask: with ``extra_tokens``, ``[S + E, S + E]`` or ``[B, S + E, S + E]``
+                boolean, True where a token may attend to another, in every block; it must keep
+                the [CLS], patch and [DET] tokens from seeing the extra ones (the caller's
+                contract, tested in tests/test_extra_tokens.py). Mid position embeddings reach
+                the first ``S`` tokens only.
 
         Returns:
             ``{"logits": [B, T, num_classes + 1], "pred_boxes": [B, T, 4]}``; boxes are
-            normalized ``(cx, cy, w, h)`` in [0, 1] relative to the (padded) input.
+            normalized ``(cx, cy, w, h)`` in [0, 1] relative to the (padded) input. With
+            ``extra_tokens`` also ``extra_logits [B, E, num_classes + 1]`` and ``extra_boxes
+            [B, E, 4]``.
         """
         p = self.config.patch_size
         grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
         pos, mid = self.position_embeddings(grid)
-        return self.forward_with_pos_embed(pixel_values, pos, mid, output_attentions, output_det_features)
+        return self.forward_with_pos_embed(pixel_values, pos, mid, output_attentions, output_det_features,
+                                           extra_tokens, extra_mask)
 
     def forward_with_pos_embed(
         self,
@@ -155,6 +167,8 @@ class YOLOS(nn.Module):
         mid: Tensor | None,
         output_attentions: bool = False,
         output_det_features: bool = False,
+        extra_tokens: Tensor | None = None,
+        extra_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Forward with position embeddings already resampled to the input grid (export bakes
         them in as constants through this entry point)."""
@@ -164,26 +178,35 @@ class YOLOS(nn.Module):
             [self.cls_token.expand(b, -1, -1), x, self.det_tokens.expand(b, -1, -1)], dim=1
         )  # [B, S, D]
         x = x + pos
+        e = 0 if extra_tokens is None else extra_tokens.shape[1]
+        if e:
+            x = torch.cat([x, extra_tokens.to(x.dtype)], dim=1)  # [B, S + E, D]
         attention = None
         last = len(self.blocks) - 1
         t = self.config.num_det_tokens
         for i, block in enumerate(self.blocks):
             want_attn = output_attentions and i == last
-            # Only the [DET] outputs of the last block are read: let just those rows attend and
-            # skip the MLP for the others (same numbers, ~1/12 less work). Full rows when the
-            # last layer's attention maps are asked for.
-            queries = t if i == last and not output_attentions else None
+            # Only the [DET] (and extra) outputs of the last block are read: let just those rows
+            # attend and skip the MLP for the others (same numbers, ~1/12 less work). Full rows
+            # when the last layer's attention maps are asked for.
+            queries = t + e if i == last and not output_attentions else None
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x, _ = torch.utils.checkpoint.checkpoint(block, x, False, queries, use_reentrant=False)
+                x, _ = torch.utils.checkpoint.checkpoint(block, x, False, queries, extra_mask,
+                                                         use_reentrant=False)
             else:
-                x, attn = block(x, want_attn, queries)
+                x, attn = block(x, want_attn, queries, extra_mask)
                 if want_attn:
                     attention = attn
             if mid is not None and i < last:
-                x = x + mid[i]
+                x = x + (mid[i] if not e else torch.nn.functional.pad(mid[i], (0, 0, 0, e)))
         x = self.norm(x)
-        det = x[:, -t:]  # [B, T, D]
-        out = {"logits": self.class_head(det), "pred_boxes": self.box_head(det).sigmoid()}
+        det = x[:, -(t + e):]  # [B, T + E, D]
+        logits, boxes = self.class_head(det), self.box_head(det).sigmoid()
+        extra = {}
+        if e:  # (no slicing otherwise: the inference and export graph is the one without extras)
+            extra = {"extra_logits": logits[:, t:], "extra_boxes": boxes[:, t:]}
+            logits, boxes, det = logits[:, :t], boxes[:, :t], det[:, :t]
+        out = {"logits": logits, "pred_boxes": boxes, **extra}
         if output_attentions:
             out["attentions"] = attention
         if output_det_features:

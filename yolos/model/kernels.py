@@ -177,9 +177,15 @@ EAGER_BF16_ATTENTION: bool | None = None
 _EAGER_MEASURED: bool | None = None
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """``softmax(q k^T / sqrt(d)) v`` for ``[B, heads, S, d]`` tensors: SDPA, or in bf16 on the
-    CPU the eager products where they were measured faster (:func:`settle_bf16_attention`)."""
+    CPU the eager products where they were measured faster (:func:`settle_bf16_attention`).
+
+    ``mask``: boolean, True where a query may attend to a key, broadcast to ``[B, heads, S_q,
+    S_k]``; only training's extra tokens use it (:mod:`yolos.train.extra_tokens`), so it always
+    takes SDPA and inference and export never see it."""
+    if mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     eager = EAGER_BF16_ATTENTION if EAGER_BF16_ATTENTION is not None else bool(_EAGER_MEASURED)
     if eager and q.dtype == torch.bfloat16 and q.device.type == "cpu" and not _exporting() \
             and not torch.is_grad_enabled():

@@ -40,12 +40,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: Tensor, return_attention: bool = False, num_queries: int | None = None
+        self, x: Tensor, return_attention: bool = False, num_queries: int | None = None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x [B, S, D] -> (out [B, S, D], attention [B, heads, S, S] or None)``.
 
         With ``num_queries = n`` only the last ``n`` tokens attend (keys and values are still all
         ``S`` tokens) and ``out`` is ``[B, n, D]``: exactly those rows of the full result.
+        ``mask``: ``[S, S]`` or ``[B, S, S]`` boolean, True where a query may see a key (training's
+        extra tokens only); its last ``n`` rows with ``num_queries``.
         """
         b, s, d = x.shape
         if num_queries is None:
@@ -59,15 +62,20 @@ class Attention(nn.Module):
             s = num_queries
             q = linear(x[:, -s:], w[:d], bias[:d]).reshape(b, s, self.num_heads, self.head_dim)
             q = q.transpose(1, 2)  # [B, heads, n, hd]
+        if mask is not None:
+            mask = mask[..., -q.shape[2]:, :]
+            mask = mask[:, None] if mask.ndim == 3 else mask  # [B, 1, S_q, S] over the heads
         if return_attention:
             # Explicit path (slow, memory O(S^2)) only when the maps are asked for;
             # softmax in fp32 as transformers' eager attention does.
             scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
             attention = scores.float().softmax(dim=-1).to(q.dtype)
             out = attention @ v
         else:
             attention = None
-            out = attend(q, k, v)
+            out = attend(q, k, v, mask)
         out = out.transpose(1, 2).reshape(b, s, d)  # [B, S, D]
         return linear(out, weight_of(self.proj), self.proj.bias), attention
 
@@ -94,12 +102,13 @@ class Block(nn.Module):
         self.mlp = MLP(dim, mlp_dim)
 
     def forward(
-        self, x: Tensor, return_attention: bool = False, num_queries: int | None = None
+        self, x: Tensor, return_attention: bool = False, num_queries: int | None = None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x [B, S, D] -> [B, S, D]``, or ``[B, n, D]`` (the last ``n`` tokens' outputs, the
         rest is never computed) with ``num_queries = n``; the detector's last block needs only
-        the [DET] outputs."""
-        attn_out, attention = self.attn(self.norm1(x), return_attention, num_queries)
+        the [DET] outputs. ``mask``: see :class:`Attention`."""
+        attn_out, attention = self.attn(self.norm1(x), return_attention, num_queries, mask)
         if num_queries is not None:
             x = x[:, -num_queries:]
         x = x + attn_out

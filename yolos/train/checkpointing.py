@@ -15,6 +15,7 @@ Layout::
      "best_ap": float, "config": dict (TrainConfig), "model_config": dict (ModelConfig),
      "rng": {"python": [...], "numpy": {...}, "torch": ByteTensor, "cuda": [ByteTensor...]},
      "ema": {"weights": state_dict, "updates": int, ...} (only with --ema),
+     "extra_tokens": state_dict (only with --det-groups / --denoising: training-only tokens),
      "stale_evals": int}       # evaluations since the best AP (--patience)
 """
 from __future__ import annotations
@@ -69,7 +70,8 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_in_epoch: int,
-                        global_step: int, best_ap: float, config: dict, ema=None, stale_evals: int = 0) -> None:
+                        global_step: int, best_ap: float, config: dict, ema=None, stale_evals: int = 0,
+                        extra_tokens=None) -> None:
     """Write the training state (see module docstring); call on rank 0 only."""
     net = unwrap(model)
     state = {
@@ -89,6 +91,8 @@ def save_training_state(path, *, model, optimizer, scheduler, epoch: int, step_i
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
+    if extra_tokens is not None:
+        state["extra_tokens"] = {k: v.detach().cpu() for k, v in extra_tokens.state_dict().items()}
     atomic_torch_save(state, path)
 
 

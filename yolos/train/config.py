@@ -20,7 +20,7 @@ from .. import defaults, validate
 # What each recipe sets for options left unset. ``paper`` is the original recipe (and the values
 # every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with.
 _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False, "anchors": False,
-          "anchor_matching": 0.0, "ema": False, "sizes_from_data": False}
+          "anchor_matching": 0.0, "ema": False, "sizes_from_data": False, "det_groups": 1, "denoising": 0}
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
@@ -140,6 +140,14 @@ class TrainConfig:
                              "[DET] token's target is its object's class with probability the IoU of its box, "
                              "no object with the rest; training only, the model is unchanged)",
                              choices=CLASS_LOSSES)
+    det_groups: int | None = option(
+        None, "training only: K sets of [DET] tokens, each matched one-to-one to the objects and masked from the "
+        "others (Group DETR); the model's own set is the one kept, inference and export are unchanged (default: "
+        "the recipe's; 1 off)", validate.positive_int, metavar="K")
+    denoising: int | None = option(
+        None, "training only: N sets of the images' objects with noised boxes and labels as extra tokens that "
+        "learn to give back the true ones, hidden from the patches and the [DET] tokens (DN-DETR; default: the "
+        "recipe's; 0 off)", validate.non_negative_int, metavar="N")
     anchor_matching: float | None = option(
         None, "matcher cost on the distance from each [DET] token's anchor cell to an object's centre: 50 gives "
         "each object to its nearest token (default: the recipe's; 0 off)", validate.non_negative_float,

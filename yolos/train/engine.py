@@ -16,7 +16,8 @@ from ..distributed import all_reduce_flag, all_reduce_mean
 from ..errors import YolosError
 from ..inference.batching import chunks
 
-LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
+LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "loss_groups", "loss_dn", "class_error",
+            "cardinality_error")
 
 
 class NonFiniteLossError(YolosError):
@@ -57,20 +58,30 @@ def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
 
 
 
-def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, where: str) -> dict[str, float]:
+def _accumulate_gradients(parts: StepParts, group: list, where: str, step_seed: tuple) -> dict[str, float]:
     """Forward and backward over the micro-batches of one optimizer step, with the loss
     normalizers of all of them (so their losses add up to the loss of one batch of them all);
-    returns the step's summed losses and mean error rates."""
+    returns the step's summed losses and mean error rates. With training-only extra tokens
+    (``parts.extra``) each micro-batch gets them, their noise drawn from ``step_seed`` + its
+    index, and ``loss`` is the sum of the model's set loss and theirs."""
+    model, criterion, device = parts.model, parts.criterion, parts.device
     normalizers = criterion.normalizers([t for _, targets in group for t in targets],
                                         D.unwrap(model).config.num_det_tokens, device)
     values: dict[str, float] = defaultdict(float)
     for i, (pixel_values, targets) in enumerate(group):
         sync = i == len(group) - 1 or not hasattr(model, "no_sync")  # DDP syncs the last one only
         with contextlib.nullcontext() if sync else model.no_sync():
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                outputs = model(pixel_values)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=parts.bf16):
+                extra = None
+                if parts.extra is not None:
+                    noise = torch.Generator().manual_seed(hash((*step_seed, i)) % 2**63)
+                    extra = parts.extra.prepare(D.unwrap(model), pixel_values, targets, noise)
+                outputs = model(pixel_values, **(extra.model_inputs() if extra is not None else {}))
             outputs = {k: v.float() for k, v in outputs.items()}
             losses = criterion(outputs, targets, normalizers)
+            if extra is not None:
+                more = parts.extra.losses(outputs, targets, extra, criterion, normalizers)
+                losses.update(more, loss=losses["loss"] + sum(more.values()))
             # One host sync per batch (as hustvl/YOLOS): the loss for the check and the means.
             part = {k: float(losses[k].detach()) for k in LOG_KEYS if k in losses}
             if all_reduce_flag(not math.isfinite(part["loss"]), device):  # all ranks stop together
@@ -78,6 +89,8 @@ def _accumulate_gradients(model, criterion, group: list, device, bf16: bool, whe
             losses["loss"].backward()
         for k, v in part.items():  # sums for the losses; means for the error rates
             values[k] += v if k.startswith("loss") else v / len(group)
+    if parts.extra is not None:
+        D.average_gradients(parts.extra.parameters())  # outside DDP's wrapper
     return values
 
 
@@ -93,6 +106,8 @@ class StepParts:
     clip_max_norm: float = 0.1
     bf16: bool = False
     accumulate_steps: int = 1
+    extra: object = None  # yolos.train.extra_tokens.ExtraTokens: training-only tokens, or None
+    seed: tuple = (0, 0)  # (run seed, rank): with the global step, seeds the extra tokens' noise
 
 
 def train_one_epoch(
@@ -132,11 +147,11 @@ def train_one_epoch(
         lr = schedule.apply(optimizer, epoch, global_step)
         group = [(pixels.to(device, non_blocking=True), move_targets(targets, device)) for pixels, targets in group]
         optimizer.zero_grad(set_to_none=True)
-        values = _accumulate_gradients(model, criterion, group, device, parts.bf16,
-                                       where=f"epoch {epoch}, step {step} (global step {global_step})")
+        values = _accumulate_gradients(parts, group, f"epoch {epoch}, step {step} (global step {global_step})",
+                                       (*parts.seed, global_step))
         if parts.clip_max_norm and parts.clip_max_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
-                                                  parts.clip_max_norm)
+            trained = list(model.parameters()) + (list(parts.extra.parameters()) if parts.extra is not None else [])
+            norm = torch.nn.utils.clip_grad_norm_([p for p in trained if p.grad is not None], parts.clip_max_norm)
             values["grad_norm"] = float(norm)
         optimizer.step()
         step += 1

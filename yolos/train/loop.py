@@ -47,6 +47,7 @@ from .criterion import SetCriterion
 from .data_order import ResumableSampler, SeededDataset
 from .ema import ModelEMA
 from .engine import NonFiniteLossError, StepParts, train_one_epoch
+from .extra_tokens import ExtraTokens, extra_tokens_for
 from .matcher import HungarianMatcher
 from .optim import LRSchedule, build_optimizer
 from .runlog import RunLog
@@ -206,13 +207,18 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef,
                              class_loss=cfg.class_loss).to(di.device)
     optimizer = build_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    extra = extra_tokens_for(cfg, model.config)
+    if extra is not None:  # training-only parameters: in the optimizer and the state, not the model
+        extra.to(di.device)
+        optimizer.add_param_group({"params": list(extra.parameters()), "weight_decay": 0.0})
     schedule = LRSchedule(cfg.lr, cfg.epochs, cfg.min_lr, cfg.warmup_epochs, cfg.warmup_lr, cfg.warmup_steps)
     seeded = SeededDataset(train_ds, cfg.seed, cfg.repeat)
     sampler = ResumableSampler(len(seeded), batch_size=cfg.batch_size, world_size=di.world_size,
                                rank=di.rank, seed=cfg.seed, shuffle=True)
     loader = DataLoader(seeded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn,
                         num_workers=cfg.workers, drop_last=sampler.drop_last, pin_memory=di.device.type == "cuda")
-    parts = dict(model=model, optimizer=optimizer, scheduler=schedule, config=cfg.to_dict(), ema=ema)
+    parts = dict(model=model, optimizer=optimizer, scheduler=schedule, config=cfg.to_dict(), ema=ema,
+                 extra_tokens=extra)
     progress = Progress(out, parts, di.is_main, not di.distributed, say)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -222,6 +228,8 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
         progress.stale_evals = int(state.get("stale_evals", 0))
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
+        if extra is not None:
+            extra.load_state_dict(state["extra_tokens"])
         set_rng_state(state["rng"])
     say(f"training {model.config.variant or cfg.model}: {model.num_parameters() / 1e6:.2f}M params, "
         f"{train_ds.num_classes} classes, {len(train_ds)} train images"
@@ -231,7 +239,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
         f"{', EMA of the weights' if ema is not None else ''}, input {cfg.eval_size}/{cfg.eval_max_size}, "
         f"device {di.device}")
     return Run(cfg, model, net, ema, val_ds, seeded, sampler, loader, criterion, optimizer, schedule, progress,
-               state)
+               state, extra)
 
 
 def _configured(cfg: TrainConfig, given: set[str], out: Path, say) -> tuple[TrainConfig, dict | None]:
@@ -295,6 +303,7 @@ class Run:
     schedule: LRSchedule
     progress: Progress
     state: dict | None
+    extra: ExtraTokens | None = None
 
 
 class Budget:
@@ -405,7 +414,7 @@ def _train_epoch(run: Run, epoch: int, start: int, on_step, should_stop, di) -> 
     cfg, progress = run.cfg, run.progress
     try:
         parts = StepParts(run.net, run.criterion, run.optimizer, run.schedule, di.device, cfg.clip_max_norm,
-                          cfg.bf16, cfg.accumulate_steps)
+                          cfg.bf16, cfg.accumulate_steps, run.extra, (cfg.seed, di.rank))
         stats, progress.global_step = train_one_epoch(parts, run.loader, epoch=epoch, start_step=start,
                                                       global_step=progress.global_step, on_step=on_step,
                                                       should_stop=should_stop)
