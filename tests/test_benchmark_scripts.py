@@ -15,6 +15,16 @@ def test_the_convergence_study_runs_its_levers(tmp_path, one_thread):
     assert rows[1]["run"]["class_loss"] == "iou"
 
 
+def test_the_convergence_study_counts_steps_with_the_extra_tokens(tmp_path, one_thread):
+    out = tmp_path / "study.jsonl"
+    runs = ["scratch, anchor matching 50, 3 groups, denoising 2"]
+    assert convergence_study.main(["--runs", *runs, "--budget-steps", "4", "--eval-every", "2",
+                                   "--val-images", "4", "--out", str(out)]) == 0
+    (row,) = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert row["steps"] == row["budget_steps"] == 4 and [p[1] for p in row["curve"]] == [2, 4]
+    assert row["run"]["det_groups"] == 3 and row["run"]["denoising"] == 2
+
+
 def test_the_scratch_against_transformers_study_runs(tmp_path, one_thread):
     out = tmp_path / "curves.json"
     assert train_synthetic.main(["--budget-minutes", "0.04", "--val-images", "4", "--batch-size", "4",
