@@ -98,3 +98,25 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert rows[0]["train"]["loss"] == pytest.approx(one_rows[0]["train"]["loss"], rel=1e-4)
     # sharded evaluation gathered from both ranks scored every val image
     assert rows[-1]["val"] is not None and one_rows[-1]["val"] is not None
+
+
+def test_training_only_groups_train_the_same_under_two_processes(tmp_path):
+    """--det-groups' tokens live outside DDP's wrapper: their gradients are averaged over ranks by
+    hand (yolos.distributed.average_gradients). Without that each rank would step them on half
+    the batch and the two processes would end far from one (and from each other)."""
+    data = make_shapes(tmp_path / "ds", n=8, min_objects=2, max_objects=2, n_val=2)
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    cfg = dict(epochs=1, det_groups=2, eval_every=0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(runner), json.dumps(_config(data, tmp_path / "ddp", 2, **cfg))]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.set_num_threads(1)
+    fit(TrainConfig.from_dict(_config(data, tmp_path / "one", 4, **cfg)))
+    one, two = (torch.load(tmp_path / d / "state.pt", weights_only=True) for d in ("one", "ddp"))
+    assert one["global_step"] == two["global_step"] == 2
+    for part in ("model", "extra_tokens"):
+        for name, x in one[part].items():
+            torch.testing.assert_close(two[part][name], x, rtol=0, atol=ATOL, msg=f"{part} {name}")
