@@ -1,14 +1,14 @@
 """Wall-clock time to a working detector: yolos against transformers' YolosForObjectDetection.
 
-Both train the same small YOLOS shape from random weights on the same task, each starting from
-the recipe its users get when they train from scratch: ours from ``yolos train --recipe scratch``
-(``yolos.train.recipe``: scratch init, anchors, head priors, and anchor matching 50 added to the
-matcher's costs), transformers' from ``YolosForObjectDetection(config)`` (its ``_init_weights``)
-with its own loss (``labels=...``). Everything else is the same regime for both: the task
-(128x128 images with 1-8 shapes of 12-64 px, rendered fresh for every step, the same batches for
-both), batch, AdamW with the same parameter groups, learning rate with linear warmup and a cosine
-to zero over the budget, gradient clipping 0.1, bf16 autocast, the matcher costs (1/5/2), loss
-weights (1/5/2) and no-object weight 0.1.
+Both train the same small YOLOS shape from random weights on the same task, each starting from the
+recipe its users get when they train from scratch: ours from ``yolos train --recipe scratch``
+(``yolos.train.recipe``: scratch init, anchors, head priors, anchor matching 50 added to the
+matcher's costs, the recipe's training-only denoising tokens), transformers' from
+``YolosForObjectDetection(config)`` (its ``_init_weights``) with its own loss (``labels=...``).
+Everything else is the same regime for both: the task (128x128 images with 1-8 shapes of 12-64 px,
+rendered fresh for every step, the same batches for both), batch, AdamW with the same parameter
+groups, learning rate with linear warmup and a cosine to zero over the budget, gradient clipping
+0.1, bf16 autocast, the matcher costs (1/5/2), loss weights (1/5/2) and no-object weight 0.1.
 
 Both run in one process: training alternates in slices of a few seconds, each on its own clock
 (rendering the batch included, evaluation excluded), so load from elsewhere hits both alike. Both
@@ -21,6 +21,7 @@ steps to AP50 0.5, the final AP of each, and the time each needs to reach the ot
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
@@ -31,13 +32,14 @@ from types import SimpleNamespace
 import torch
 
 from benchmarks.common import environment
-from benchmarks.convergence_study import SPEC, budget_lr, held_out_set, time_to
+from benchmarks.convergence_study import SPEC, budget_lr, detection_loss, held_out_set, time_to
 from yolos import create_model
 from yolos.data.collate import collate_fn
 from yolos.data.synthetic import MAX_NUM_IMAGES, SyntheticShapes
 from yolos.evaluation.evaluate import evaluate
 from yolos.train.config import RECIPES
 from yolos.train.criterion import SetCriterion
+from yolos.train.extra_tokens import ExtraTokens
 from yolos.train.matcher import HungarianMatcher
 from yolos.train.optim import build_optimizer
 from yolos.train.recipe import prepare_scratch_model
@@ -142,17 +144,27 @@ def main(argv=None) -> int:
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=recipe["anchor_matching"])
     criterion = SetCriterion(k, matcher, eos_coef=0.1)
 
+    extra = None  # the recipe's training-only tokens (denoising sets), trained beside the model
+    if recipe["det_groups"] > 1 or recipe["denoising"]:
+        extra = ExtraTokens(ours.config, recipe["det_groups"], recipe["denoising"])
+    extra_steps = itertools.count()
+
     def loss_ours(x, targets):
-        return criterion({kk: v.float() for kk, v in ours(x).items()}, targets)["loss"]
+        loss = detection_loss(ours, criterion, extra, x, targets, (args.seed, next(extra_steps)))
+        return loss[0] if isinstance(loss, tuple) else loss
 
     def loss_theirs(x, targets):
         labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
         return theirs(pixel_values=x, labels=labels).loss
 
     opt_ours = build_optimizer(ours, lr=lr, weight_decay=WD)
+    ours_params = list(ours.parameters())
+    if extra is not None:
+        opt_ours.add_param_group({"params": list(extra.parameters()), "weight_decay": 0.0})
+        ours_params += list(extra.parameters())
     opt_theirs = torch.optim.AdamW(hf_param_groups(theirs), lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     contenders = [
-        Contender("yolos", ours, make_step(ours, opt_ours, loss_ours, list(ours.parameters()), schedule), ours),
+        Contender("yolos", ours, make_step(ours, opt_ours, loss_ours, ours_params, schedule), ours),
         Contender("transformers", theirs,
                   make_step(theirs, opt_theirs, loss_theirs, list(theirs.parameters()), schedule),
                   HFOutputs(theirs, k)),

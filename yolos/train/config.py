@@ -24,7 +24,7 @@ _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init"
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
-                    bf16=True, patch_size=16, anchor_matching=50.0),
+                    bf16=True, patch_size=16, anchor_matching=50.0, denoising=2),
     "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint",
                      ema=True, sizes_from_data=True),
 }
@@ -58,13 +58,14 @@ class TrainConfig:
     out: str = option("runs/train", "run directory (logs, checkpoints)")
     model: str = option("micro", "variant to build (yolos-ti, yolos-s, yolos-b, micro, ...)")
     recipe: str = option(
-        "paper", "paper: the original recipe (default; what the released models were trained with from DeiT). "
-        "scratch: for random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at "
-        "the data's priors, anchor matching, bf16 autocast, patch size 16. finetune: from a YOLOS checkpoint "
-        "(--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for the classes the "
-        "checkpoint shares by name and new rows at the data's priors, the checkpoint's anchor matching, input sizes "
-        "chosen from the data's image and object sizes, an EMA of the weights, bf16 autocast (see "
-        "docs/training.md). Options given explicitly win over the recipe's", choices=list(RECIPES))
+        "paper",
+        "paper: the original recipe (default; what the released models were trained with from DeiT). scratch: for"
+        " random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
+        "priors, anchor matching, 2 denoising sets (training only), bf16 autocast, patch size 16. finetune: from "
+        "a YOLOS checkpoint (--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for "
+        "the classes the checkpoint shares by name and new rows at the data's priors, the checkpoint's anchor "
+        "matching, input sizes chosen from the data's image and object sizes, an EMA of the weights, bf16 "
+        "autocast (see docs/training.md). Options given explicitly win over the recipe's", choices=list(RECIPES))
     init: str | None = option(None, "start from a YOLOS checkpoint (a file, a folder, a hub id, a variant name, or "
                               "'bundled') or a DeiT/ViT ImageNet checkpoint (backbone init). The class head keeps "
                               "the rows of the classes the checkpoint shares with the data by name (in the data's "
