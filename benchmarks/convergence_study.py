@@ -255,7 +255,7 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             next_eval += eval_every
     if save:
         model.save(save)
-    return {"name": name, "run": run, "curve": curve, "steps": step,
+    return {"name": name, "run": run, "seed": seed, "curve": curve, "steps": step,
             "budget_s" if not by_steps else "budget_steps": budget, "seconds": round(train_time, 1),
             "final_loss": tail_loss / max(tail_n, 1)}
 
@@ -289,11 +289,36 @@ def summary_table(results: list[dict]) -> str:
     for r in results:
         hit = time_to(r["curve"], 3, 0.5)
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
-        rows.append([r["name"], "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
+        rows.append([r["name"] + (f", seed {r['seed']}" if "seed" in r else ""), "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
                      f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
                      f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
                      f"({r['seconds']:.0f} s)"])
     return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "loss, last 10%", "steps", "budget"])
+
+
+def plot_curves(results: list[dict], path: str) -> None:
+    """Held-out AP against steps and against training seconds, one colour per run, one line
+    style per seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(dict.fromkeys(r["name"] for r in results))
+    for r in results:
+        colour, style = f"C{names.index(r['name'])}", ["-", "--", ":", "-."][r.get("seed", 0) % 4]
+        seconds, steps, ap = zip(*[(c[0], c[1], c[2]) for c in r["curve"]]) if r["curve"] else ((), (), ())
+        label = f"{r['name']} (seed {r.get('seed', 0)})"
+        axes[0].plot(steps, ap, style, color=colour, marker=".", label=label)
+        axes[1].plot(seconds, ap, style, color=colour, marker=".")
+    for ax, unit in zip(axes, ("optimizer steps", "training seconds")):
+        ax.set_xlabel(unit)
+        ax.set_ylabel("held-out AP")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -309,9 +334,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="append one JSON line per run here")
     p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
     p.add_argument("--table", default=None, help="print only the table of the runs in this JSON-lines file")
+    p.add_argument("--plot", default=None, help="with --table: also draw their curves into this PNG")
     args = p.parse_args(argv)
     if args.table:
-        print(summary_table([json.loads(ln) for ln in Path(args.table).read_text().splitlines() if ln.strip()]))
+        saved = [json.loads(ln) for ln in Path(args.table).read_text().splitlines() if ln.strip()]
+        print(summary_table(saved))
+        if args.plot:
+            plot_curves(saved, args.plot)
         return 0
     unknown = [r for r in args.runs if r not in RUNS]
     if unknown:

@@ -22,7 +22,10 @@ def test_the_convergence_study_counts_steps_with_the_extra_tokens(tmp_path, one_
                                    "--val-images", "4", "--out", str(out)]) == 0
     (row,) = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert row["steps"] == row["budget_steps"] == 4 and [p[1] for p in row["curve"]] == [2, 4]
-    assert row["run"]["det_groups"] == 3 and row["run"]["denoising"] == 2
+    assert row["run"]["det_groups"] == 3 and row["run"]["denoising"] == 2 and row["seed"] == 0
+    png = tmp_path / "curves.png"
+    assert convergence_study.main(["--table", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_scratch_against_transformers_study_runs(tmp_path, one_thread):
