@@ -289,7 +289,8 @@ def summary_table(results: list[dict]) -> str:
     for r in results:
         hit = time_to(r["curve"], 3, 0.5)
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
-        rows.append([r["name"] + (f", seed {r['seed']}" if "seed" in r else ""), "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
+        name = r["name"] + (f", seed {r['seed']}" if "seed" in r else "")
+        rows.append([name, "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
                      f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
                      f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
                      f"({r['seconds']:.0f} s)"])

@@ -11,6 +11,7 @@ turned into epochs from a short timed calibration run:
 * ``finetune``: ``--init CHECKPOINT --recipe finetune`` (new class rows at the data's prior,
   the checkpoint's anchor matching, lr 1e-3 with 50 warmup steps, an EMA of the weights
   evaluated, bf16 autocast); ``finetune-no-ema``: the same with ``--no-ema``;
+  ``finetune-denoising``: the same with ``--denoising 2`` (training-only denoising tokens);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
 * ``scratch``: ``--recipe scratch`` from random weights (36 [DET] tokens, as the bundled model).
 
@@ -22,6 +23,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune scratch --json docs/finetune_curves.json
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune --lr 1e-3   # another learning rate
     python -m benchmarks.finetune --contenders finetune finetune-no-ema --json docs/finetune_ema.json
+    python -m benchmarks.finetune --contenders finetune finetune-denoising --epochs 20 --seed 1 --threads 1
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ TASK = dict(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=
 CONTENDERS = {
     "finetune": dict(recipe="finetune", init=True),
     "finetune-no-ema": dict(recipe="finetune", init=True, ema=False),
+    "finetune-denoising": dict(recipe="finetune", init=True, denoising=2),
     "paper": dict(recipe="paper", init=True),
     "scratch": dict(recipe="scratch", init=False, num_det_tokens=36),
 }
@@ -62,12 +65,13 @@ def write_task(root: Path, val_images: int, batch: int, epoch_steps: int) -> Pat
 
 
 def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
-           lr: float | None = None) -> TrainConfig:
+           lr: float | None = None, seed: int = 1) -> TrainConfig:
     c = CONTENDERS[name]
     return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"], lr=lr, ema=c.get("ema"),
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
-                       eval_max_size=128, workers=0, eval_every=1, progress=False, seed=1)
+                       eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
+                       denoising=c.get("denoising"))
 
 
 def curve(out: Path) -> list[dict]:
@@ -82,12 +86,15 @@ def curve(out: Path) -> list[dict]:
 
 
 def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: int, epoch_steps: int,
-        lr: float | None = None) -> list[dict]:
-    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr), log=lambda *a: None)
+        lr: float | None = None, seed: int = 1, epochs: int | None = None) -> list[dict]:
+    if epochs:  # the same steps for every contender
+        return curve(Path(fit(config(name, data, root / name, init, epochs, batch, lr, seed),
+                              log=lambda *a: None)["out"]))
+    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed), log=lambda *a: None)
     rate = epoch_steps / curve(Path(calibration["out"]))[0]["seconds"]  # steps per training second
     epochs = max(1, math.floor(budget_s * rate / epoch_steps))
     print(f"{name}: {rate:.2f} steps/s in calibration -> {epochs} epochs of {epoch_steps} steps", flush=True)
-    summary = fit(config(name, data, root / name, init, epochs, batch, lr), log=lambda *a: None)
+    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed), log=lambda *a: None)
     return curve(Path(summary["out"]))
 
 
@@ -102,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", default=None, help="write the curves here")
     ap.add_argument("--lr", type=float, default=None, help="learning rate for every contender (default: its recipe's)")
+    ap.add_argument("--seed", type=int, default=1, help="the runs' seed (the data and held-out set stay the same)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="this many epochs of --epoch-steps for every contender instead of a time budget")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
@@ -113,7 +123,7 @@ def main(argv=None) -> int:
         for name in args.contenders:
             t0 = time.perf_counter()
             curves[name] = run(name, data, root, args.init, args.budget_minutes * 60, args.batch, args.epoch_steps,
-                               args.lr)
+                               args.lr, args.seed, args.epochs)
             print(f"{name}: done in {time.perf_counter() - t0:.0f} s wall (evaluations included)", flush=True)
     print(f"\n| run | steps | time to AP50 {TARGET_AP50} | final AP | final AP50 |\n|---|---|---|---|---|")
     reached = {}
@@ -128,7 +138,8 @@ def main(argv=None) -> int:
         bound = "" if reached["scratch"] else " at most (scratch never got there)"
         print(f"\nfine-tuning needs {reached['finetune'] / scratch:.2f}x the scratch recipe's time{bound}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"task": TASK, "budget_minutes": args.budget_minutes,
+        Path(args.json).write_text(json.dumps({"task": TASK, "budget_minutes": args.budget_minutes, "seed": args.seed,
+                                               "epochs": args.epochs,
                                                "environment": environment(), "curves": curves}, indent=1))
     return 0
 
