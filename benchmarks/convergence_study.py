@@ -11,6 +11,7 @@ linear warmup and then a cosine to zero over the time budget.
 
     python -m benchmarks.convergence_study --budget-seconds 180 --threads 1 --out study.jsonl
     python -m benchmarks.convergence_study --table docs/convergence_study.jsonl   # the table of saved runs
+    python -m benchmarks.convergence_study --table runs.jsonl --targets 0.5 0.9 --plot curves.png
     python -m benchmarks.convergence_study --runs "scratch recipe" --budget-seconds 60
     python -m benchmarks.convergence_study --runs "scratch, anchor matching 50" --budget-steps 2000
 
@@ -19,8 +20,8 @@ steps, an evaluation every eighth of them): curves then do not depend on load fr
 the wall time each run took is still recorded beside every evaluation.
 
 Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
-(interpolated between evaluations), the final AP / AP50, the training loss over the last 10% of
-the budget, the steps done and the budget of each run.
+(or to each of ``--targets``; interpolated between evaluations), the final AP / AP50, the
+training loss over the last 10% of the budget, the steps done and the budget of each run.
 """
 from __future__ import annotations
 
@@ -284,17 +285,20 @@ def time_to(curve, key_index: int, target: float):
     return None
 
 
-def summary_table(results: list[dict]) -> str:
+def summary_table(results: list[dict], targets: tuple[float, ...] = (0.5,)) -> str:
+    """One row per run: seconds and steps to each AP50 in ``targets`` ("never" when the run did not
+    get there), the final AP / AP50, the loss over the last 10% and the budget."""
     rows = []
     for r in results:
-        hit = time_to(r["curve"], 3, 0.5)
+        hits = [time_to(r["curve"], 3, t) for t in targets]
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
         name = r["name"] + (f", seed {r['seed']}" if "seed" in r else "")
-        rows.append([name, "never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps",
+        rows.append([name, *("never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps" for hit in hits),
                      f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
                      f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
                      f"({r['seconds']:.0f} s)"])
-    return table(rows, ["run", "to AP50 0.5", "final AP", "final AP50", "loss, last 10%", "steps", "budget"])
+    return table(rows, ["run", *(f"to AP50 {t:g}" for t in targets), "final AP", "final AP50", "loss, last 10%",
+                        "steps", "budget"])
 
 
 def plot_curves(results: list[dict], path: str) -> None:
@@ -336,10 +340,12 @@ def main(argv=None) -> int:
     p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
     p.add_argument("--table", default=None, help="print only the table of the runs in this JSON-lines file")
     p.add_argument("--plot", default=None, help="with --table: also draw their curves into this PNG")
+    p.add_argument("--targets", nargs="+", type=float, default=[0.5],
+                   help="the table's columns: seconds and steps to each of these held-out AP50s")
     args = p.parse_args(argv)
     if args.table:
         saved = [json.loads(ln) for ln in Path(args.table).read_text().splitlines() if ln.strip()]
-        print(summary_table(saved))
+        print(summary_table(saved, tuple(args.targets)))
         if args.plot:
             plot_curves(saved, args.plot)
         return 0
@@ -365,7 +371,7 @@ def main(argv=None) -> int:
             with open(args.out, "a") as f:
                 f.write(json.dumps(result) + "\n")
     print()
-    print(summary_table(results))
+    print(summary_table(results, tuple(args.targets)))
     return 0
 
 

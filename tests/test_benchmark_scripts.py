@@ -33,3 +33,17 @@ def test_the_scratch_against_transformers_study_runs(tmp_path, one_thread):
     assert train_synthetic.main(["--budget-minutes", "0.04", "--val-images", "4", "--batch-size", "4",
                                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())
+
+
+def test_the_study_table_interpolates_the_steps_to_each_target(tmp_path, capsys):
+    """Curves made by hand: AP50 0.4 at 100 steps (10 s) and 0.8 at 200 steps (30 s), so 0.5 is
+    reached a quarter of the way between them (15 s, 125 steps); 0.9 never."""
+    row = {"name": "hand", "seed": 3, "curve": [[10.0, 100, 0.2, 0.4], [30.0, 200, 0.5, 0.8]], "steps": 200,
+           "budget_steps": 200, "seconds": 30.0, "final_loss": 1.0}
+    out = tmp_path / "runs.jsonl"
+    out.write_text(json.dumps(row) + "\n")
+    assert convergence_study.main(["--table", str(out), "--targets", "0.5", "0.9"]) == 0
+    header, _, line = capsys.readouterr().out.strip().splitlines()
+    assert "to AP50 0.5" in header and "to AP50 0.9" in header
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:5] == ["hand, seed 3", "15 s / 125 steps", "never", "0.5000", "0.8000"]
