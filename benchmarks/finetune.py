@@ -115,7 +115,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
-    print(f"task: {TASK}; budget {args.budget_minutes:g} min each; pretrained: {args.init}", flush=True)
+    budget = (f"{args.epochs} epochs of {args.epoch_steps} steps" if args.epochs
+              else f"{args.budget_minutes:g} min of training")
+    print(f"task: {TASK}; each contender: {budget}; pretrained: {args.init}", flush=True)
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
