@@ -313,7 +313,7 @@ def plot_curves(results: list[dict], path: str) -> None:
     for r in results:
         colour, style = f"C{names.index(r['name'])}", ["-", "--", ":", "-."][r.get("seed", 0) % 4]
         seconds, steps, ap = zip(*[(c[0], c[1], c[2]) for c in r["curve"]]) if r["curve"] else ((), (), ())
-        label = f"{r['name']} (seed {r.get('seed', 0)})"
+        label = r["name"] + (f" (seed {r['seed']})" if "seed" in r else "")  # older rows name their seed
         axes[0].plot(steps, ap, style, color=colour, marker=".", label=label)
         axes[1].plot(seconds, ap, style, color=colour, marker=".")
     for ax, unit in zip(axes, ("optimizer steps", "training seconds")):
