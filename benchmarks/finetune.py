@@ -23,7 +23,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune scratch --json docs/finetune_curves.json
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune --lr 1e-3   # another learning rate
     python -m benchmarks.finetune --contenders finetune finetune-no-ema --json docs/finetune_ema.json
-    python -m benchmarks.finetune --contenders finetune finetune-denoising --epochs 20 --seed 1 --threads 1
+    python -m benchmarks.finetune --contenders finetune finetune-denoising --epochs 16 --epoch-steps 150 --seed 1
 """
 from __future__ import annotations
 
