@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_a_time_budget_ends_with_a_final_evaluation(data, tmp_path):
     assert summary["stopped"] and "time budget 3s reached" in summary["stopped"]
     rows = [json.loads(ln) for ln in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if r.get("type") == "epoch"]
-    assert 1 <= len(epochs) < 200 and epochs[-1]["val"] is not None
+    ended_in = int(re.search(r"after epoch (\d+)", summary["stopped"]).group(1))  # 1-based, as logged
+    assert 1 <= ended_in < 200 and len(epochs) == ended_in and epochs[-1]["val"] is not None
     assert all(r["val"] is None for r in epochs[:-1])
     state = torch.load(tmp_path / "t" / "state.pt", weights_only=True)
     assert state["global_step"] == summary["global_step"]
