@@ -54,7 +54,7 @@ BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, b
                 patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
                 anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
                 curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0, class_loss="ce",
-                det_groups=1, denoising=0)
+                det_groups=1, denoising=0, iou_power=1.0)
 # The scratch inits; `yolos train --recipe scratch` (yolos.train.recipe.RECIPES["scratch"]) is
 # this plus anchor matching 50, the lever that left the plateau.
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
@@ -118,6 +118,10 @@ RUNS: dict[str, dict] = {
     "scratch, anchor matching 50, denoising 2": dict(SCRATCH, anchor_matching=50.0, denoising=2),
     "scratch, anchor matching 50, 3 groups, denoising 2": dict(SCRATCH, anchor_matching=50.0, det_groups=3,
                                                                denoising=2),
+    "scratch, anchor matching 50, denoising 2, IoU^0.25 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
+                                                                          class_loss="iou", iou_power=0.25),
+    "scratch, anchor matching 50, denoising 2, IoU^0.5 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
+                                                                         class_loss="iou", iou_power=0.5),
 }
 
 
@@ -194,7 +198,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
     model = build_model(run, seed).train()
     k = model.config.num_classes
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=run.get("anchor_matching", 0.0))
-    criterion = SetCriterion(k, matcher, eos_coef=0.1, class_loss=run.get("class_loss", "ce"))
+    criterion = SetCriterion(k, matcher, eos_coef=0.1, class_loss=run.get("class_loss", "ce"),
+                             iou_power=run.get("iou_power", 1.0))
     pretrain_head = torch.nn.Linear(run["width"], k + 1) if run["pretrain"] else None
     extra = None
     if run.get("det_groups", 1) > 1 or run.get("denoising", 0):  # training-only tokens (issue 29)

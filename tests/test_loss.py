@@ -210,3 +210,24 @@ def test_iou_aware_class_loss_by_hand():
     assert torch.allclose(criterion(exact, targets)["loss_ce"], hard(exact, targets)["loss_ce"], atol=1e-6)
     with pytest.raises(ValueError, match="class_loss"):
         SetCriterion(2, class_loss="focal")
+
+
+def test_iou_aware_class_loss_power_by_hand():
+    """iou_power p: the matched token's class share is q^p (q = 0.5, p = 0.25: 0.841), no-object the
+    rest; p must be above 0, and the config refuses it without the IoU-aware loss, where it would do nothing."""
+    from yolos.train.config import TrainConfig
+
+    logits = torch.tensor([[[1.0, -0.5, 0.3], [0.2, 0.1, 2.0]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.1, 0.1, 0.05, 0.05]]])
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}]
+    got = SetCriterion(2, eos_coef=0.25, class_loss="iou", iou_power=0.25)(
+        {"logits": logits, "pred_boxes": boxes}, targets)["loss_ce"]
+    logp = torch.log_softmax(logits, -1)[0]
+    share = 0.5 ** 0.25
+    want = (-(share * logp[0, 0] + (1 - share) * logp[0, 2]) - 0.25 * logp[1, 2]) / (1 + 0.25)
+    assert torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="iou_power"):
+        SetCriterion(2, class_loss="iou", iou_power=0.0)
+    with pytest.raises(ValueError, match="--iou-power: only with --class-loss iou"):
+        TrainConfig(data="d.yaml", iou_power=0.5)
+    assert TrainConfig(data="d.yaml", class_loss="iou", iou_power=0.5).iou_power == 0.5

@@ -141,6 +141,9 @@ class TrainConfig:
                              "[DET] token's target is its object's class with probability the IoU of its box, "
                              "no object with the rest; training only, the model is unchanged)",
                              choices=CLASS_LOSSES)
+    iou_power: float = option(1.0, "with --class-loss iou: the class's share of a matched token's target is "
+                              "IoU^P; P < 1 keeps it high while boxes still fit poorly", validate.positive_float,
+                              metavar="P")
     det_groups: int | None = option(
         None, "training only: K sets of [DET] tokens, each matched one-to-one to the objects and masked from the "
         "others (Group DETR); the model's own set is the one kept, inference and export are unchanged (default: "
@@ -180,6 +183,8 @@ class TrainConfig:
                 object.__setattr__(self, f.name, check(value, name))
             elif f.type in ("bool", "bool | None") and not isinstance(value, bool):
                 raise ValueError(f"{name}: expected true or false, got {value!r}")
+        if self.iou_power != 1.0 and self.class_loss != "iou":  # it would change nothing, silently
+            raise ValueError(f"--iou-power: only with --class-loss iou (got --class-loss {self.class_loss})")
 
     def resolved(self, variant, init_config=None, data_sizes=None) -> TrainConfig:
         """The config a run trains with: every option left unset (None) filled in from the

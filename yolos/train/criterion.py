@@ -11,7 +11,9 @@ With ``indices`` from the Hungarian matcher:
   YOLOS's no-object class allows): a matched token's target is a distribution, its object's class
   with probability q = IoU of its box with the object's (no gradient through q) and no-object
   with 1 - q, so a score learns to say how well its box fits (Stable-DINO, DEIM, VFL use the same
-  idea with sigmoid scores); unmatched tokens and the weights are as in ``loss_ce``;
+  idea with sigmoid scores); unmatched tokens and the weights are as in ``loss_ce``. With
+  ``iou_power`` p < 1 the class's share is q^p instead (Stable-DINO's and DEIM's power of the
+  IoU): still a strong positive target while the boxes fit poorly early in training;
 * logged only (no gradient): ``class_error`` (100 - top-1 accuracy of matched predictions, %)
   and ``cardinality_error`` (mean |#non-no-object predictions - #targets|).
 
@@ -55,11 +57,14 @@ def loss_normalizers(targets: list[dict], num_tokens: int, eos_coef: float, devi
 class SetCriterion(nn.Module):
     def __init__(self, num_classes: int, matcher: HungarianMatcher | None = None,
                  eos_coef: float = 0.1, weight_ce: float = 1.0, weight_bbox: float = 5.0,
-                 weight_giou: float = 2.0, class_loss: str = "ce"):
+                 weight_giou: float = 2.0, class_loss: str = "ce", iou_power: float = 1.0):
         super().__init__()
         if class_loss not in CLASS_LOSSES:
             raise ValueError(f"class_loss: expected one of {', '.join(CLASS_LOSSES)}, got {class_loss!r}")
+        if not iou_power > 0:
+            raise ValueError(f"iou_power: expected a number above 0, got {iou_power!r}")
         self.class_loss = class_loss
+        self.iou_power = iou_power
         self.num_classes = num_classes
         self.matcher = matcher if matcher is not None else HungarianMatcher()
         self.eos_coef = eos_coef
@@ -108,7 +113,7 @@ class SetCriterion(nn.Module):
             giou, iou = generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None],
                                             cxcywh_to_xyxy(tgt_boxes)[:, None], with_iou=True)
             loss_giou = (1 - giou.reshape(-1)).sum() / num_boxes
-            quality = iou.reshape(-1).detach().clamp(0, 1) if self.class_loss == "iou" else None
+            quality = iou.reshape(-1).detach().clamp(0, 1) ** self.iou_power if self.class_loss == "iou" else None
             loss_ce = self._class_loss(logits32, target_classes, (batch_idx, pred_idx), quality) \
                 / normalizers["class_weight"]
 
