@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import validate
 from ..box_ops import cxcywh_to_xyxy, generalized_box_iou
 from .config import CLASS_LOSSES
 from .matcher import HungarianMatcher
@@ -61,10 +62,8 @@ class SetCriterion(nn.Module):
         super().__init__()
         if class_loss not in CLASS_LOSSES:
             raise ValueError(f"class_loss: expected one of {', '.join(CLASS_LOSSES)}, got {class_loss!r}")
-        if not iou_power > 0:
-            raise ValueError(f"iou_power: expected a number above 0, got {iou_power!r}")
         self.class_loss = class_loss
-        self.iou_power = iou_power
+        self.iou_power = validate.positive_float(iou_power, "iou_power")
         self.num_classes = num_classes
         self.matcher = matcher if matcher is not None else HungarianMatcher()
         self.eos_coef = eos_coef
