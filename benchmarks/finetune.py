@@ -10,8 +10,10 @@ turned into epochs from a short timed calibration run:
 
 * ``finetune``: ``--init CHECKPOINT --recipe finetune`` (new class rows at the data's prior,
   the checkpoint's anchor matching, lr 1e-3 with 50 warmup steps, an EMA of the weights
-  evaluated, bf16 autocast); ``finetune-no-ema``: the same with ``--no-ema``;
+  evaluated, bf16 autocast where it is faster); ``finetune-no-ema``: the same with ``--no-ema``;
   ``finetune-denoising``: the same with ``--denoising 2`` (training-only denoising tokens);
+  ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
+  times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
 * ``scratch``: ``--recipe scratch`` from random weights (36 [DET] tokens, as the bundled model).
 
@@ -24,6 +26,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --budget-minutes 10 --contenders finetune --lr 1e-3   # another learning rate
     python -m benchmarks.finetune --contenders finetune finetune-no-ema --json docs/finetune_ema.json
     python -m benchmarks.finetune --contenders finetune finetune-denoising --epochs 16 --epoch-steps 150 --seed 1
+    python -m benchmarks.finetune --contenders finetune-bf16 finetune-fp32 --epochs 10   # autocast's cost
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ CONTENDERS = {
     "finetune": dict(recipe="finetune", init=True),
     "finetune-no-ema": dict(recipe="finetune", init=True, ema=False),
     "finetune-denoising": dict(recipe="finetune", init=True, denoising=2),
+    "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
+    "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
     "paper": dict(recipe="paper", init=True),
     "scratch": dict(recipe="scratch", init=False, num_det_tokens=36),
 }
@@ -71,7 +76,7 @@ def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
-                       denoising=c.get("denoising"))
+                       denoising=c.get("denoising"), bf16=c.get("bf16"))
 
 
 def curve(out: Path) -> list[dict]:

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,7 @@ def test_patience_stops_when_ap_stops_improving(data, tmp_path, capsys):
 
 def test_a_time_budget_ends_with_a_final_evaluation(data, tmp_path):
     # eval_every beyond the run: no epoch is an evaluation epoch, so the one evaluation is the budget's
+    called = time.time()
     summary = fit(_cfg(data, tmp_path / "t", epochs=200, eval_every=1000, time="3s"))
     assert summary["stopped"] and "time budget 3s reached" in summary["stopped"]
     rows = [json.loads(ln) for ln in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]
@@ -96,6 +98,12 @@ def test_a_time_budget_ends_with_a_final_evaluation(data, tmp_path):
     ended_in = int(re.search(r"after epoch (\d+)", summary["stopped"]).group(1))  # 1-based, as logged
     assert 1 <= ended_in < 200 and len(epochs) == ended_in and epochs[-1]["val"] is not None
     assert all(r["val"] is None for r in epochs[:-1])
+    # The log's own clock, not the stop message: the run went on while another epoch fitted in 3 s
+    # (the epoch before the last ended within 3 s of the first, which began after the budget's start),
+    # and stopped only when the next would not (time spent by the stop, plus one more epoch, reaches 3 s).
+    assert len(epochs) >= 2, "a tiny epoch takes well under a second"
+    assert epochs[-2]["time"] - epochs[0]["time"] < 3.0 + 0.5
+    assert (epochs[-1]["time"] - called) + (epochs[-1]["time"] - epochs[-2]["time"]) >= 3.0
     state = torch.load(tmp_path / "t" / "state.pt", weights_only=True)
     assert state["global_step"] == summary["global_step"]
     # a resumed run continues from there, within its own new budget

@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from .. import defaults, validate
 
 # What each recipe sets for options left unset. ``paper`` is the original recipe (and the values
-# every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with.
+# every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with;
+# "auto": left unset by resolved() and decided when the run starts (bf16: yolos.train.autocast).
 _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False, "anchors": False,
           "anchor_matching": 0.0, "ema": False, "sizes_from_data": False, "det_groups": 1, "denoising": 0}
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
-                    bf16=True, patch_size=16, anchor_matching=50.0, denoising=2),
-    "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16=True, anchor_matching="checkpoint",
+                    bf16="auto", patch_size=16, anchor_matching=50.0, denoising=2),
+    "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16="auto", anchor_matching="checkpoint",
                      ema=True, sizes_from_data=True),
 }
 
@@ -61,11 +62,12 @@ class TrainConfig:
         "paper",
         "paper: the original recipe (default; what the released models were trained with from DeiT). scratch: for"
         " random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
-        "priors, anchor matching, 2 denoising sets (training only), bf16 autocast, patch size 16. finetune: from "
+        "priors, anchor matching, 2 denoising sets (training only), bf16 autocast where it is faster, patch size 16. "
+        "finetune: from "
         "a YOLOS checkpoint (--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for "
         "the classes the checkpoint shares by name and new rows at the data's priors, the checkpoint's anchor "
         "matching, input sizes chosen from the data's image and object sizes, an EMA of the weights, bf16 "
-        "autocast (see docs/training.md). Options given explicitly win over the recipe's", choices=list(RECIPES))
+        "autocast where it is faster (see docs/training.md). Options given explicitly win over the recipe's", choices=list(RECIPES))
     init: str | None = option(None, "start from a YOLOS checkpoint (a file, a folder, a hub id, a variant name, or "
                               "'bundled') or a DeiT/ViT ImageNet checkpoint (backbone init). The class head keeps "
                               "the rows of the classes the checkpoint shares with the data by name (in the data's "
@@ -103,8 +105,9 @@ class TrainConfig:
     warmup_lr: float = option(1e-6, "learning rate at the start of --warmup-epochs", validate.non_negative_float)
     warmup_steps: int | None = option(None, "linear warmup over N optimizer steps (default: the recipe's; "
                                       "paper 0)", validate.non_negative_int)
-    bf16: bool | None = option(None, "bfloat16 autocast (loss and matching stay fp32; default: the recipe's, "
-                               "paper off)")
+    bf16: bool | None = option(None, "bfloat16 autocast (loss and matching stay fp32; default: the recipe's: "
+                               "paper off; scratch and finetune time one step each way when the run starts and "
+                               "keep bf16 if it is faster)")
     grad_checkpointing: bool = option(False, "recompute blocks in backward (saves memory)")
     detach_det_tokens: bool = option(False, "keep the [DET] tokens at their random init (paper, Table 7)")
     device: str | None = option(None, "cpu, cuda, cuda:1 (default: cuda if available)")
@@ -198,6 +201,8 @@ class TrainConfig:
         changes = {}
         for key, value in RECIPES[self.recipe].items():
             if getattr(self, key) is None:
+                if value == "auto":  # decided when the run starts, from its own model and data
+                    continue
                 if value == "checkpoint":
                     value = float(getattr(init_config, key, 0.0) or 0.0)
                 changes[key] = value

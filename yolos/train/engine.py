@@ -58,7 +58,7 @@ def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
 
 
 
-def _accumulate_gradients(parts: StepParts, group: list, where: str, step_seed: tuple) -> dict[str, float]:
+def accumulate_gradients(parts: StepParts, group: list, where: str, step_seed: tuple) -> dict[str, float]:
     """Forward and backward over the micro-batches of one optimizer step, with the loss
     normalizers of all of them (so their losses add up to the loss of one batch of them all);
     returns the step's summed losses and mean error rates. With training-only extra tokens
@@ -147,7 +147,7 @@ def train_one_epoch(
         lr = schedule.apply(optimizer, epoch, global_step)
         group = [(pixels.to(device, non_blocking=True), move_targets(targets, device)) for pixels, targets in group]
         optimizer.zero_grad(set_to_none=True)
-        values = _accumulate_gradients(parts, group, f"epoch {epoch}, step {step} (global step {global_step})",
+        values = accumulate_gradients(parts, group, f"epoch {epoch}, step {step} (global step {global_step})",
                                        (*parts.seed, global_step))
         if parts.clip_max_norm and parts.clip_max_norm > 0:
             trained = list(model.parameters()) + (list(parts.extra.parameters()) if parts.extra is not None else [])

@@ -46,10 +46,11 @@ from .console import StepReporter
 from .criterion import SetCriterion
 from .data_order import ResumableSampler, SeededDataset
 from .ema import ModelEMA
-from .engine import NonFiniteLossError, StepParts, train_one_epoch
+from .engine import NonFiniteLossError, StepParts, move_targets, train_one_epoch
 from .extra_tokens import ExtraTokens, extra_tokens_for
 from .matcher import HungarianMatcher
 from .optim import LRSchedule, build_optimizer
+from .autocast import choose_bf16
 from .runlog import RunLog
 
 STATE_FILE = "state.pt"
@@ -217,6 +218,13 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
                                rank=di.rank, seed=cfg.seed, shuffle=True)
     loader = DataLoader(seeded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn,
                         num_workers=cfg.workers, drop_last=sampler.drop_last, pin_memory=di.device.type == "cuda")
+    if cfg.bf16 is None:  # the recipe's "auto": time one step each way on the first batch
+        first = collate_fn([seeded[i] for i in range(min(cfg.batch_size, len(seeded)))])
+        group = [(first[0].to(di.device), move_targets(first[1], di.device))]
+        use, why = choose_bf16(StepParts(net, criterion, optimizer, schedule, di.device, extra=extra,
+                                         seed=(cfg.seed, di.rank)), group)
+        say(why)
+        cfg = dataclasses.replace(cfg, bf16=use)
     parts = dict(model=model, optimizer=optimizer, scheduler=schedule, config=cfg.to_dict(), ema=ema,
                  extra_tokens=extra)
     progress = Progress(out, parts, di.is_main, not di.distributed, say)
