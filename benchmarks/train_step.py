@@ -2,7 +2,12 @@
 YolosForObjectDetection with its own loss (``labels=``), identical weights and batch, same process,
 alternating, medians. Also checks that the two losses agree.
 
+With ``--autocast``: our training step (``yolos.train.engine.accumulate_gradients``: forward, set
+loss with matching, backward) in fp32 against bf16 autocast, the two timings the recipes' bf16
+choice (``yolos.train.autocast``) makes at the start of a run.
+
     python -m benchmarks.train_step [--cases ti micro] [--repeats 5]
+    python -m benchmarks.train_step --autocast --cases ti micro-b32 --repeats 7
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from benchmarks.common import environment, model_pair, table, time_alternating
 CASES = {
     "ti": ("yolos-ti", 512, 672, 2),
     "micro": ("micro", 128, 128, 8),
+    "micro-b32": ("micro", 128, 128, 32),  # the fine-tune benchmark's step
 }
 
 
@@ -69,15 +75,50 @@ def run_case(key, repeats):
     return f"{variant} {h}x{w} b{batch}", times, losses, grad_diff
 
 
+def autocast_case(key, repeats):
+    """Median seconds of our training step in fp32 and under bf16 autocast, alternating."""
+    from yolos import create_model
+    from yolos.train.criterion import SetCriterion
+    from yolos.train.engine import StepParts, accumulate_gradients
+    from yolos.train.matcher import HungarianMatcher
+    from yolos.train.optim import LRSchedule, build_optimizer
+
+    variant, h, w, batch = CASES[key]
+    model = create_model(variant).train()
+    criterion = SetCriterion(model.config.num_classes, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2))
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-4)
+    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(1))
+    group = [(x, make_targets(batch, model.config.num_classes))]
+
+    def step(bf16):
+        parts = StepParts(model, criterion, optimizer, LRSchedule(1e-4, 1, 1e-7, 0, 1e-6, 0), torch.device("cpu"),
+                          bf16=bf16)
+
+        def call():
+            optimizer.zero_grad(set_to_none=True)
+            accumulate_gradients(parts, group, "benchmark", (0, 0, 0))
+        return call
+
+    return f"{variant} {h}x{w} b{batch}", time_alternating({"fp32": step(False), "bf16": step(True)},
+                                                           repeats=repeats, warmup=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--autocast", action="store_true", help="our step in fp32 against bf16 autocast")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(environment())
     rows = []
+    if args.autocast:
+        for key in args.cases:
+            case, t = autocast_case(key, args.repeats)
+            rows.append([case, f"{t['fp32']:.3f}", f"{t['bf16']:.3f}", f"{t['fp32'] / t['bf16']:.2f}x"])
+        print(table(rows, ["case", "fp32 s/step", "bf16 autocast s/step", "bf16 speed-up"]))
+        return
     for key in args.cases:
         case, t, losses, grad_diff = run_case(key, args.repeats)
         peer = min(("hf-sdpa", "hf-eager"), key=t.get)
