@@ -90,16 +90,22 @@ def curve(out: Path) -> list[dict]:
     return points
 
 
+def _autocast_line(name: str):
+    """A log function that prints only the run's timed bf16 choice (the recipes' ``bf16`` "auto")."""
+    return lambda line, *a: print(f"{name}: {line}", flush=True) if str(line).startswith("bf16 autocast") else None
+
+
 def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: int, epoch_steps: int,
         lr: float | None = None, seed: int = 1, epochs: int | None = None) -> list[dict]:
     if epochs:  # the same steps for every contender
         return curve(Path(fit(config(name, data, root / name, init, epochs, batch, lr, seed),
-                              log=lambda *a: None)["out"]))
-    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed), log=lambda *a: None)
+                              log=_autocast_line(name))["out"]))
+    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed),
+                      log=_autocast_line(f"{name} (calibration)"))
     rate = epoch_steps / curve(Path(calibration["out"]))[0]["seconds"]  # steps per training second
     epochs = max(1, math.floor(budget_s * rate / epoch_steps))
     print(f"{name}: {rate:.2f} steps/s in calibration -> {epochs} epochs of {epoch_steps} steps", flush=True)
-    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed), log=lambda *a: None)
+    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed), log=_autocast_line(name))
     return curve(Path(summary["out"]))
 
 

@@ -7,8 +7,8 @@ import torch
 from test_train_loop import TINY, make_shapes, tiny_config
 
 from yolos.data.collate import collate_fn
-from yolos.data.synthetic import SyntheticShapes
 from yolos.data.shapes import ShapesSpec
+from yolos.data.synthetic import SyntheticShapes
 from yolos.model import create_model
 from yolos.train import autocast
 from yolos.train.criterion import SetCriterion

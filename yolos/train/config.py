@@ -67,7 +67,8 @@ class TrainConfig:
         "a YOLOS checkpoint (--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for "
         "the classes the checkpoint shares by name and new rows at the data's priors, the checkpoint's anchor "
         "matching, input sizes chosen from the data's image and object sizes, an EMA of the weights, bf16 "
-        "autocast where it is faster (see docs/training.md). Options given explicitly win over the recipe's", choices=list(RECIPES))
+        "autocast where it is faster (see docs/training.md). Options given explicitly win over the recipe's",
+        choices=list(RECIPES))
     init: str | None = option(None, "start from a YOLOS checkpoint (a file, a folder, a hub id, a variant name, or "
                               "'bundled') or a DeiT/ViT ImageNet checkpoint (backbone init). The class head keeps "
                               "the rows of the classes the checkpoint shares with the data by name (in the data's "

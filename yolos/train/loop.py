@@ -39,6 +39,7 @@ from ..files import remove_stale_temporaries
 from ..model import get_variant
 from ..model.variants import input_size
 from ..run_dir import run_dir
+from .autocast import choose_bf16
 from .builders import build_datasets, data_sizes, prepare_model, set_transforms, starting_model
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
@@ -50,7 +51,6 @@ from .engine import NonFiniteLossError, StepParts, move_targets, train_one_epoch
 from .extra_tokens import ExtraTokens, extra_tokens_for
 from .matcher import HungarianMatcher
 from .optim import LRSchedule, build_optimizer
-from .autocast import choose_bf16
 from .runlog import RunLog
 
 STATE_FILE = "state.pt"
