@@ -68,6 +68,13 @@ def test_seeded_dataset_is_a_function_of_epoch_and_index():
     assert torch.equal(ds[4], first) and not torch.equal(ds[1], first)
     ds.epoch = 1
     assert not torch.equal(ds[4], first)
+    # item i of epoch e draws the CPU stream seeded by (seed, e, i) as SeededDataset documents
+    ds.epoch = 0
+    s = (1 * 1_000_003 + 0 * 10_007 + 4) % 2**31
+    assert torch.equal(first, torch.rand(2, generator=torch.Generator().manual_seed(s)))
+    before = torch.get_rng_state()
+    ds[2]
+    assert torch.equal(torch.get_rng_state(), before)  # and leaves the global stream as it was
 
 
 def test_fit_writes_logs_checkpoints_and_learns(tmp_path):

@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageDraw
 
 CLASSIC_SHAPES = ("square", "circle", "triangle")
 SHAPES = CLASSIC_SHAPES + ("star", "cross", "ring")
@@ -200,8 +201,12 @@ def shape_mask(shape: str, s: int, rng) -> np.ndarray:
 def outline_of(mask: np.ndarray, width: int) -> np.ndarray:
     """The pixels of ``mask`` within ``width`` pixels of its edge (the shape drawn as a stroke;
     its extent, so its box, is the filled shape's)."""
-    image = Image.fromarray(np.pad(mask, width).astype(np.uint8) * 255)
-    inner = np.asarray(image.filter(ImageFilter.MinFilter(2 * width + 1)))[width:-width, width:-width] > 0
+    # Erosion by a (2w+1)-square, outside the mask counting as empty: a min over rows, then
+    # over columns (separable; the same pixels as PIL's MinFilter, 7x faster at 64 px).
+    window = 2 * width + 1
+    padded = np.pad(mask, width)
+    rows = sliding_window_view(padded, window, axis=1).all(-1)
+    inner = sliding_window_view(rows, window, axis=0).all(-1)
     return mask & ~inner
 
 
@@ -215,7 +220,7 @@ def render_shapes(rng: np.random.Generator, spec: ShapesSpec) -> tuple[np.ndarra
     lo, hi = spec.size_range
     varied = spec.look == "varied"
     canvas = _varied_background(rng, size) if varied else _classic_background(rng, size)
-    bg_mean = canvas.reshape(-1, 3).mean(0)
+    bg_mean = None if varied else canvas.reshape(-1, 3).mean(0)  # the classic colours' reference
     occupied = np.zeros((size, size), dtype=bool)
     objects = []
     for _ in range(int(rng.integers(spec.min_objects, spec.max_objects + 1))):
@@ -248,8 +253,12 @@ def render_shapes(rng: np.random.Generator, spec: ShapesSpec) -> tuple[np.ndarra
         bw, bh = x0 + int(xs.max()) + 1 - bx, y0 + int(ys.max()) + 1 - by
         objects.append({"bbox": [bx, by, bw, bh], "category_id": shape_index + 1, "area": int(mask.sum())})
     if varied and rng.uniform() < 0.5:  # sensor noise over everything
-        canvas = canvas + rng.uniform(2, 8) * rng.standard_normal(canvas.shape, dtype=np.float32)
-    return np.clip(canvas, 0, 255).round().astype(np.uint8), objects
+        scale = rng.uniform(2, 8)
+        noise = rng.standard_normal(canvas.shape, dtype=np.float32)
+        noise *= scale  # in place: the same float32 products as scale * noise, without temporaries
+        canvas += noise
+    np.clip(canvas, 0, 255, out=canvas)
+    return np.rint(canvas, out=canvas).astype(np.uint8), objects
 
 
 __all__ = ["ShapesSpec", "render_shapes", "shape_mask", "outline_of", "SHAPES", "CLASSIC_SHAPES", "LOOKS",
