@@ -5,6 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,16 @@ def test_outline_matches_pil_erosion():
                 eroded = np.asarray(padded.filter(ImageFilter.MinFilter(2 * width + 1)))
                 expected = mask & ~(eroded[width:-width, width:-width] > 0)
                 assert np.array_equal(outline_of(mask, width), expected), (shape, side, width)
+
+
+def test_train_data_benchmark_prints_every_stage():
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "benchmarks.train_data", "--images", "32", "--repeats", "1",
+                          "--threads", "1"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in run.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| stage")}
+    assert set(rows) == {"render", "item", "seeded item", "batch"} and all(v > 0 for v in rows.values())
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.train_data", "--images", "20"], cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--images" in bad.stderr.strip().splitlines()[-1]
