@@ -344,13 +344,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="append one JSON line per run here")
     p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
-    p.add_argument("--table", default=None, help="print only the table of the runs in this JSON-lines file")
+    p.add_argument("--table", nargs="+", default=None,
+                   help="print only the table of the runs in these JSON-lines files (in order)")
     p.add_argument("--plot", default=None, help="with --table: also draw their curves into this PNG")
     p.add_argument("--targets", nargs="+", type=float, default=[0.5],
                    help="the table's columns: seconds and steps to each of these held-out AP50s")
     args = p.parse_args(argv)
     if args.table:
-        saved = [json.loads(ln) for ln in Path(args.table).read_text().splitlines() if ln.strip()]
+        saved = [json.loads(ln) for f in args.table for ln in Path(f).read_text().splitlines() if ln.strip()]
         print(summary_table(saved, tuple(args.targets)))
         if args.plot:
             plot_curves(saved, args.plot)

@@ -47,3 +47,17 @@ def test_the_study_table_interpolates_the_steps_to_each_target(tmp_path, capsys)
     assert "to AP50 0.5" in header and "to AP50 0.9" in header
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:5] == ["hand, seed 3", "15 s / 125 steps", "never", "0.5000", "0.8000"]
+
+
+def test_the_study_table_reads_several_files_in_order(tmp_path, capsys):
+    paths = []
+    for name, ap50 in (("first", 0.4), ("second", 0.8)):
+        row = {"name": name, "seed": 0, "curve": [[10.0, 100, 0.2, ap50]], "steps": 100, "budget_steps": 100,
+               "seconds": 10.0, "final_loss": 1.0}
+        paths.append(tmp_path / f"{name}.jsonl")
+        paths[-1].write_text(json.dumps(row) + "\n")
+    assert convergence_study.main(["--table", *map(str, paths), "--targets", "0.5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [ln.strip("|").split("|")[0].strip() for ln in lines] == ["first, seed 0", "second, seed 0"]
+    # the second reaches 0.5 at 0.5 / 0.8 of its first evaluation (from 0 at step 0): 6.25 s, 62.5 steps
+    assert "never" in lines[0] and "6 s / 62 steps" in lines[1]
