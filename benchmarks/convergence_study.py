@@ -19,6 +19,10 @@ linear warmup and then a cosine to zero over the time budget.
 steps, an evaluation every eighth of them): curves then do not depend on load from elsewhere, and
 the wall time each run took is still recorded beside every evaluation.
 
+Training and evaluation run under bf16 autocast, as ``yolos train`` does where bf16 is faster.
+``--precision fp32`` is for CPUs without bf16 units (AVX2 only, where bf16 is emulated and a step
+costs 10x): its rows say ``fp32`` and compare only with each other.
+
 Prints one line per evaluation and, at the end, a Markdown table: steps and seconds to AP50 0.5
 (or to each of ``--targets``; interpolated between evaluations), the final AP / AP50, the
 training loss over the last 10% of the budget, the steps done and the budget of each run.
@@ -193,9 +197,10 @@ def patch_labels(targets: list[dict], grid: int, num_classes: int) -> torch.Tens
 
 
 def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log,
-              save: str | None = None, by_steps: bool = False) -> dict:
+              save: str | None = None, by_steps: bool = False, bf16: bool = True) -> dict:
     """One run of ``budget`` seconds of training (``by_steps``: optimizer steps), evaluated every
-    ``eval_every`` of the same unit; the schedule and the run's phases follow the same clock."""
+    ``eval_every`` of the same unit; the schedule and the run's phases follow the same clock.
+    ``bf16``: training and evaluation under bf16 autocast (fp32 otherwise)."""
     model = build_model(run, seed).train()
     k = model.config.num_classes
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=run.get("anchor_matching", 0.0))
@@ -229,7 +234,7 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
         lr = budget_lr(run["lr"], phase_t, phase_budget, step, run["warmup"])
         for g in optimizer.param_groups:
             g["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if now < pretrain_until:  # dense patch classification on the ViT
                 grid = x.shape[-1] // run["patch"]
                 logits = pretrain_head(patch_features(model, x).float())
@@ -254,7 +259,7 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             log(f"  {name}: non-finite loss at step {step}")
             break
         if clock() >= next_eval or clock() >= budget:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 stats, _ = evaluate(model, val, batch_size=64, progress=False)
             curve.append((round(train_time, 1), step, round(stats["AP"], 4), round(stats["AP50"], 4)))
             log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(model_loss.detach()):.3f}  "
@@ -262,7 +267,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             next_eval += eval_every
     if save:
         model.save(save)
-    return {"name": name, "run": run, "seed": seed, "curve": curve, "steps": step,
+    return {"name": name, "run": run, "seed": seed, "precision": "bf16" if bf16 else "fp32", "curve": curve,
+            "steps": step,
             "budget_s" if not by_steps else "budget_steps": budget, "seconds": round(train_time, 1),
             "final_loss": tail_loss / max(tail_n, 1)}
 
@@ -298,7 +304,8 @@ def summary_table(results: list[dict], targets: tuple[float, ...] = (0.5,)) -> s
     for r in results:
         hits = [time_to(r["curve"], 3, t) for t in targets]
         ap, ap50 = (r["curve"][-1][2], r["curve"][-1][3]) if r["curve"] else (float("nan"),) * 2
-        name = r["name"] + (f", seed {r['seed']}" if "seed" in r else "")
+        name = r["name"] + (", fp32" if r.get("precision") == "fp32" else "") + (
+            f", seed {r['seed']}" if "seed" in r else "")
         rows.append([name, *("never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps" for hit in hits),
                      f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
                      f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
@@ -342,6 +349,8 @@ def main(argv=None) -> int:
     p.add_argument("--val-images", type=int, default=300)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16 autocast (the study's rows), or fp32 where the CPU has no bf16 units (AVX2 only)")
     p.add_argument("--out", default=None, help="append one JSON line per run here")
     p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
     p.add_argument("--table", nargs="+", default=None,
@@ -368,11 +377,13 @@ def main(argv=None) -> int:
     budget, unit = (args.budget_steps, "steps") if by_steps else (args.budget_seconds, "s")
     eval_every = args.eval_every or budget / 8
     print(f"budget {budget:.0f} {unit} of training per run, evaluation on {len(val)} held-out "
-          f"images every {eval_every:.0f} {unit}, {torch.get_num_threads()} threads, bf16 autocast", flush=True)
+          f"images every {eval_every:.0f} {unit}, {torch.get_num_threads()} threads, "
+          f"{'bf16 autocast' if args.precision == 'bf16' else 'fp32'}", flush=True)
     results = []
     for name in args.runs:
         result = train_run(name, RUNS[name], val, budget, eval_every, args.seed,
-                           lambda m: print(m, flush=True), save=args.save_model, by_steps=by_steps)
+                           lambda m: print(m, flush=True), save=args.save_model, by_steps=by_steps,
+                           bf16=args.precision == "bf16")
         results.append(result)
         if args.out:
             with open(args.out, "a") as f:

@@ -28,6 +28,22 @@ def test_the_convergence_study_counts_steps_with_the_extra_tokens(tmp_path, one_
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_convergence_study_trains_in_fp32_on_request(tmp_path, one_thread, capsys):
+    """--precision fp32 (for CPUs without bf16 units) trains without autocast: the same seed's
+    loss differs from the bf16 run's, and the row and its table line say so."""
+    out = tmp_path / "study.jsonl"
+    for precision in ("bf16", "fp32"):
+        assert convergence_study.main(["--runs", "scratch recipe", "--budget-steps", "2", "--val-images", "4",
+                                       "--precision", precision, "--out", str(out)]) == 0
+    bf16, fp32 = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert (bf16["precision"], fp32["precision"]) == ("bf16", "fp32")
+    assert bf16["final_loss"] != fp32["final_loss"]
+    capsys.readouterr()
+    assert convergence_study.main(["--table", str(out)]) == 0
+    names = [ln.strip("|").split("|")[0].strip() for ln in capsys.readouterr().out.strip().splitlines()[2:]]
+    assert names == ["scratch recipe, seed 0", "scratch recipe, fp32, seed 0"]
+
+
 def test_the_scratch_against_transformers_study_runs(tmp_path, one_thread):
     out = tmp_path / "curves.json"
     assert train_synthetic.main(["--budget-minutes", "0.04", "--val-images", "4", "--batch-size", "4",
