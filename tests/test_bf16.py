@@ -40,6 +40,25 @@ def test_random_weights_outputs_close_to_fp32():
     assert 0 < d_logits < 0.05 and d_boxes < 0.01, (d_logits, d_boxes)  # > 0: bf16 really ran
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+def test_both_bf16_gemm_paths_stay_close_to_fp32(monkeypatch, onednn):
+    """oneDNN's bf16 kernels need AVX-512; without them (AVX2-only CPUs) PyTorch's own bf16 GEMM
+    runs. Both paths are forced here, so each is checked on whichever CPU runs the tests."""
+    from yolos.model import kernels
+
+    if onednn and not (kernels._HAS_ONEDNN and kernels._onednn_runs(torch.bfloat16)):
+        pytest.skip("oneDNN has no bf16 inner product on this CPU (no AVX-512)")
+    monkeypatch.setitem(kernels._LOW_ONEDNN, torch.bfloat16, onednn)
+    torch.manual_seed(0)
+    model = create_model("micro", num_det_tokens=20).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.inference_mode():
+        ref = model(x)["pred_boxes"]
+        with precision_for(model, "bf16")():
+            low = model(x)["pred_boxes"]
+    assert 0 < (low - ref).abs().max().item() < 0.01
+
+
 def test_low_precision_is_a_snapshot_used_only_without_gradients():
     """The cast weights are made once per precision_for call and used only with gradients off:
     a backward pass under the context gives the fp32 gradients bit for bit, and after an

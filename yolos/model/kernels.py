@@ -301,11 +301,30 @@ def weight_of(layer: nn.Linear) -> Tensor | Int8Linear:
     return layer.weight
 
 
+_LOW_ONEDNN: dict[torch.dtype, bool] = {}
+
+
+def _onednn_runs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has a ``dtype`` inner product on this CPU. Its bf16 kernels need AVX-512
+    (an AVX2-only CPU such as many AMD EPYCs refuses to build the primitive), so one tiny product
+    with the real arguments (fp32 bias, fused GELU) is tried once per process."""
+    if dtype not in _LOW_ONEDNN:
+        try:
+            a, b = torch.ones(2, 16, dtype=dtype), torch.ones(8, 16, dtype=dtype)
+            _mm(a, b, torch.zeros(8), "gelu")
+            _LOW_ONEDNN[dtype] = True
+        except RuntimeError:
+            _LOW_ONEDNN[dtype] = False
+    return _LOW_ONEDNN[dtype]
+
+
 def _linear_low(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool) -> Tensor:
     """``x @ weight.T + bias`` (then GELU) in ``weight.dtype``; the bias stays in its own dtype
-    (fp32: added to the fp32 accumulator on the oneDNN path)."""
+    (fp32: added to the fp32 accumulator on the oneDNN path). Where oneDNN has no kernel for the
+    dtype, PyTorch's own (slower) GEMM runs it with the bias cast to the dtype."""
     x = x.to(weight.dtype)
-    if _HAS_ONEDNN and x.device.type == "cpu" and weight.is_contiguous() and not _exporting():
+    if (_HAS_ONEDNN and x.device.type == "cpu" and weight.is_contiguous() and not _exporting()
+            and _onednn_runs(weight.dtype)):
         return _mm(x.contiguous(), weight, bias, "gelu" if gelu else "none")
     out = F.linear(x, weight, None if bias is None else bias.to(weight.dtype))
     return F.gelu(out) if gelu else out
