@@ -59,8 +59,9 @@ BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, b
                 anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
                 curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0, class_loss="ce",
                 det_groups=1, denoising=0, iou_power=1.0)
-# The scratch inits; `yolos train --recipe scratch` (yolos.train.recipe.RECIPES["scratch"]) is
-# this plus anchor matching 50, the lever that left the plateau.
+# The scratch inits at lr 1e-3, as the rows below were run; `yolos train --recipe scratch`
+# (yolos.train.config.RECIPES["scratch"]) is the row "scratch, anchor matching 50, denoising 2,
+# lr 2e-3": anchor matching, the lever that left the plateau, and the two that won after it.
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
                anchors=True)
 

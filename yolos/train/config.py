@@ -24,7 +24,7 @@ _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init"
           "anchor_matching": 0.0, "ema": False, "sizes_from_data": False, "det_groups": 1, "denoising": 0}
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
-    "scratch": dict(_PAPER, lr=1e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
+    "scratch": dict(_PAPER, lr=2e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
                     bf16="auto", patch_size=16, anchor_matching=50.0, denoising=2),
     "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16="auto", anchor_matching="checkpoint",
                      ema=True, sizes_from_data=True),
@@ -61,7 +61,7 @@ class TrainConfig:
     recipe: str = option(
         "paper",
         "paper: the original recipe (default; what the released models were trained with from DeiT). scratch: for"
-        " random weights: lr 1e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
+        " random weights: lr 2e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
         "priors, anchor matching, 2 denoising sets (training only), bf16 autocast where it is faster, patch size 16. "
         "finetune: from "
         "a YOLOS checkpoint (--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for "
