@@ -124,6 +124,8 @@ RUNS: dict[str, dict] = {
     "scratch, anchor matching 50, 3 groups, denoising 2": dict(SCRATCH, anchor_matching=50.0, det_groups=3,
                                                                denoising=2),
     "scratch, anchor matching 50, denoising 2, lr 2e-3": dict(SCRATCH, anchor_matching=50.0, denoising=2, lr=2e-3),
+    "scratch, anchor matching 50, 3 groups, denoising 2, lr 2e-3": dict(SCRATCH, anchor_matching=50.0, det_groups=3,
+                                                                        denoising=2, lr=2e-3),
     "scratch, anchor matching 50, denoising 2, IoU^0.25 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
                                                                           class_loss="iou", iou_power=0.25),
     "scratch, anchor matching 50, denoising 2, IoU^0.5 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
