@@ -58,7 +58,7 @@ BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, b
                 patch=16, width=128, depth=4, fixed_images=0, pretrain=0.0, scratch_init=False,
                 anchors=False, one_to_many=1, one_to_many_until=0.0, curriculum_images=0,
                 curriculum_until=0.0, curriculum_seconds=0.0, anchor_matching=0.0, class_loss="ce",
-                det_groups=1, denoising=0, iou_power=1.0)
+                det_groups=1, denoising=0, iou_power=1.0, dense_aux=0.0)
 # The scratch inits at lr 1e-3, as the rows below were run; `yolos train --recipe scratch`
 # (yolos.train.config.RECIPES["scratch"]) is the row "scratch, anchor matching 50, denoising 2,
 # lr 2e-3": anchor matching, the lever that left the plateau, and the two that won after it.
@@ -126,6 +126,10 @@ RUNS: dict[str, dict] = {
     "scratch, anchor matching 50, denoising 2, lr 2e-3": dict(SCRATCH, anchor_matching=50.0, denoising=2, lr=2e-3),
     "scratch, anchor matching 50, 3 groups, denoising 2, lr 2e-3": dict(SCRATCH, anchor_matching=50.0, det_groups=3,
                                                                         denoising=2, lr=2e-3),
+    "scratch, anchor matching 50, denoising 2, lr 3e-3, warmup 500": dict(SCRATCH, anchor_matching=50.0, denoising=2,
+                                                                          lr=3e-3, warmup=500),
+    "scratch, anchor matching 50, denoising 2, lr 2e-3, dense aux 1": dict(SCRATCH, anchor_matching=50.0, denoising=2,
+                                                                           lr=2e-3, dense_aux=1.0),
     "scratch, anchor matching 50, denoising 2, IoU^0.25 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
                                                                           class_loss="iou", iou_power=0.25),
     "scratch, anchor matching 50, denoising 2, IoU^0.5 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
@@ -211,8 +215,8 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
                              iou_power=run.get("iou_power", 1.0))
     pretrain_head = torch.nn.Linear(run["width"], k + 1) if run["pretrain"] else None
     extra = None
-    if run.get("det_groups", 1) > 1 or run.get("denoising", 0):  # training-only tokens (issue 29)
-        extra = ExtraTokens(model.config, run.get("det_groups", 1), run.get("denoising", 0))
+    if run.get("det_groups", 1) > 1 or run.get("denoising", 0) or run.get("dense_aux", 0):  # training only (issue 29)
+        extra = ExtraTokens(model.config, run.get("det_groups", 1), run.get("denoising", 0), run.get("dense_aux", 0.0))
     added = [m for m in (pretrain_head, extra) if m is not None]
     params = list(model.parameters()) + [p for m in added for p in m.parameters()]
     optimizer = build_optimizer(model, lr=run["lr"], weight_decay=1e-4)
@@ -284,7 +288,9 @@ def detection_loss(model, criterion, extra, x, targets, step_seed):
     batch = extra.prepare(model, x, targets, torch.Generator().manual_seed(hash(step_seed) % 2**63))
     out = {k: v.float() for k, v in model(x, **batch.model_inputs()).items()}
     own = criterion(out, targets)
-    more = extra.losses(out, targets, batch, criterion, criterion.normalizers(targets, out["logits"].shape[1], "cpu"))
+    normalizers = criterion.normalizers(targets, out["logits"].shape[1], "cpu")
+    normalizers.update(extra.normalizers([(x, targets)], model.config.patch_size, criterion.eos_coef, "cpu"))
+    more = extra.losses(out, targets, batch, criterion, normalizers)
     return own["loss"] + sum(more.values()), own["loss"]
 
 

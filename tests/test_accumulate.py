@@ -93,3 +93,15 @@ def test_accumulation_under_torchrun_matches_one_process(data, tmp_path):
     worst = _largest_difference(tmp_path / "one", tmp_path / "ddp")
     print(f"max |1 process batch 4 - 2 processes x batch 1 x 2|: {worst:.3g}")
     assert worst <= ATOL
+
+
+def test_accumulation_with_the_dense_head_takes_the_step_of_one_batch(data, tmp_path):
+    """--dense-aux divides its loss by the patch counts of the whole step (not of each
+    micro-batch), so accumulated micro-batches still take the step of one batch."""
+    torch.set_num_threads(1)
+    fit(TrainConfig.from_dict(_config(data, tmp_path / "b4", 4, dense_aux=1.0)))
+    fit(TrainConfig.from_dict(_config(data, tmp_path / "b1x4", 1, 4, dense_aux=1.0)))
+    assert _largest_difference(tmp_path / "b4", tmp_path / "b1x4") <= ATOL
+    for part in ("b4", "b1x4"):
+        rows = [json.loads(ln) for ln in (tmp_path / part / "log.jsonl").read_text().splitlines()]
+        assert all(r["train"]["loss_dense"] > 0 for r in rows if r["type"] == "epoch")

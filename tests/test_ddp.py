@@ -101,13 +101,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 
 def test_training_only_groups_train_the_same_under_two_processes(tmp_path):
-    """--det-groups' tokens live outside DDP's wrapper: their gradients are averaged over ranks by
-    hand (yolos.distributed.average_gradients). Without that each rank would step them on half
-    the batch and the two processes would end far from one (and from each other)."""
+    """--det-groups' tokens and --dense-aux's head live outside DDP's wrapper: their gradients
+    are averaged over ranks by hand (yolos.distributed.average_gradients). Without that each rank
+    would step them on half the batch and the two processes would end far from one (and from
+    each other)."""
     data = make_shapes(tmp_path / "ds", n=8, min_objects=2, max_objects=2, n_val=2)
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
-    cfg = dict(epochs=1, det_groups=2, eval_every=0)
+    cfg = dict(epochs=1, det_groups=2, dense_aux=1.0, eval_every=0)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", str(runner), json.dumps(_config(data, tmp_path / "ddp", 2, **cfg))]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,

@@ -1,7 +1,8 @@
-"""Training-only [DET] groups and denoising tokens (yolos.train.extra_tokens): nothing reaches the
-model's own tokens from them, they are drawn as DN-DETR draws them, their losses are the hand
-computed ones, and a run with them trains, resumes bit for bit and exports the model it would
-without them."""
+"""Training-only [DET] groups, denoising tokens and the dense head (yolos.train.extra_tokens):
+nothing reaches the model's own tokens from them, they are drawn as DN-DETR draws them, the dense
+head reads the tokens the last block's [DET] queries read and answers for the objects a hand
+assignment gives, their losses are the hand computed ones, and a run with them trains, resumes
+bit for bit and exports the model it would without them."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from yolos.checkpoint.native import load_native
 from yolos.model import create_model
 from yolos.train.console import StepReporter
 from yolos.train.criterion import SetCriterion
-from yolos.train.extra_tokens import DN_BOX_NOISE, ExtraTokens, extra_token_mask
+from yolos.train.extra_tokens import DN_BOX_NOISE, ExtraTokens, dense_targets, extra_token_mask
 from yolos.train.loop import TrainingInterrupted, fit
 from yolos.train.matcher import HungarianMatcher
 from yolos.train.recipe import init_scratch_weights
@@ -167,12 +168,92 @@ def test_the_losses_by_hand():
     assert torch.allclose(losses["loss_dn"], expected, atol=1e-5)
 
 
+def test_dense_targets_by_hand():
+    # a 96 x 64 image (6 x 4 patches of 16) padded to 112 x 64; patch centres at x 8, 24, .., 88
+    # and y 8, 24, 40, 56, in pixels; boxes in the image's own frame (cx, cy, w, h)
+    big = [48 / 96, 32 / 64, 60 / 96, 60 / 64]  # x 18..78, y 2..62: columns 1-4, every row
+    small_inside = [56 / 96, 40 / 64, 20 / 96, 20 / 64]  # x 46..66, y 30..50: column 3 (56), row 2 (40)
+    tiny = [5 / 96, 60 / 64, 4 / 96, 4 / 64]  # x 3..7, y 58..62: covers no centre; held by patch (3, 0)
+    target = {"labels": torch.tensor([0, 1, 2]), "boxes": torch.tensor([big, small_inside, tiny]),
+              "size": torch.tensor([64, 96])}
+    out = dense_targets([target], (4, 7), 16, (64, 112), num_classes=3)
+    n = 3  # no object
+    assert out["dense_labels"][0].reshape(4, 7).tolist() == [
+        [n, 0, 0, 0, 0, n, -1],
+        [n, 0, 0, 0, 0, n, -1],
+        [n, 0, 0, 1, 0, n, -1],  # the smaller box wins where both cover a centre
+        [2, 0, 0, 0, 0, n, -1],  # the last column's centre (x 104) is outside the image: padding
+    ]
+    boxes = out["dense_boxes"][0].reshape(4, 7, 4)
+    assert torch.equal(boxes[2, 3], torch.tensor(small_inside)) and torch.equal(boxes[0, 1], torch.tensor(big))
+    assert torch.equal(boxes[3, 0], torch.tensor(tiny))
+    assert torch.allclose(out["patch_centres"][0].reshape(4, 7, 2)[1, 2], torch.tensor([40 / 96, 24 / 64]))
+    empty = dense_targets([{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}], (2, 2), 16,
+                          (32, 32), num_classes=3)  # no "size": the padded input is the image
+    assert empty["dense_labels"].tolist() == [[n] * 4]
+
+
+def test_the_dense_head_reads_what_the_last_block_reads_and_changes_no_output():
+    model = _model(mid_pos_embed=True)
+    x = torch.randn(2, 3, 64, 96)
+    alone = model(x)
+    out = model(x, output_patch_features=True)
+    for key in ("logits", "pred_boxes"):
+        assert torch.equal(out[key], alone[key]), key
+    # the tokens entering the last block, by hand: embeddings, position, every block but the last
+    p, t = model.config.patch_size, model.config.num_det_tokens
+    pos, mid = model.position_embeddings((64 // p, 96 // p))
+    h = torch.cat([model.cls_token.expand(2, -1, -1), model.patch_embed(x), model.det_tokens.expand(2, -1, -1)], 1)
+    h = h + pos
+    for i, block in enumerate(model.blocks[:-1]):
+        h = block(h)[0] + mid[i]
+    assert torch.allclose(out["patch_features"], h[:, 1:-t], atol=1e-6)
+    assert out["patch_features"].shape == (2, 4 * 6, model.config.hidden_size)
+
+
+def test_the_dense_loss_by_hand():
+    model = _model()
+    extra = ExtraTokens(model.config, dense=0.5)
+    torch.nn.init.normal_(extra.dense_head["boxes"].weight, std=0.1)  # boxes away from the start
+    targets = _targets((2, 0, 3))
+    x = torch.randn(3, 3, 64, 64)
+    batch = extra.prepare(model, x, targets, torch.Generator().manual_seed(0))
+    assert batch.model_inputs() == {"output_patch_features": True}  # no tokens, no mask
+    out = model(x, **batch.model_inputs())
+    criterion = SetCriterion(3, HungarianMatcher(), eos_coef=0.1)
+    norm = extra.normalizers([(x, targets)], model.config.patch_size, criterion.eos_coef, "cpu")
+    losses = extra.losses(out, targets, batch, criterion, norm)
+    assert set(losses) == {"loss_dense"}
+    head = extra.dense_head
+    ce_sum = ce_weights = l1 = giou = positives = 0.0
+    for i in range(3):
+        for j in range(16):  # 4 x 4 patches of 16; centre (col + 0.5) / 4, (row + 0.5) / 4
+            f = head["norm"](out["patch_features"][i, j])
+            label = int(batch.dense_labels[i, j])
+            weight = 0.1 if label == 3 else 1.0
+            ce_sum += weight * F.cross_entropy(head["classes"](f)[None], torch.tensor([label]))
+            ce_weights += weight
+            if label < 3:
+                raw = head["boxes"](f)
+                centre = torch.tensor([(j % 4 + 0.5) / 4, (j // 4 + 0.5) / 4])
+                box = torch.cat([centre + torch.tanh(raw[:2]) / 2, torch.sigmoid(raw[2:])])
+                true = batch.dense_boxes[i, j]
+                l1 += (box - true).abs().sum()
+                giou += 1 - generalized_box_iou(cxcywh_to_xyxy(box[None]), cxcywh_to_xyxy(true[None]))[0, 0]
+                positives += 1
+    assert positives >= 5  # every object has at least the patch that holds its centre
+    expected = 0.5 * (ce_sum / ce_weights + (5 * l1 + 2 * giou) / positives)
+    assert torch.allclose(losses["loss_dense"], expected, atol=1e-5)
+    (grad,) = torch.autograd.grad(losses["loss_dense"], model.blocks[0].parameters().__next__())
+    assert torch.count_nonzero(grad) > 0  # it trains the backbone
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_shapes(tmp_path_factory.mktemp("shapes"), n=6, n_val=3)
 
 
-OPTIONS = dict(det_groups=2, denoising=2)
+OPTIONS = dict(det_groups=2, denoising=2, dense_aux=1.0)
 
 
 def test_a_run_with_them_exports_the_model_it_would_without(data, tmp_path):
@@ -188,13 +269,14 @@ def test_a_run_with_them_exports_the_model_it_would_without(data, tmp_path):
     rows = [json.loads(ln) for ln in (tmp_path / "extra" / "log.jsonl").read_text().splitlines()]
     assert rows[0]["config"]["det_groups"] == 2 and rows[0]["config"]["denoising"] == 2
     epoch = next(r for r in rows if r.get("type") == "epoch")
-    assert epoch["train"]["loss_groups"] > 0 and epoch["train"]["loss_dn"] > 0
+    assert epoch["train"]["loss_groups"] > 0 and epoch["train"]["loss_dn"] > 0 and epoch["train"]["loss_dense"] > 0
     plain, extra = models["plain"].state_dict(), models["extra"].state_dict()
     assert {k: v.shape for k, v in plain.items()} == {k: v.shape for k, v in extra.items()}
     assert not torch.equal(plain["class_head.layers.2.weight"], extra["class_head.layers.2.weight"])
     assert graphs["plain"] == graphs["extra"]
     state = torch.load(tmp_path / "extra" / "state.pt", weights_only=True)
     assert state["extra_tokens"]["group_tokens"].shape == (1, TINY["num_det_tokens"], TINY["hidden_size"])
+    assert state["extra_tokens"]["dense_head.boxes.weight"].shape == (4, TINY["hidden_size"])
 
 
 def test_a_run_with_them_resumes_bit_for_bit(data, tmp_path):

@@ -82,7 +82,7 @@ def barrier() -> None:
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalars over ranks (for logging only; one collective for the whole dict)."""
+    """Average scalars over ranks (logged means, loss divisors; one collective for the whole dict)."""
     if not is_dist() or not values:
         return values
     keys = sorted(values)

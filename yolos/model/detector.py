@@ -131,6 +131,7 @@ class YOLOS(nn.Module):
         output_det_features: bool = False,
         extra_tokens: Tensor | None = None,
         extra_mask: Tensor | None = None,
+        output_patch_features: bool = False,
     ) -> dict[str, Tensor]:
         """Run the detector.
 
@@ -147,6 +148,10 @@ class YOLOS(nn.Module):
                 the [CLS], patch and [DET] tokens from seeing the extra ones (the caller's
                 contract, tested in tests/test_extra_tokens.py). Mid position embeddings reach
                 the first ``S`` tokens only.
+            output_patch_features: training only (the dense auxiliary head of
+                :mod:`yolos.train.extra_tokens`): also return ``patch_features [B, gh*gw, D]``,
+                the patch tokens entering the last block, which its [DET] queries read (the last
+                block computes no patch rows of its own).
 
         Returns:
             ``{"logits": [B, T, num_classes + 1], "pred_boxes": [B, T, 4]}``; boxes are
@@ -158,7 +163,7 @@ class YOLOS(nn.Module):
         grid = (pixel_values.shape[-2] // p, pixel_values.shape[-1] // p)
         pos, mid = self.position_embeddings(grid)
         return self.forward_with_pos_embed(pixel_values, pos, mid, output_attentions, output_det_features,
-                                           extra_tokens, extra_mask)
+                                           extra_tokens, extra_mask, output_patch_features)
 
     def forward_with_pos_embed(
         self,
@@ -169,6 +174,7 @@ class YOLOS(nn.Module):
         output_det_features: bool = False,
         extra_tokens: Tensor | None = None,
         extra_mask: Tensor | None = None,
+        output_patch_features: bool = False,
     ) -> dict[str, Tensor]:
         """Forward with position embeddings already resampled to the input grid (export bakes
         them in as constants through this entry point)."""
@@ -184,7 +190,10 @@ class YOLOS(nn.Module):
         attention = None
         last = len(self.blocks) - 1
         t = self.config.num_det_tokens
+        patches = None
         for i, block in enumerate(self.blocks):
+            if output_patch_features and i == last:
+                patches = x[:, 1:x.shape[1] - t - e]  # [B, gh*gw, D]
             want_attn = output_attentions and i == last
             # Only the [DET] (and extra) outputs of the last block are read: let just those rows
             # attend and skip the MLP for the others (same numbers, ~1/12 less work). Full rows
@@ -211,6 +220,8 @@ class YOLOS(nn.Module):
             out["attentions"] = attention
         if output_det_features:
             out["det_features"] = det
+        if output_patch_features:
+            out["patch_features"] = patches
         return out
 
     # ---------------------------------------------------------------- helpers

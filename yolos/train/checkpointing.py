@@ -15,7 +15,7 @@ Layout::
      "best_ap": float, "config": dict (TrainConfig), "model_config": dict (ModelConfig),
      "rng": {"python": [...], "numpy": {...}, "torch": ByteTensor, "cuda": [ByteTensor...]},
      "ema": {"weights": state_dict, "updates": int, ...} (only with --ema),
-     "extra_tokens": state_dict (only with --det-groups / --denoising: training-only tokens),
+     "extra_tokens": state_dict (only with --det-groups / --denoising / --dense-aux: training-only parts),
      "stale_evals": int}       # evaluations since the best AP (--patience)
 """
 from __future__ import annotations

@@ -21,7 +21,8 @@ from .. import defaults, validate
 # every other recipe starts from); "checkpoint": the value the --init checkpoint was trained with;
 # "auto": left unset by resolved() and decided when the run starts (bf16: yolos.train.autocast).
 _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False, "anchors": False,
-          "anchor_matching": 0.0, "ema": False, "sizes_from_data": False, "det_groups": 1, "denoising": 0}
+          "anchor_matching": 0.0, "ema": False, "sizes_from_data": False, "det_groups": 1, "denoising": 0,
+          "dense_aux": 0.0}
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=2e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
@@ -156,6 +157,11 @@ class TrainConfig:
         None, "training only: N sets of the images' objects with noised boxes and labels as extra tokens that "
         "learn to give back the true ones, hidden from the patches and the [DET] tokens (DN-DETR; default: the "
         "recipe's; 0 off)", validate.non_negative_int, metavar="N")
+    dense_aux: float | None = option(
+        None, "training only: weight of a dense auxiliary loss in which every patch inside an object's box "
+        "predicts its class and box through a head that is dropped after training (one-to-many, as Co-DETR's "
+        "auxiliary heads); inference and export are unchanged (default: the recipe's; 0 off)",
+        validate.non_negative_float, metavar="WEIGHT")
     anchor_matching: float | None = option(
         None, "matcher cost on the distance from each [DET] token's anchor cell to an object's centre: 50 gives "
         "each object to its nearest token (default: the recipe's; 0 off)", validate.non_negative_float,

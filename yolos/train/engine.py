@@ -16,8 +16,8 @@ from ..distributed import all_reduce_flag, all_reduce_mean
 from ..errors import YolosError
 from ..inference.batching import chunks
 
-LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "loss_groups", "loss_dn", "class_error",
-            "cardinality_error")
+LOG_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "loss_groups", "loss_dn", "loss_dense",
+            "class_error", "cardinality_error")
 
 
 class NonFiniteLossError(YolosError):
@@ -65,8 +65,10 @@ def accumulate_gradients(parts: StepParts, group: list, where: str, step_seed: t
     (``parts.extra``) each micro-batch gets them, their noise drawn from ``step_seed`` + its
     index, and ``loss`` is the sum of the model's set loss and theirs."""
     model, criterion, device = parts.model, parts.criterion, parts.device
-    normalizers = criterion.normalizers([t for _, targets in group for t in targets],
-                                        D.unwrap(model).config.num_det_tokens, device)
+    config = D.unwrap(model).config
+    normalizers = criterion.normalizers([t for _, targets in group for t in targets], config.num_det_tokens, device)
+    if parts.extra is not None:
+        normalizers.update(parts.extra.normalizers(group, config.patch_size, criterion.eos_coef, device))
     values: dict[str, float] = defaultdict(float)
     for i, (pixel_values, targets) in enumerate(group):
         sync = i == len(group) - 1 or not hasattr(model, "no_sync")  # DDP syncs the last one only
