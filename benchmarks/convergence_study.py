@@ -308,7 +308,8 @@ def time_to(curve, key_index: int, target: float):
 
 def summary_table(results: list[dict], targets: tuple[float, ...] = (0.5,)) -> str:
     """One row per run: seconds and steps to each AP50 in ``targets`` ("never" when the run did not
-    get there), the final AP / AP50, the loss over the last 10% and the budget."""
+    get there), the final AP / AP50, the loss over the last 10% and the budget ("-" and "never"
+    for a run stopped by hand before the end of its budget, whose row says so in ``note``)."""
     rows = []
     for r in results:
         hits = [time_to(r["curve"], 3, t) for t in targets]
@@ -316,7 +317,7 @@ def summary_table(results: list[dict], targets: tuple[float, ...] = (0.5,)) -> s
         name = r["name"] + (", fp32" if r.get("precision") == "fp32" else "") + (
             f", seed {r['seed']}" if "seed" in r else "")
         rows.append([name, *("never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps" for hit in hits),
-                     f"{ap:.4f}", f"{ap50:.4f}", f"{r['final_loss']:.3f}", str(r["steps"]),
+                     f"{ap:.4f}", f"{ap50:.4f}", "-" if r["final_loss"] is None else f"{r['final_loss']:.3f}", str(r["steps"]),
                      f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
                      f"({r['seconds']:.0f} s)"])
     return table(rows, ["run", *(f"to AP50 {t:g}" for t in targets), "final AP", "final AP50", "loss, last 10%",

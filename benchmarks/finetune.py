@@ -12,6 +12,7 @@ turned into epochs from a short timed calibration run:
   the checkpoint's anchor matching, lr 1e-3 with 50 warmup steps, an EMA of the weights
   evaluated, bf16 autocast where it is faster); ``finetune-no-ema``: the same with ``--no-ema``;
   ``finetune-denoising``: the same with ``--denoising 2`` (training-only denoising tokens);
+  ``finetune-dense``: the same with ``--dense-aux 1`` (the training-only dense head);
   ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
   times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
@@ -51,6 +52,7 @@ CONTENDERS = {
     "finetune": dict(recipe="finetune", init=True),
     "finetune-no-ema": dict(recipe="finetune", init=True, ema=False),
     "finetune-denoising": dict(recipe="finetune", init=True, denoising=2),
+    "finetune-dense": dict(recipe="finetune", init=True, dense_aux=1.0),
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
     "paper": dict(recipe="paper", init=True),
@@ -76,7 +78,7 @@ def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
-                       denoising=c.get("denoising"), bf16=c.get("bf16"))
+                       denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"))
 
 
 def curve(out: Path) -> list[dict]:
