@@ -239,32 +239,34 @@ def dense_targets(targets: list[dict], grid: tuple[int, int], patch: int, padded
     padded one). A patch answers for the smallest box that covers its centre; every object also
     gets the patch that holds its centre, so objects smaller than a patch are never left out."""
     gh, gw = grid
+    b, n = len(targets), max((len(tg["labels"]) for tg in targets), default=0)
+    # the whole batch at once, objects padded to the most any image has (python per image costs
+    # ~1 ms an image on a slow core, a tenth of a step for 32 images)
+    sizes = torch.tensor([[float(v) for v in tg.get("size", padded)] for tg in targets]).reshape(b, 2)  # (h, w)
     rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
     centre_px = torch.stack([cols.flatten() + 0.5, rows.flatten() + 0.5], -1) * patch  # [P, 2] (x, y)
-    labels, boxes, centres = [], [], []
-    for tg in targets:
-        h, w = (float(v) for v in tg.get("size", padded))
-        centre = centre_px / torch.tensor([w, h])  # [P, 2]
-        box = tg["boxes"].detach().float().cpu()  # [N, 4] cxcywh
-        label = torch.full((gh * gw,), num_classes, dtype=torch.int64)
-        label[(centre >= 1).any(-1)] = -1
-        chosen = torch.zeros(gh * gw, 4)
-        if len(box):
-            lo, hi = box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2
-            covers = ((centre[:, None] >= lo) & (centre[:, None] <= hi)).all(-1)  # [P, N]
-            holder = ((box[:, 1] * h / patch).long().clamp(0, gh - 1) * gw
-                      + (box[:, 0] * w / patch).long().clamp(0, gw - 1))  # the patch holding each centre
-            covers[holder, torch.arange(len(box))] = True
-            area = (box[:, 2] * box[:, 3]).expand(gh * gw, -1).masked_fill(~covers, float("inf"))
-            smallest, which = area.min(-1)
-            hit = torch.isfinite(smallest)
-            label[hit] = tg["labels"].cpu()[which[hit]]
-            chosen[hit] = box[which[hit]]
-        labels.append(label)
-        boxes.append(chosen)
-        centres.append(centre)
-    return {"dense_labels": torch.stack(labels), "dense_boxes": torch.stack(boxes),
-            "patch_centres": torch.stack(centres)}
+    centres = centre_px / sizes.flip(-1)[:, None]  # [B, P, 2]
+    labels = torch.full((b, gh * gw), num_classes, dtype=torch.int64)
+    labels[(centres >= 1).any(-1)] = -1
+    boxes = torch.zeros(b, gh * gw, 4)
+    if n:
+        box, cls = torch.zeros(b, n, 4), torch.zeros(b, n, dtype=torch.int64)
+        real = torch.zeros(b, n, dtype=torch.bool)
+        for i, tg in enumerate(targets):
+            k = len(tg["labels"])
+            box[i, :k], cls[i, :k], real[i, :k] = tg["boxes"].detach().float().cpu(), tg["labels"].cpu(), True
+        lo, hi = box[..., :2] - box[..., 2:] / 2, box[..., :2] + box[..., 2:] / 2  # [B, n, 2]
+        covers = ((centres[:, :, None] >= lo[:, None]) & (centres[:, :, None] <= hi[:, None])).all(-1)  # [B, P, n]
+        holder = ((box[..., 1] * sizes[:, :1] / patch).long().clamp(0, gh - 1) * gw
+                  + (box[..., 0] * sizes[:, 1:] / patch).long().clamp(0, gw - 1))  # [B, n]: holds the centre
+        covers.scatter_(1, holder[:, None], True)
+        covers &= real[:, None]
+        area = (box[..., 2] * box[..., 3])[:, None].expand_as(covers).masked_fill(~covers, float("inf"))
+        smallest, which = area.min(-1)  # [B, P]
+        hit = torch.isfinite(smallest)
+        labels[hit] = cls.gather(1, which)[hit]
+        boxes[hit] = box.gather(1, which[..., None].expand(-1, -1, 4))[hit]
+    return {"dense_labels": labels, "dense_boxes": boxes, "patch_centres": centres}
 
 
 def extra_token_mask(s: int, visible: int, sizes: list[int], device=None) -> Tensor:
