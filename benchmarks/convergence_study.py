@@ -317,7 +317,8 @@ def summary_table(results: list[dict], targets: tuple[float, ...] = (0.5,)) -> s
         name = r["name"] + (", fp32" if r.get("precision") == "fp32" else "") + (
             f", seed {r['seed']}" if "seed" in r else "")
         rows.append([name, *("never" if hit is None else f"{hit[0]:.0f} s / {hit[1]} steps" for hit in hits),
-                     f"{ap:.4f}", f"{ap50:.4f}", "-" if r["final_loss"] is None else f"{r['final_loss']:.3f}", str(r["steps"]),
+                     f"{ap:.4f}", f"{ap50:.4f}", "-" if r["final_loss"] is None else f"{r['final_loss']:.3f}",
+                     str(r["steps"]),
                      f"{r['budget_s']:.0f} s" if "budget_s" in r else f"{r['budget_steps']:.0f} steps "
                      f"({r['seconds']:.0f} s)"])
     return table(rows, ["run", *(f"to AP50 {t:g}" for t in targets), "final AP", "final AP50", "loss, last 10%",
