@@ -204,10 +204,12 @@ def patch_labels(targets: list[dict], grid: int, num_classes: int) -> torch.Tens
 
 
 def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log,
-              save: str | None = None, by_steps: bool = False, bf16: bool = True) -> dict:
+              save: str | None = None, by_steps: bool = False, bf16: bool = True,
+              stop_at: float | None = None) -> dict:
     """One run of ``budget`` seconds of training (``by_steps``: optimizer steps), evaluated every
     ``eval_every`` of the same unit; the schedule and the run's phases follow the same clock.
-    ``bf16``: training and evaluation under bf16 autocast (fp32 otherwise)."""
+    ``bf16``: training and evaluation under bf16 autocast (fp32 otherwise). ``stop_at``: end
+    the run at the first evaluation with held-out AP50 >= it (the schedule stays the budget's)."""
     model = build_model(run, seed).train()
     k = model.config.num_classes
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=run.get("anchor_matching", 0.0))
@@ -272,12 +274,15 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
             log(f"  {name:38s} {train_time:6.0f} s  step {step:6d}  loss {float(model_loss.detach()):.3f}  "
                 f"AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
             next_eval += eval_every
+            if stop_at is not None and stats["AP50"] >= stop_at:
+                break
     if save:
         model.save(save)
     return {"name": name, "run": run, "seed": seed, "precision": "bf16" if bf16 else "fp32", "curve": curve,
             "steps": step,
             "budget_s" if not by_steps else "budget_steps": budget, "seconds": round(train_time, 1),
-            "final_loss": tail_loss / max(tail_n, 1)}
+            "final_loss": tail_loss / max(tail_n, 1) if tail_n else None,
+            **({"note": f"stopped at AP50 >= {stop_at:g}"} if stop_at is not None and clock() < budget else {})}
 
 
 def detection_loss(model, criterion, extra, x, targets, step_seed):
@@ -362,6 +367,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast (the study's rows), or fp32 where the CPU has no bf16 units (AVX2 only)")
+    p.add_argument("--stop-at", type=float, default=None, metavar="AP50",
+                   help="end each run at its first evaluation with held-out AP50 >= this (for wall-clock figures; "
+                        "the learning-rate schedule stays that of the whole budget)")
     p.add_argument("--out", default=None, help="append one JSON line per run here")
     p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
     p.add_argument("--table", nargs="+", default=None,
@@ -394,7 +402,7 @@ def main(argv=None) -> int:
     for name in args.runs:
         result = train_run(name, RUNS[name], val, budget, eval_every, args.seed,
                            lambda m: print(m, flush=True), save=args.save_model, by_steps=by_steps,
-                           bf16=args.precision == "bf16")
+                           bf16=args.precision == "bf16", stop_at=args.stop_at)
         results.append(result)
         if args.out:
             with open(args.out, "a") as f:

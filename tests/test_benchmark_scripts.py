@@ -77,3 +77,19 @@ def test_the_study_table_reads_several_files_in_order(tmp_path, capsys):
     assert [ln.strip("|").split("|")[0].strip() for ln in lines] == ["first, seed 0", "second, seed 0"]
     # the second reaches 0.5 at 0.5 / 0.8 of its first evaluation (from 0 at step 0): 6.25 s, 62.5 steps
     assert "never" in lines[0] and "6 s / 62 steps" in lines[1]
+
+
+def test_the_convergence_study_stops_a_run_at_a_target(tmp_path, one_thread, capsys):
+    """--stop-at ends a run at its first evaluation at or above the AP50 (0: the first one), with
+    the schedule of the whole budget; the row says it stopped. The dense head's row runs."""
+    out = tmp_path / "study.jsonl"
+    runs = ["scratch, anchor matching 50, denoising 2, lr 2e-3, dense aux 1"]
+    assert convergence_study.main(["--runs", *runs, "--budget-steps", "6", "--eval-every", "2", "--stop-at", "0",
+                                   "--val-images", "4", "--precision", "fp32", "--out", str(out)]) == 0
+    (row,) = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert row["steps"] == 2 and row["budget_steps"] == 6 and row["note"] == "stopped at AP50 >= 0"
+    assert row["run"]["dense_aux"] == 1.0 and row["final_loss"] is None
+    capsys.readouterr()
+    assert convergence_study.main(["--table", str(out)]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "dense aux 1" in ln][0]
+    assert [c.strip() for c in line.split("|")][-4:-1] == ["-", "2", f"6 steps ({row['seconds']:.0f} s)"]
