@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment, table
+from benchmarks.common import environment, table, time_alternating
 from yolos import create_model
 from yolos.data.collate import collate_fn
 from yolos.data.dataset import DetectionDataset
@@ -203,13 +203,10 @@ def patch_labels(targets: list[dict], grid: int, num_classes: int) -> torch.Tens
     return out.flatten(1)
 
 
-def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log,
-              save: str | None = None, by_steps: bool = False, bf16: bool = True,
-              stop_at: float | None = None) -> dict:
-    """One run of ``budget`` seconds of training (``by_steps``: optimizer steps), evaluated every
-    ``eval_every`` of the same unit; the schedule and the run's phases follow the same clock.
-    ``bf16``: training and evaluation under bf16 autocast (fp32 otherwise). ``stop_at``: end
-    the run at the first evaluation with held-out AP50 >= it (the schedule stays the budget's)."""
+def run_parts(run: dict, seed: int):
+    """``(model, criterion, pretrain_head, extra, optimizer, params)`` of one run: the model in
+    training mode, the training-only parts it asks for (None where off), and every trained
+    parameter (for the gradient clip)."""
     model = build_model(run, seed).train()
     k = model.config.num_classes
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=run.get("anchor_matching", 0.0))
@@ -224,6 +221,44 @@ def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed:
     optimizer = build_optimizer(model, lr=run["lr"], weight_decay=1e-4)
     for m in added:
         optimizer.add_param_group({"params": list(m.parameters()), "weight_decay": 0.0})
+    return model, criterion, pretrain_head, extra, optimizer, params
+
+
+def step_costs(names: list[str], seed: int, repeats: int, bf16: bool) -> str:
+    """Median seconds of one training step (the detection loss, backward, clip, AdamW; the
+    batch rendered once, so rendering is left out) of each run in ``names``, alternating
+    between them in this process: the cost of each lever per step, free of the load that
+    changes over a long run. A Markdown table, the ratios to the first run."""
+    fns = {}
+    for name in names:
+        run = RUNS[name]
+        model, criterion, _, extra, optimizer, params = run_parts(run, seed)
+        x, targets = next(batches(run, seed))
+
+        def step(model=model, criterion=criterion, extra=extra, optimizer=optimizer, params=params,
+                 x=x, targets=targets):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = detection_loss(model, criterion, extra, x, targets, (seed, 0))
+            loss = loss[0] if isinstance(loss, tuple) else loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.1)
+            optimizer.step()
+        fns[name] = step
+    times = time_alternating(fns, repeats=repeats, warmup=2)
+    first = times[names[0]]
+    return table([[n, f"{t:.3f}", f"{t / first:.2f}x"] for n, t in times.items()], ["run", "s / step", "ratio"])
+
+
+def train_run(name: str, run: dict, val, budget: float, eval_every: float, seed: int, log,
+              save: str | None = None, by_steps: bool = False, bf16: bool = True,
+              stop_at: float | None = None) -> dict:
+    """One run of ``budget`` seconds of training (``by_steps``: optimizer steps), evaluated every
+    ``eval_every`` of the same unit; the schedule and the run's phases follow the same clock.
+    ``bf16``: training and evaluation under bf16 autocast (fp32 otherwise). ``stop_at``: end
+    the run at the first evaluation with held-out AP50 >= it (the schedule stays the budget's)."""
+    model, criterion, pretrain_head, extra, optimizer, params = run_parts(run, seed)
+    k = model.config.num_classes
     pretrain_until = run["pretrain"] * budget
 
     curve, train_time, step, next_eval = [], 0.0, 0, eval_every
@@ -370,6 +405,8 @@ def main(argv=None) -> int:
     p.add_argument("--stop-at", type=float, default=None, metavar="AP50",
                    help="end each run at its first evaluation with held-out AP50 >= this (for wall-clock figures; "
                         "the learning-rate schedule stays that of the whole budget)")
+    p.add_argument("--step-cost", type=int, default=None, metavar="REPEATS",
+                   help="instead of training: the median seconds of one step of each of --runs, alternating")
     p.add_argument("--out", default=None, help="append one JSON line per run here")
     p.add_argument("--save-model", default=None, help="write the (last) run's final model here (.safetensors)")
     p.add_argument("--table", nargs="+", default=None,
@@ -390,6 +427,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(environment(), flush=True)
+    if args.step_cost:
+        print(step_costs(args.runs, args.seed, args.step_cost, args.precision == "bf16"))
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="yolos-study-"))
     val = held_out_set(tmp / "val", args.val_images)
     by_steps = args.budget_steps is not None

@@ -93,3 +93,12 @@ def test_the_convergence_study_stops_a_run_at_a_target(tmp_path, one_thread, cap
     assert convergence_study.main(["--table", str(out)]) == 0
     line = [ln for ln in capsys.readouterr().out.splitlines() if "dense aux 1" in ln][0]
     assert [c.strip() for c in line.split("|")][-4:-1] == ["-", "2", f"6 steps ({row['seconds']:.0f} s)"]
+
+
+def test_the_convergence_study_times_a_step_of_each_run(one_thread, capsys):
+    runs = ["scratch, anchor matching 50, denoising 2, lr 2e-3",
+            "scratch, anchor matching 50, denoising 2, lr 2e-3, dense aux 1"]
+    assert convergence_study.main(["--runs", *runs, "--step-cost", "1", "--precision", "fp32"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| scratch")]
+    assert len(rows) == 2 and rows[0].rstrip(" |").endswith("1.00x")
+    assert all(float(r.split("|")[2]) > 0 for r in rows)
