@@ -35,6 +35,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -45,7 +46,7 @@ from yolos.data.dataset import DetectionDataset
 from yolos.data.synthetic import MAX_NUM_IMAGES, ShapesSpec, SyntheticShapes, write_synthetic_dataset
 from yolos.evaluation.evaluate import evaluate
 from yolos.train.criterion import SetCriterion
-from yolos.train.extra_tokens import ExtraTokens
+from yolos.train.extra_tokens import extra_tokens_for
 from yolos.train.matcher import HungarianMatcher
 from yolos.train.optim import build_optimizer
 from yolos.train.recipe import init_box_anchors, init_head_priors, init_scratch_weights
@@ -214,9 +215,8 @@ def run_parts(run: dict, seed: int):
     criterion = SetCriterion(k, matcher, eos_coef=0.1, class_loss=run.get("class_loss", "ce"),
                              iou_power=run.get("iou_power", 1.0))
     pretrain_head = torch.nn.Linear(run["width"], k + 1) if run["pretrain"] else None
-    extra = None
-    if run.get("det_groups", 1) > 1 or run.get("denoising", 0) or run.get("dense_aux", 0):  # training only (issue 29)
-        extra = ExtraTokens(model.config, run.get("det_groups", 1), run.get("denoising", 0), run.get("dense_aux", 0.0))
+    extra = extra_tokens_for(SimpleNamespace(det_groups=run.get("det_groups", 1), denoising=run.get("denoising", 0),
+                                             dense_aux=run.get("dense_aux", 0.0)), model.config)  # issue 29
     added = [m for m in (pretrain_head, extra) if m is not None]
     params = list(model.parameters()) + [p for m in added for p in m.parameters()]
     optimizer = build_optimizer(model, lr=run["lr"], weight_decay=1e-4)

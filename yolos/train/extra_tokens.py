@@ -212,7 +212,6 @@ class ExtraTokens(nn.Module):
             total = w["loss_ce"] * ce + w["loss_bbox"] * l1 + w["loss_giou"] * (1 - giou.reshape(-1)).sum()
         return total / (num_boxes * batch.dn_sets)
 
-
     def _dense_loss(self, features: Tensor, batch: ExtraBatch, criterion, normalizers: dict) -> Tensor:
         head, w = self.dense_head, criterion.weights
         with torch.autocast(device_type=features.device.type, enabled=False):
