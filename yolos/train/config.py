@@ -26,7 +26,7 @@ _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init"
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=2e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
-                    bf16="auto", patch_size=16, anchor_matching=50.0, denoising=2, dense_aux=1.0),
+                    bf16="auto", patch_size=16, anchor_matching=50.0, dense_aux=1.0),
     "finetune": dict(_PAPER, lr=1e-3, warmup_steps=50, head_priors=True, bf16="auto", anchor_matching="checkpoint",
                      ema=True, sizes_from_data=True),
 }
@@ -63,7 +63,7 @@ class TrainConfig:
         "paper",
         "paper: the original recipe (default; what the released models were trained with from DeiT). scratch: for"
         " random weights: lr 2e-3 with 100 warmup steps, the scratch init, anchor boxes, heads at the data's "
-        "priors, anchor matching, 2 denoising sets and the dense head (training only), bf16 autocast where it is "
+        "priors, anchor matching and the dense head (training only), bf16 autocast where it is "
         "faster, patch size 16. "
         "finetune: from "
         "a YOLOS checkpoint (--init) on new data: lr 1e-3 with 50 warmup steps, the class head's rows kept for "
