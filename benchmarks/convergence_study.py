@@ -64,7 +64,7 @@ BASELINE = dict(lr=3e-4, warmup=0, batch=32, det_tokens=20, class_prior=False, b
 # (yolos.train.config.RECIPES["scratch"]) is the row "scratch, anchor matching 50, lr 2e-3, dense
 # aux 1": anchor matching, the lever that left the plateau, and the two that won after it (the
 # dense head moved the plateau's end from ~2500 steps to ~1000; with it on, denoising no longer
-# paid for its 1.27x step).
+# paid for its 1.25x model step).
 SCRATCH = dict(BASELINE, lr=1e-3, warmup=100, class_prior=True, box_prior=True, scratch_init=True,
                anchors=True)
 
