@@ -13,6 +13,7 @@ turned into epochs from a short timed calibration run:
   evaluated, bf16 autocast where it is faster); ``finetune-no-ema``: the same with ``--no-ema``;
   ``finetune-denoising``: the same with ``--denoising 2`` (training-only denoising tokens);
   ``finetune-dense``: the same with ``--dense-aux 1`` (the training-only dense head);
+  ``finetune-layer-decay``: the same with ``--layer-decay 0.75`` (layer-wise lr decay);
   ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
   times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
@@ -53,6 +54,7 @@ CONTENDERS = {
     "finetune-no-ema": dict(recipe="finetune", init=True, ema=False),
     "finetune-denoising": dict(recipe="finetune", init=True, denoising=2),
     "finetune-dense": dict(recipe="finetune", init=True, dense_aux=1.0),
+    "finetune-layer-decay": dict(recipe="finetune", init=True, layer_decay=0.75),
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
     "paper": dict(recipe="paper", init=True),
@@ -78,7 +80,8 @@ def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
-                       denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"))
+                       denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"),
+                       layer_decay=c.get("layer_decay"))
 
 
 def curve(out: Path) -> list[dict]:

@@ -73,3 +73,36 @@ def test_warmup_epochs_and_steps():
     assert [s.lr(0, g) for g in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     assert s.apply(opt, 0, 1) == pytest.approx(5e-4) and opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def _scale_by_hand(name: str, decay: float) -> float:
+    """A depth-2 model: embeddings decay^3, blocks.0 decay^2, blocks.1 decay, norm and heads 1."""
+    if name.startswith("blocks."):
+        return decay ** (2 - int(name.split(".")[1]))
+    if name.startswith("patch_embed") or name in ("cls_token", "det_tokens", "pos_embed", "mid_pos_embed"):
+        return decay ** 3
+    return 1.0
+
+
+def test_layer_decay_scales_each_parameters_step_by_its_depth():
+    model = _tiny(mid=True)
+    groups = param_groups(model, weight_decay=1e-4, layer_decay=0.5)
+    for g in groups:  # decay flags as without layer decay; one scale per group
+        for name in g["names"]:
+            assert g["lr_scale"] == _scale_by_hand(name, 0.5), name
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(groups) == 8  # (decayed, not) x (embeddings, block 0, block 1, top): mid_pos_embed is decayed
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.0, layer_decay=0.5)
+    assert LRSchedule(1e-3, 5).apply(opt, 1) == pytest.approx(1e-3)  # the schedule's lr, the top's
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    # Adam's first step moves every weight by lr * g / (|g| + eps), i.e. by its group's lr.
+    for n, p in model.named_parameters():
+        step = (before[n] - p.detach()).flatten()
+        assert torch.allclose(step, torch.full_like(step, 1e-3 * _scale_by_hand(n, 0.5)), rtol=1e-4), n
+
+
+def test_no_layer_decay_keeps_hustvl_two_groups():
+    assert [g["lr_scale"] for g in param_groups(_tiny(), layer_decay=1.0)] == [1.0, 1.0]

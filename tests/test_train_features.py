@@ -61,10 +61,17 @@ def test_ema_is_evaluated_saved_and_resumed_exactly(data, tmp_path):
     assert state["ema"]["updates"] == state["global_step"] > 0
     assert all(torch.equal(last[k], state["ema"]["weights"][k]) for k in last)  # last is the average
     assert not all(torch.equal(last[k], state["model"][k]) for k in last)
+    resumed = _interrupted_at_step_4_then_resumed(data, tmp_path / "b", ema=True)
+    for k, v in state["ema"]["weights"].items():
+        assert torch.equal(v, resumed["ema"]["weights"][k]), k
+
+
+def _interrupted_at_step_4_then_resumed(data: Path, out: Path, **kw) -> dict:
+    """Ctrl-C in the middle of the second epoch, then ``--resume``: the final training state."""
     calls = []
     real_step = StepReporter.step
 
-    def interrupt_at_step_4(self, values, lr):  # Ctrl-C in the middle of the second epoch
+    def interrupt_at_step_4(self, values, lr):
         real_step(self, values, lr)
         calls.append(1)
         if len(calls) == 4:
@@ -73,12 +80,24 @@ def test_ema_is_evaluated_saved_and_resumed_exactly(data, tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(StepReporter, "step", interrupt_at_step_4)
         with pytest.raises(TrainingInterrupted):
-            fit(_cfg(data, tmp_path / "b", ema=True))
-    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["global_step"] == 4
-    fit(_cfg(data, tmp_path / "b", ema=True, resume=True), given={"resume"})
-    resumed = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    for k, v in state["ema"]["weights"].items():
-        assert torch.equal(v, resumed["ema"]["weights"][k]), k
+            fit(_cfg(data, out, **kw))
+    assert torch.load(out / "state.pt", weights_only=True)["global_step"] == 4
+    fit(_cfg(data, out, resume=True, **kw), given={"resume"})
+    return torch.load(out / "state.pt", weights_only=True)
+
+
+def test_layer_decay_trains_each_depth_at_its_rate_and_resumes_exactly(data, tmp_path):
+    fit(_cfg(data, tmp_path / "a", layer_decay=0.5))
+    state = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    assert state["config"]["layer_decay"] == 0.5
+    groups = state["optimizer"]["param_groups"]
+    top = max(g["lr"] for g in groups)
+    # TINY has depth 2: the embeddings at 0.5^3, block 0 at 0.5^2, block 1 at 0.5, norm and heads at 1
+    assert sorted({round(g["lr"] / top, 9) for g in groups}) == [0.125, 0.25, 0.5, 1.0]
+    assert all(g["lr"] == pytest.approx(top * g["lr_scale"]) for g in groups)
+    resumed = _interrupted_at_step_4_then_resumed(data, tmp_path / "b", layer_decay=0.5)
+    for k, v in state["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
 
 
 def test_patience_stops_when_ap_stops_improving(data, tmp_path, capsys):

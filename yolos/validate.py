@@ -84,6 +84,11 @@ def fraction(value, name: str) -> float:
     return _real(value, name, lambda v: 0 <= v < 1, "a number in [0, 1)", allow_bool=False)
 
 
+def unit_scale(value, name: str) -> float:
+    """A scale factor in (0, 1]."""
+    return _real(value, name, lambda v: 0 < v <= 1, "a number in (0, 1]", allow_bool=False)
+
+
 def duration(value, name: str) -> str:
     """A wall-clock duration as text (``"90s"``, ``"10m"``, ``"1.5h"``, or a number of seconds);
     returned as given, checked by :func:`seconds`."""

@@ -22,7 +22,7 @@ from .. import defaults, validate
 # "auto": left unset by resolved() and decided when the run starts (bf16: yolos.train.autocast).
 _PAPER = {"warmup_steps": 0, "bf16": False, "head_priors": False, "scratch_init": False, "anchors": False,
           "anchor_matching": 0.0, "ema": False, "sizes_from_data": False, "det_groups": 1, "denoising": 0,
-          "dense_aux": 0.0}
+          "dense_aux": 0.0, "layer_decay": 1.0}
 RECIPES: dict[str, dict] = {
     "paper": _PAPER,
     "scratch": dict(_PAPER, lr=2e-3, warmup_steps=100, scratch_init=True, anchors=True, head_priors=True,
@@ -103,6 +103,10 @@ class TrainConfig:
     lr: float | None = option(None, "default: the variant's recipe", validate.positive_float)
     min_lr: float = option(1e-7, check=validate.non_negative_float)
     weight_decay: float = option(1e-4, check=validate.non_negative_float)
+    layer_decay: float | None = option(
+        None, "layer-wise lr decay: block i of a depth-D ViT trains at DECAY^(D - i) of the lr, the embeddings at "
+        "DECAY^(D + 1), the heads at the whole lr (BEiT, ViTDet; default: the recipe's; 1 off)",
+        validate.unit_scale, metavar="DECAY")
     clip_max_norm: float = option(0.1, "0: no clipping", validate.non_negative_float)
     warmup_epochs: int = option(0, check=validate.non_negative_int)
     warmup_lr: float = option(1e-6, "learning rate at the start of --warmup-epochs", validate.non_negative_float)

@@ -207,7 +207,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=cfg.anchor_matching)
     criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef,
                              class_loss=cfg.class_loss, iou_power=cfg.iou_power).to(di.device)
-    optimizer = build_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     extra = extra_tokens_for(cfg, model.config)
     if extra is not None:  # training-only parameters: in the optimizer and the state, not the model
         extra.to(di.device)

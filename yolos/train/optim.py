@@ -23,32 +23,52 @@ from ..distributed import unwrap
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "det_tokens")
 
 
-def param_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
-    """Two AdamW groups, ``[{"params", "weight_decay", "names"}, ...]`` (decayed first).
+def layer_id(name: str, depth: int) -> int:
+    """Where a parameter sits in the ViT, counted from the input: 0 for the embeddings (patches,
+    positions, the [CLS] and [DET] tokens), ``i + 1`` for ``blocks.i``, ``depth + 1`` for the
+    final norm and the heads (BEiT's and ViTDet's numbering for layer-wise lr decay)."""
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    if name.startswith(("patch_embed.", "mid_pos_embed")) or name in NO_DECAY_NAMES:
+        return 0
+    return depth + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float = 1e-4, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW groups, ``[{"params", "weight_decay", "lr_scale", "names"}, ...]`` (decayed first).
 
     Frozen parameters (``requires_grad=False``, e.g. ``--detach-det-tokens``) are left out.
     Not decayed: ``pos_embed``, ``cls_token``, ``det_tokens``, every 1-D tensor (norms, biases).
+    ``layer_decay`` < 1 (layer-wise lr decay, the usual ViT fine-tune): a parameter at
+    :func:`layer_id` ``k`` trains at ``layer_decay ** (depth + 1 - k)`` of the lr, so the heads
+    get the whole lr and the embeddings the least; one group per (decayed, layer). At 1 there
+    are two groups, as hustvl/YOLOS has.
     """
-    decay, no_decay = [], []
-    for name, p in unwrap(model).named_parameters():
+    net = unwrap(model)
+    depth = len(net.blocks)
+    groups: dict[tuple[bool, int], dict] = {}
+    for name, p in net.named_parameters():
         if not p.requires_grad:
             continue
         skip = p.ndim <= 1 or name.endswith(".bias") or name in NO_DECAY_NAMES
-        (no_decay if skip else decay).append((name, p))
-    return [
-        {"params": [p for _, p in decay], "weight_decay": weight_decay, "names": [n for n, _ in decay]},
-        {"params": [p for _, p in no_decay], "weight_decay": 0.0, "names": [n for n, _ in no_decay]},
-    ]
+        layer = layer_id(name, depth) if layer_decay != 1.0 else depth + 1
+        g = groups.setdefault((skip, layer), {"params": [], "weight_decay": 0.0 if skip else weight_decay,
+                                              "lr_scale": layer_decay ** (depth + 1 - layer), "names": []})
+        g["params"].append(p)
+        g["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 1e-4) -> torch.optim.AdamW:
-    """AdamW(betas=(0.9, 0.999), eps=1e-8) over :func:`param_groups`.
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 1e-4,
+                    layer_decay: float = 1.0) -> torch.optim.AdamW:
+    """AdamW(betas=(0.9, 0.999), eps=1e-8) over :func:`param_groups`; :class:`LRSchedule` sets each
+    group's lr to the schedule's times its ``lr_scale``.
 
     Uses the fused kernel where torch has one for the parameters' device (CPU and CUDA): same
     update rule, one kernel for all tensors instead of a Python loop (13 -> 5 ms per step for
     the micro model on one CPU thread).
     """
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, layer_decay)
     for g in groups:
         g.pop("names")  # torch would keep them in state_dict; names are only for inspection
     kwargs = dict(lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
@@ -105,7 +125,7 @@ class LRSchedule:
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, global_step: int = 0) -> float:
         lr = self.lr(epoch, global_step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def state_dict(self) -> dict:
