@@ -3,8 +3,10 @@
 The pretrained detector is a checkpoint the project trains itself (the hub is out of reach here):
 by default the bundled model (squares, circles, triangles). The new task has new classes and a
 new look, made with the generator: stars, crosses and rings, half of them drawn as outlines, on
-the varied backgrounds (128 px images, 1-8 objects of 12-64 px), rendered fresh every epoch; the
-held-out set is written once from another seed. Every contender is a real ``yolos train`` run
+the varied backgrounds (128 px images, 1-8 objects of 12-64 px), rendered fresh every epoch
+(or, with ``--train-images N``, N of them written once as JPEG files and read as a user's dataset
+is: rendering costs about as much as the model's step on 2 cores); the held-out set is written
+once from another seed. Every contender is a real ``yolos train`` run
 (``yolos.train.fit``) on the same data, one after the other, each with the same wall-clock budget
 turned into epochs from a short timed calibration run:
 
@@ -14,6 +16,7 @@ turned into epochs from a short timed calibration run:
   ``finetune-denoising``: the same with ``--denoising 2`` (training-only denoising tokens);
   ``finetune-dense``: the same with ``--dense-aux 1`` (the training-only dense head);
   ``finetune-layer-decay``: the same with ``--layer-decay 0.75`` (layer-wise lr decay);
+  ``finetune-class-weight``: the same with ``--class-loss-weight 2`` (the class term doubled);
   ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
   times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
@@ -29,6 +32,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --contenders finetune finetune-no-ema --json docs/finetune_ema.json
     python -m benchmarks.finetune --contenders finetune finetune-denoising --epochs 16 --epoch-steps 150 --seed 1
     python -m benchmarks.finetune --contenders finetune-bf16 finetune-fp32 --epochs 10   # autocast's cost
+    python -m benchmarks.finetune --contenders finetune --train-images 4800   # a fixed set of files
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ CONTENDERS = {
     "finetune-denoising": dict(recipe="finetune", init=True, denoising=2),
     "finetune-dense": dict(recipe="finetune", init=True, dense_aux=1.0),
     "finetune-layer-decay": dict(recipe="finetune", init=True, layer_decay=0.75),
+    "finetune-class-weight": dict(recipe="finetune", init=True, class_loss_weight=2.0),
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
     "paper": dict(recipe="paper", init=True),
@@ -63,12 +68,23 @@ CONTENDERS = {
 TARGET_AP50 = 0.9
 
 
-def write_task(root: Path, val_images: int, batch: int, epoch_steps: int) -> Path:
-    write_synthetic_dataset(root / "val", val_images, TASK["image_size"], TASK["min_objects"], TASK["max_objects"],
-                            TASK["shapes"], seed=2024, min_size=TASK["min_size"], max_size=TASK["max_size"],
+def _write_split(folder: Path, images: int, seed: int) -> None:
+    write_synthetic_dataset(folder, images, TASK["image_size"], TASK["min_objects"], TASK["max_objects"],
+                            TASK["shapes"], seed=seed, min_size=TASK["min_size"], max_size=TASK["max_size"],
                             look=TASK["look"], outline=TASK["outline"])
-    spec = dict(TASK, num_images=batch * epoch_steps, seed=11)
-    (root / "data.yaml").write_text(f"train:\n  synthetic: {json.dumps(spec)}\n"
+
+
+def write_task(root: Path, val_images: int, batch: int, epoch_steps: int, train_images: int = 0) -> Path:
+    """The task's data.yaml under ``root``: the held-out set written once (seed 2024); training
+    images rendered fresh every epoch (``batch * epoch_steps`` of them, seed 11), or with
+    ``train_images`` a fixed set written once as JPEG files (seed 12), read like a user's dataset."""
+    _write_split(root / "val", val_images, seed=2024)
+    if train_images:
+        _write_split(root / "train", train_images, seed=12)
+        train = "{images: train/images, annotations: train/annotations.json}"
+    else:
+        train = "\n  synthetic: " + json.dumps(dict(TASK, num_images=batch * epoch_steps, seed=11))
+    (root / "data.yaml").write_text(f"train: {train}\n"
                                     f"val: {{images: val/images, annotations: val/annotations.json}}\n")
     return root / "data.yaml"
 
@@ -81,7 +97,7 @@ def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
                        denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"),
-                       layer_decay=c.get("layer_decay"))
+                       layer_decay=c.get("layer_decay"), class_loss_weight=c.get("class_loss_weight", 1.0))
 
 
 def curve(out: Path) -> list[dict]:
@@ -126,6 +142,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the curves here")
     ap.add_argument("--lr", type=float, default=None, help="learning rate for every contender (default: its recipe's)")
     ap.add_argument("--seed", type=int, default=1, help="the runs' seed (the data and held-out set stay the same)")
+    ap.add_argument("--train-images", type=int, default=0,
+                    help="train on this many images written once to disk (a user's fixed dataset) instead of "
+                         "images rendered fresh every epoch")
     ap.add_argument("--epochs", type=int, default=None,
                     help="this many epochs of --epoch-steps for every contender instead of a time budget")
     args = ap.parse_args(argv)
@@ -133,11 +152,12 @@ def main(argv=None) -> int:
     print(environment(), flush=True)
     budget = (f"{args.epochs} epochs of {args.epoch_steps} steps" if args.epochs
               else f"{args.budget_minutes:g} min of training")
-    print(f"task: {TASK}; each contender: {budget}; pretrained: {args.init}", flush=True)
+    source = f"{args.train_images} training images on disk" if args.train_images else "rendered fresh every epoch"
+    print(f"task: {TASK} ({source}); each contender: {budget}; pretrained: {args.init}", flush=True)
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = write_task(root, args.val_images, args.batch, args.epoch_steps)
+        data = write_task(root, args.val_images, args.batch, args.epoch_steps, args.train_images)
         for name in args.contenders:
             t0 = time.perf_counter()
             curves[name] = run(name, data, root, args.init, args.budget_minutes * 60, args.batch, args.epoch_steps,
@@ -156,7 +176,8 @@ def main(argv=None) -> int:
         bound = "" if reached["scratch"] else " at most (scratch never got there)"
         print(f"\nfine-tuning needs {reached['finetune'] / scratch:.2f}x the scratch recipe's time{bound}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"task": TASK, "budget_minutes": args.budget_minutes, "seed": args.seed,
+        Path(args.json).write_text(json.dumps({"task": TASK, "train_images": args.train_images or "fresh",
+                                               "budget_minutes": args.budget_minutes, "seed": args.seed,
                                                "epochs": args.epochs,
                                                "environment": environment(), "curves": curves}, indent=1))
     return 0

@@ -9,7 +9,9 @@ stages one image goes through there, each in milliseconds per image (the median 
 * ``item``: ``SyntheticShapes[i]`` (render, raw target, to a normalized tensor);
 * ``seeded item``: the same through ``SeededDataset``, which seeds the random streams per item as
   ``yolos train`` does (so a resumed run sees the same data);
-* ``batch``: a DataLoader batch of 32 seeded items with the training collate, per image.
+* ``batch``: a DataLoader batch of 32 seeded items with the training collate, per image;
+* ``file batch``: the same from the same number of images written once as JPEG files and read as
+  a user's dataset is (``--train-images`` of the fine-tune benchmark): decode, target, tensor.
 
     python -m benchmarks.train_data
     python -m benchmarks.train_data --images 256 --repeats 7
@@ -18,14 +20,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.common import environment
-from benchmarks.finetune import TASK
+from benchmarks.finetune import TASK, write_task
+from yolos.data import transforms as T
 from yolos.data.collate import collate_fn
+from yolos.data.dataset_config import resolve_dataset
 from yolos.data.shapes import ShapesSpec, render_shapes
 from yolos.data.synthetic import SyntheticShapes
 from yolos.train.data_order import SeededDataset
@@ -33,16 +39,21 @@ from yolos.train.data_order import SeededDataset
 BATCH = 32
 
 
-def stages(images: int) -> dict:
+def stages(images: int, folder: Path) -> dict:
     spec = ShapesSpec(**TASK)
     dataset = SyntheticShapes(spec, images, seed=11)
     seeded = SeededDataset(dataset, seed=1)
     loader = torch.utils.data.DataLoader(seeded, batch_size=BATCH, collate_fn=collate_fn, num_workers=0)
+    files = resolve_dataset(write_task(folder, 1, BATCH, 1, train_images=images)).dataset(
+        "train", transforms=T.make_transforms("val", eval_size=(TASK["image_size"], TASK["image_size"])))
+    file_loader = torch.utils.data.DataLoader(SeededDataset(files, seed=1), batch_size=BATCH,
+                                              collate_fn=collate_fn, num_workers=0)
     return {
         "render": lambda: [render_shapes(np.random.default_rng([11, 0, i]), spec) for i in range(images)],
         "item": lambda: [dataset[i] for i in range(images)],
         "seeded item": lambda: [seeded[i] for i in range(images)],
         "batch": lambda: list(loader),
+        "file batch": lambda: list(file_loader),
     }
 
 
@@ -56,7 +67,11 @@ def main() -> None:
         ap.error(f"--images must be a positive multiple of {BATCH}, got {args.images}")
     torch.set_num_threads(args.threads)
     print(environment())
-    runs = stages(args.images)
+    with tempfile.TemporaryDirectory() as tmp:
+        measure(stages(args.images, Path(tmp)), args)
+
+
+def measure(runs: dict, args) -> None:
     times = {name: [] for name in runs}
     for run in runs.values():
         run()  # warm-up

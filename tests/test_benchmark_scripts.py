@@ -102,3 +102,17 @@ def test_the_convergence_study_times_a_step_of_each_run(one_thread, capsys):
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| scratch")]
     assert len(rows) == 2 and rows[0].rstrip(" |").endswith("1.00x")
     assert all(float(r.split("|")[2]) > 0 for r in rows)
+
+
+def test_the_finetune_task_trains_on_fresh_renders_or_a_fixed_set_of_files(tmp_path):
+    from benchmarks.finetune import write_task
+    from yolos.data.dataset_config import resolve_dataset
+
+    fresh = resolve_dataset(write_task(tmp_path / "fresh", val_images=3, batch=2, epoch_steps=2))
+    assert fresh.train_synthetic["num_images"] == 4 and fresh.train is None
+    files = resolve_dataset(write_task(tmp_path / "files", val_images=3, batch=2, epoch_steps=2, train_images=5))
+    assert files.train_synthetic is None
+    train = files.dataset("train")
+    assert len(train) == 5 and len(list((tmp_path / "files" / "train" / "images").glob("*.jpg"))) == 5
+    assert [c["name"] for c in train.categories] == ["star", "cross", "ring"]
+    assert len(files.dataset("val")) == 3

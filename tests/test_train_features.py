@@ -194,3 +194,13 @@ def test_an_interrupted_run_leaves_its_plot_up_to_date(data, tmp_path, monkeypat
     with pytest.raises(TrainingInterrupted):
         fit(_cfg(data, tmp_path / "i", epochs=5, eval_every=0))
     assert drawn[0] == 1 and drawn[-1] == 2  # the first epoch's plot, then the catch-up on the interrupt
+
+
+def test_class_loss_weight_weighs_the_class_term_of_the_logged_total(data, tmp_path):
+    fit(_cfg(data, tmp_path / "w", epochs=1, class_loss_weight=3.0, eval_every=0))
+    rows = [json.loads(ln) for ln in (tmp_path / "w" / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["config"]["class_loss_weight"] == 3.0
+    t = next(r for r in rows if r.get("type") == "epoch")["train"]
+    # DETR's total with ce_loss_coef 3: means of a linear sum are the sum of the means
+    assert t["loss"] == pytest.approx(3 * t["loss_ce"] + 5 * t["loss_bbox"] + 2 * t["loss_giou"], rel=1e-4)
+    assert t["loss"] > t["loss_ce"] + 5 * t["loss_bbox"] + 2 * t["loss_giou"] + 1e-3

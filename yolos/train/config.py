@@ -147,6 +147,9 @@ class TrainConfig:
     eos_coef: float = option(0.1, "loss weight of the 'no object' class (DETR's eos_coef): higher makes "
                              "unmatched [DET] tokens say 'no object' more firmly, fewer duplicate boxes",
                              validate.non_negative_float)
+    class_loss_weight: float = option(1.0, "weight of the class loss in the total, against L1 5 and GIoU 2 for the "
+                                      "boxes (DETR's ce_loss_coef; the matcher's costs stay 1, 5, 2)",
+                                      validate.positive_float, metavar="WEIGHT")
     class_loss: str = option("ce", "the class loss: ce (DETR's cross-entropy) or iou (IoU-aware: a matched "
                              "[DET] token's target is its object's class with probability the IoU of its box, "
                              "no object with the rest; training only, the model is unchanged)",

@@ -205,7 +205,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
             model, device_ids=[di.device.index] if di.device.type == "cuda" else None)
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2, cost_anchor=cfg.anchor_matching)
-    criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef,
+    criterion = SetCriterion(model.config.num_classes, matcher, eos_coef=cfg.eos_coef, weight_ce=cfg.class_loss_weight,
                              class_loss=cfg.class_loss, iou_power=cfg.iou_power).to(di.device)
     optimizer = build_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     extra = extra_tokens_for(cfg, model.config)
