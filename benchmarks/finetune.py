@@ -5,7 +5,7 @@ by default the bundled model (squares, circles, triangles). The new task has new
 new look, made with the generator: stars, crosses and rings, half of them drawn as outlines, on
 the varied backgrounds (128 px images, 1-8 objects of 12-64 px), rendered fresh every epoch
 (or, with ``--train-images N``, N of them written once as JPEG files and read as a user's dataset
-is: rendering costs about as much as the model's step on 2 cores); the held-out set is written
+is: on 2 cores a rendered batch costs 0.5-1x the model's step); the held-out set is written
 once from another seed. Every contender is a real ``yolos train`` run
 (``yolos.train.fit``) on the same data, one after the other, each with the same wall-clock budget
 turned into epochs from a short timed calibration run:
