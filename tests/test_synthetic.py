@@ -109,7 +109,7 @@ def test_train_data_benchmark_prints_every_stage():
     assert run.returncode == 0, run.stderr
     rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in run.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| stage")}
-    assert set(rows) == {"render", "item", "seeded item", "batch"} and all(v > 0 for v in rows.values())
+    assert set(rows) == {"render", "item", "seeded item", "batch", "file batch"} and all(v > 0 for v in rows.values())
     bad = subprocess.run([sys.executable, "-m", "benchmarks.train_data", "--images", "20"], cwd=root,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--images" in bad.stderr.strip().splitlines()[-1]
