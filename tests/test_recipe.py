@@ -48,6 +48,11 @@ def test_finetune_recipe_keeps_the_checkpoints_anchor_matching():
     plain = create_model("micro").config
     assert TrainConfig(data="x", recipe="finetune").resolved(MICRO, plain).anchor_matching == 0.0
     assert TrainConfig(data="x", recipe="finetune", anchor_matching=7).resolved(MICRO, anchored).anchor_matching == 7
+    # its anchors are cells of its own token grid: keeping fewer tokens leaves them behind
+    fewer = TrainConfig(data="x", recipe="finetune", num_det_tokens=anchored.num_det_tokens - 1)
+    assert fewer.resolved(MICRO, anchored).anchor_matching == 0.0
+    same = TrainConfig(data="x", recipe="finetune", num_det_tokens=anchored.num_det_tokens)
+    assert same.resolved(MICRO, anchored).anchor_matching == 50.0
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -204,3 +204,26 @@ def test_class_loss_weight_weighs_the_class_term_of_the_logged_total(data, tmp_p
     # DETR's total with ce_loss_coef 3: means of a linear sum are the sum of the means
     assert t["loss"] == pytest.approx(3 * t["loss_ce"] + 5 * t["loss_bbox"] + 2 * t["loss_giou"], rel=1e-4)
     assert t["loss"] > t["loss_ce"] + 5 * t["loss_bbox"] + 2 * t["loss_giou"] + 1e-3
+
+
+def test_a_finetune_keeps_fewer_det_tokens_without_the_checkpoints_anchors_and_resumes_exactly(data, tmp_path):
+    """--num-det-tokens below the checkpoint's: the most matched tokens are kept (the choice:
+    tests/test_token_choice.py), the recipe's anchor matching (the checkpoint's, 10 here) is not
+    carried over, and the model written has the kept count."""
+    from yolos.checkpoint.native import save_native
+
+    start = create_model("micro", **TINY)
+    start.config = start.config.replace(anchor_matching=10.0)
+    save_native(start, tmp_path / "six.safetensors")
+    kw = dict(init=str(tmp_path / "six.safetensors"), recipe="finetune", num_det_tokens=3, bf16=False)
+    said = []
+    fit(_cfg(data, tmp_path / "a", **kw), log=said.append)
+    assert any("keeping 3 of the checkpoint's 6" in s for s in said), said
+    state = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    assert state["config"]["anchor_matching"] == 0.0 and state["model"]["det_tokens"].shape == (1, 3, 32)
+    last = load_native(tmp_path / "a" / "last.safetensors")
+    assert (last.config.num_det_tokens, last.config.anchor_matching) == (3, 0.0)
+    assert last.pos_embed.shape[1] == 1 + 4 * 4 + 3
+    resumed = _interrupted_at_step_4_then_resumed(data, tmp_path / "b", **kw)
+    for k, v in state["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k

@@ -83,6 +83,30 @@ class YOLOS(nn.Module):
         self.config = self.config.replace(num_classes=len(rows), class_names=class_names,
                                           category_ids=category_ids)
 
+    @torch.no_grad()
+    def keep_det_tokens(self, indices: list[int]) -> None:
+        """Keep only the [DET] tokens ``indices`` (distinct, in ``0..T-1``; kept in the order
+        given), with their position embedding rows (initial and mid). Everything else is
+        unchanged; the kept tokens' outputs do change, since they attended to the dropped ones.
+        This is how a fine-tune trains with fewer tokens than its checkpoint has."""
+        t = self.config.num_det_tokens
+        if not indices or len(set(indices)) != len(indices) or not all(0 <= i < t for i in indices):
+            raise ValueError(f"[DET] tokens to keep must be distinct indices in 0..{t - 1}, got {indices}")
+        keep = torch.as_tensor(indices, dtype=torch.long, device=self.det_tokens.device)
+        s = self.pos_embed.shape[1] - t  # [CLS] and the grid come first
+
+        def rows(table: Tensor) -> nn.Parameter:  # [..., S, D] -> [..., s + K, D]
+            return nn.Parameter(torch.cat([table[..., :s, :], table[..., s:, :].index_select(-2, keep)], -2),
+                                requires_grad=table.requires_grad)
+
+        self.det_tokens = nn.Parameter(self.det_tokens.index_select(1, keep),
+                                       requires_grad=self.det_tokens.requires_grad)
+        self.pos_embed = rows(self.pos_embed)
+        if self.mid_pos_embed is not None:
+            self.mid_pos_embed = rows(self.mid_pos_embed)
+        self._pos_cache.clear()
+        self.config = self.config.replace(num_det_tokens=len(indices))
+
     # ------------------------------------------------------- position embeddings
     def position_embeddings(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         """Initial ``[1, S, D]`` and mid ``[L-1, 1, S, D]`` (or None) embeddings for an input grid

@@ -13,12 +13,14 @@ from ..data import transforms as T
 from ..data.classes import config_match, parse_class_map
 from ..data.dataset_config import resolve_dataset
 from ..data.synthetic import synthetic_from_config
+from ..distributed import broadcast_object
 from ..errors import DatasetError
 from ..model import YOLOS, create_model
 from ..model.variants import input_size
 from .config import RECIPES, TrainConfig
 from .recipe import dataset_priors, init_head_priors, prepare_scratch_model
 from .sizes import choose_sizes, sizes_of
+from .token_choice import most_matched_tokens
 
 
 def _transforms(cfg: TrainConfig, split: str):
@@ -157,13 +159,19 @@ def fit_class_head(model, train, class_map, head_priors: bool, log) -> None:
         log(f"new class rows at the data's prior ({objects:.2f} objects per image)")
 
 
-def prepare_model(cfg: TrainConfig, start, train, log):
+def prepare_model(cfg: TrainConfig, start, train, log, device="cpu"):
     """The model to train for a resolved config: ``start`` (:func:`starting_model`'s: a resumed
-    model, or the YOLOS checkpoint of --init, its class head fitted to the data), else a new
-    one (random weights, or an ImageNet backbone)."""
+    model, or the YOLOS checkpoint of --init, keeping ``--num-det-tokens`` of its [DET] tokens
+    (chosen on ``device``) and its class head fitted to the data), else a new one (random
+    weights, or an ImageNet backbone)."""
     if start is not None:
         model = start
         if not cfg.resume:
+            if cfg.num_det_tokens and cfg.num_det_tokens != model.config.num_det_tokens:
+                total = model.config.num_det_tokens
+                choice = broadcast_object(most_matched_tokens(model.to(device), train, cfg.num_det_tokens, device))
+                model.keep_det_tokens(choice.keep)
+                log(choice.describe(total))
             fit_class_head(model, train, parse_class_map(cfg.class_map), cfg.head_priors, log)
     else:
         overrides = {"num_classes": train.num_classes, "class_names": dict(train.class_names),

@@ -134,7 +134,10 @@ class TrainConfig:
         None, "choose the training and evaluation sizes left unset from the training images and their boxes, so "
         "that most objects span at least two patches (default: the recipe's; finetune on)")
     augment: bool = option(True, "no flips/crops; resize to the largest train size", flag="--no-augment")
-    num_det_tokens: int | None = option(None, "from scratch only", validate.positive_int)
+    num_det_tokens: int | None = option(None, "[DET] tokens: from scratch, the model's (default: the variant's); "
+                                        "with --init, keep this many of the checkpoint's, those it matches most "
+                                        "often to the training boxes (a faster step and inference; keep more than "
+                                        "the most objects an image holds)", validate.positive_int)
     patch_size: int | None = option(None, "from scratch only (default: the recipe's, else the variant's)",
                                     validate.positive_int)
     head_priors: bool | None = option(None, "from scratch: start the class and box heads at the training "
@@ -220,6 +223,8 @@ class TrainConfig:
                     continue
                 if value == "checkpoint":
                     value = float(getattr(init_config, key, 0.0) or 0.0)
+                    if key == "anchor_matching" and self.keeps_fewer_tokens(init_config):
+                        value = 0.0  # its anchors are cells of the checkpoint's token grid, not the kept tokens'
                 changes[key] = value
         cfg = dataclasses.replace(self, **changes)
         if cfg.sizes_from_data and data_sizes is not None and data_sizes.train_sizes is not None:
@@ -239,6 +244,11 @@ class TrainConfig:
             train_sizes=scales, eval_size=eval_size, eval_max_size=eval_max_size,
             train_max_size=cfg.train_max_size or max(variant.train_max_size if own is None else eval_max_size,
                                                      max(scales)))
+
+    def keeps_fewer_tokens(self, init_config) -> bool:
+        """Whether the run keeps fewer [DET] tokens than the --init checkpoint has."""
+        total = getattr(init_config, "num_det_tokens", None)
+        return bool(self.num_det_tokens and total and self.num_det_tokens < total)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -197,7 +197,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     wrapper, its EMA), the datasets, loader, sampler, criterion, optimizer, schedule and the
     run's :class:`Progress`."""
     cfg, state = _configured(cfg, given, out, say)
-    cfg, model, train_ds, val_ds = _model_and_data(cfg, state, say)
+    cfg, model, train_ds, val_ds = _model_and_data(cfg, state, di.device, say)
     model.to(di.device)
     net = model
     if di.distributed:
@@ -270,7 +270,7 @@ def _configured(cfg: TrainConfig, given: set[str], out: Path, say) -> tuple[Trai
     return cfg, state
 
 
-def _model_and_data(cfg: TrainConfig, state: dict | None, say):
+def _model_and_data(cfg: TrainConfig, state: dict | None, device, say):
     """``(resolved config, model, train split, val split)``: the datasets read first, since the
     recipe may size the input from them, then the model built or fitted to their classes."""
     start, variant_name = starting_model(cfg, state)
@@ -287,7 +287,7 @@ def _model_and_data(cfg: TrainConfig, state: dict | None, say):
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = prepare_model(cfg, start, train_ds, say)
+    model = prepare_model(cfg, start, train_ds, say, device)
     model.grad_checkpointing = cfg.grad_checkpointing
     if cfg.detach_det_tokens:
         model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
