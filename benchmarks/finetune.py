@@ -60,6 +60,7 @@ CONTENDERS = {
     "finetune-dense": dict(recipe="finetune", init=True, dense_aux=1.0),
     "finetune-layer-decay": dict(recipe="finetune", init=True, layer_decay=0.75),
     "finetune-class-weight": dict(recipe="finetune", init=True, class_loss_weight=2.0),
+    "finetune-16-tokens": dict(recipe="finetune", init=True, num_det_tokens=16),  # of the bundled model's 36
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
     "paper": dict(recipe="paper", init=True),
@@ -123,7 +124,8 @@ def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: in
                               log=_autocast_line(name))["out"]))
     calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed),
                       log=_autocast_line(f"{name} (calibration)"))
-    rate = epoch_steps / curve(Path(calibration["out"]))[0]["seconds"]  # steps per training second
+    first = curve(Path(calibration["out"]))[0]
+    rate = first["steps"] / first["seconds"]  # steps per training second
     epochs = max(1, math.floor(budget_s * rate / epoch_steps))
     print(f"{name}: {rate:.2f} steps/s in calibration -> {epochs} epochs of {epoch_steps} steps", flush=True)
     summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed), log=_autocast_line(name))
@@ -136,7 +138,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-minutes", type=float, default=10.0, help="training time of each contender")
     ap.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--epoch-steps", type=int, default=60, help="optimizer steps between evaluations")
+    ap.add_argument("--epoch-steps", type=int, default=60,
+                    help="optimizer steps between evaluations (with --train-images: a pass over them, N / --batch)")
     ap.add_argument("--val-images", type=int, default=300)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", default=None, help="write the curves here")
@@ -148,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None,
                     help="this many epochs of --epoch-steps for every contender instead of a time budget")
     args = ap.parse_args(argv)
+    if args.train_images:  # an epoch is a pass over the files
+        args.epoch_steps = args.train_images // args.batch
     torch.set_num_threads(args.threads)
     print(environment(), flush=True)
     budget = (f"{args.epochs} epochs of {args.epoch_steps} steps" if args.epochs
@@ -178,7 +183,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"task": TASK, "train_images": args.train_images or "fresh",
                                                "budget_minutes": args.budget_minutes, "seed": args.seed,
-                                               "epochs": args.epochs,
+                                               "epochs": args.epochs, "epoch_steps": args.epoch_steps,
+                                               "batch": args.batch, "lr": args.lr, "init": args.init,
                                                "environment": environment(), "curves": curves}, indent=1))
     return 0
 

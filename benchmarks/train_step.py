@@ -4,10 +4,12 @@ alternating, medians. Also checks that the two losses agree.
 
 With ``--autocast``: our training step (``yolos.train.engine.accumulate_gradients``: forward, set
 loss with matching, backward) in fp32 against bf16 autocast, the two timings the recipes' bf16
-choice (``yolos.train.autocast``) makes at the start of a run.
+choice (``yolos.train.autocast``) makes at the start of a run. With ``--det-tokens``: our fp32
+step at each count of [DET] tokens (what ``--num-det-tokens`` saves a fine-tune).
 
     python -m benchmarks.train_step [--cases ti micro] [--repeats 5]
     python -m benchmarks.train_step --autocast --cases ti micro-b32 --repeats 7
+    python -m benchmarks.train_step --det-tokens 36 24 16 --cases micro-b32 --repeats 9
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from benchmarks.common import environment, model_pair, table, time_alternating
 CASES = {
     "ti": ("yolos-ti", 512, 672, 2),
     "micro": ("micro", 128, 128, 8),
+    "micro-b16": ("micro", 128, 128, 16),
     "micro-b32": ("micro", 128, 128, 32),  # the fine-tune benchmark's step
 }
 
@@ -75,44 +78,77 @@ def run_case(key, repeats):
     return f"{variant} {h}x{w} b{batch}", times, losses, grad_diff
 
 
-def autocast_case(key, repeats):
-    """Median seconds of our training step in fp32 and under bf16 autocast, alternating."""
-    from yolos import create_model
+def our_step(model, group, bf16=False, update=False):
+    """One call of our training step (``accumulate_gradients``: forward, set loss with matching,
+    backward; with ``update`` also AdamW's step) of ``model`` on ``group`` ([(pixels, targets)]),
+    fp32 or under bf16 autocast."""
     from yolos.train.criterion import SetCriterion
     from yolos.train.engine import StepParts, accumulate_gradients
     from yolos.train.matcher import HungarianMatcher
     from yolos.train.optim import LRSchedule, build_optimizer
 
-    variant, h, w, batch = CASES[key]
-    model = create_model(variant).train()
     criterion = SetCriterion(model.config.num_classes, HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2))
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-4)
+    parts = StepParts(model, criterion, optimizer, LRSchedule(1e-4, 1, 1e-7, 0, 1e-6, 0), torch.device("cpu"),
+                      bf16=bf16)
+
+    def call():
+        optimizer.zero_grad(set_to_none=True)
+        accumulate_gradients(parts, group, "benchmark", (0, 0, 0))
+        if update:
+            optimizer.step()
+    return call
+
+
+def _case_inputs(key):
+    variant, h, w, batch = CASES[key]
     x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(1))
+    return variant, f"{variant} {h}x{w} b{batch}", x, batch
+
+
+def autocast_case(key, repeats):
+    """Median seconds of our training step in fp32 and under bf16 autocast, alternating."""
+    from yolos import create_model
+
+    variant, case, x, batch = _case_inputs(key)
+    model = create_model(variant).train()
     group = [(x, make_targets(batch, model.config.num_classes))]
-
-    def step(bf16):
-        parts = StepParts(model, criterion, optimizer, LRSchedule(1e-4, 1, 1e-7, 0, 1e-6, 0), torch.device("cpu"),
-                          bf16=bf16)
-
-        def call():
-            optimizer.zero_grad(set_to_none=True)
-            accumulate_gradients(parts, group, "benchmark", (0, 0, 0))
-        return call
-
-    return f"{variant} {h}x{w} b{batch}", time_alternating({"fp32": step(False), "bf16": step(True)},
-                                                           repeats=repeats, warmup=1)
+    return case, time_alternating({"fp32": our_step(model, group, False), "bf16": our_step(model, group, True)},
+                                  repeats=repeats, warmup=1)
 
 
-def main():
+def tokens_case(key, tokens, repeats):
+    """Median seconds of our fp32 training step (AdamW's update included) with each count of
+    [DET] tokens, alternating."""
+    from yolos import create_model
+
+    variant, case, x, batch = _case_inputs(key)
+    steps = {}
+    for t in tokens:
+        model = create_model(variant, num_det_tokens=t).train()
+        steps[t] = our_step(model, [(x, make_targets(batch, model.config.num_classes))], update=True)
+    return case, time_alternating(steps, repeats=repeats, warmup=1)
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--autocast", action="store_true", help="our step in fp32 against bf16 autocast")
-    args = ap.parse_args()
+    ap.add_argument("--det-tokens", type=int, nargs="+", metavar="T",
+                    help="our fp32 step with each of these counts of [DET] tokens (--num-det-tokens)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment())
     rows = []
+    if args.det_tokens:
+        for key in args.cases:
+            case, t = tokens_case(key, args.det_tokens, args.repeats)
+            first = t[args.det_tokens[0]]
+            rows += [[case, n, f"{t[n]:.3f}", f"{t[n] / first:.2f}x"] for n in args.det_tokens]
+        print(table(rows, ["case", "[DET] tokens", "s/step", f"vs {args.det_tokens[0]} tokens"]))
+        return
     if args.autocast:
         for key in args.cases:
             case, t = autocast_case(key, args.repeats)

@@ -116,3 +116,12 @@ def test_the_finetune_task_trains_on_fresh_renders_or_a_fixed_set_of_files(tmp_p
     assert len(train) == 5 and len(list((tmp_path / "files" / "train" / "images").glob("*.jpg"))) == 5
     assert [c["name"] for c in train.categories] == ["star", "cross", "ring"]
     assert len(files.dataset("val")) == 3
+
+
+def test_the_train_step_benchmark_times_each_count_of_det_tokens(one_thread, capsys):
+    from benchmarks import train_step
+
+    train_step.main(["--det-tokens", "12", "4", "--cases", "micro", "--repeats", "1", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| micro")]
+    assert [r.split("|")[2].strip() for r in rows] == ["12", "4"] and rows[0].rstrip(" |").endswith("1.00x")
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
