@@ -137,7 +137,8 @@ class TrainConfig:
     num_det_tokens: int | None = option(None, "[DET] tokens: from scratch, the model's (default: the variant's); "
                                         "with --init, keep this many of the checkpoint's, those it matches most "
                                         "often to the training boxes (a faster model, though measured slower to "
-                                        "fine-tune; keep more than the most objects an image holds)", validate.positive_int, metavar="K")
+                                        "fine-tune; keep more than the most objects an image holds)",
+                                        validate.positive_int, metavar="K")
     patch_size: int | None = option(None, "from scratch only (default: the recipe's, else the variant's)",
                                     validate.positive_int)
     head_priors: bool | None = option(None, "from scratch: start the class and box heads at the training "
