@@ -68,6 +68,7 @@ def test_seeded_dataset_is_a_function_of_epoch_and_index():
     assert torch.equal(ds[4], first) and not torch.equal(ds[1], first)
     ds.epoch = 1
     assert not torch.equal(ds[4], first)
+    ds.epoch = 0
     # item i of epoch e draws the CPU stream seeded by (seed, e, i) as SeededDataset documents
     ds.epoch = 0
     s = (1 * 1_000_003 + 0 * 10_007 + 4) % 2**31
@@ -75,6 +76,29 @@ def test_seeded_dataset_is_a_function_of_epoch_and_index():
     before = torch.get_rng_state()
     ds[2]
     assert torch.equal(torch.get_rng_state(), before)  # and leaves the global stream as it was
+
+
+def test_seeded_dataset_seeds_python_and_numpy_draws_too():
+    import random
+
+    import numpy as np
+
+    class Drawing(torch.utils.data.Dataset):  # a transform drawing from the global generators
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return random.random(), float(np.random.rand())
+
+    ds = SeededDataset(Drawing(), seed=3)
+    first = ds[2]
+    random.random(), np.random.rand(5)  # draws in between must not matter
+    assert ds[2] == first and ds[1] != first
+    s = (3 * 1_000_003 + 2) % 2**31
+    assert first == (random.Random(s).random(), float(np.random.RandomState(s).rand()))
+    state = random.getstate()
+    ds[0]
+    assert random.getstate() == state  # python's stream is restored (numpy's is left seeded)
 
 
 def test_fit_writes_logs_checkpoints_and_learns(tmp_path):
