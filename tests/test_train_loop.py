@@ -68,7 +68,6 @@ def test_seeded_dataset_is_a_function_of_epoch_and_index():
     assert torch.equal(ds[4], first) and not torch.equal(ds[1], first)
     ds.epoch = 1
     assert not torch.equal(ds[4], first)
-    ds.epoch = 0
     # item i of epoch e draws the CPU stream seeded by (seed, e, i) as SeededDataset documents
     ds.epoch = 0
     s = (1 * 1_000_003 + 0 * 10_007 + 4) % 2**31

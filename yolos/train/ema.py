@@ -36,18 +36,16 @@ class ModelEMA:
         self.updates += 1
         d = self.decay_at(self.updates)
         current = unwrap(model).state_dict()
-        averaged, new, copied = [], [], []
+        averaged, new = [], []
         for name, value in self.module.state_dict().items():
             if value.dtype.is_floating_point:
                 averaged.append(value)
                 new.append(current[name].detach().to(value.dtype))
             else:
-                copied.append((value, current[name]))
+                value.copy_(current[name])
         # ema + (1 - d) (w - ema) in one pass over all tensors: tensor by tensor, d * ema + (1 - d) w
         # cost 1.5x the micro model's fused AdamW step (2.5 ms against 1.4 now; 2 threads, AMD).
         torch._foreach_lerp_(averaged, new, 1 - d)
-        for value, now in copied:
-            value.copy_(now)
 
     def state_dict(self) -> dict:
         return {"weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
