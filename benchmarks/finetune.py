@@ -94,14 +94,15 @@ def write_task(root: Path, val_images: int, batch: int, epoch_steps: int, train_
 
 
 def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
-           lr: float | None = None, seed: int = 1) -> TrainConfig:
+           lr: float | None = None, seed: int = 1, freeze: int = 0) -> TrainConfig:
     c = CONTENDERS[name]
     return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"], lr=lr, ema=c.get("ema"),
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
                        batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
                        denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"),
-                       layer_decay=c.get("layer_decay"), class_loss_weight=c.get("class_loss_weight", 1.0))
+                       layer_decay=c.get("layer_decay"), class_loss_weight=c.get("class_loss_weight", 1.0),
+                       freeze=freeze if c["init"] else 0)
 
 
 def curve(out: Path) -> list[dict]:
@@ -121,17 +122,17 @@ def _autocast_line(name: str):
 
 
 def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: int, epoch_steps: int,
-        lr: float | None = None, seed: int = 1, epochs: int | None = None) -> list[dict]:
+        lr: float | None = None, seed: int = 1, epochs: int | None = None, freeze: int = 0) -> list[dict]:
     if epochs:  # the same steps for every contender
-        return curve(Path(fit(config(name, data, root / name, init, epochs, batch, lr, seed),
+        return curve(Path(fit(config(name, data, root / name, init, epochs, batch, lr, seed, freeze),
                               log=_autocast_line(name))["out"]))
-    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed),
+    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed, freeze),
                       log=_autocast_line(f"{name} (calibration)"))
     first = curve(Path(calibration["out"]))[0]
     rate = first["steps"] / first["seconds"]  # steps per training second
     epochs = max(1, math.floor(budget_s * rate / epoch_steps))
     print(f"{name}: {rate:.2f} steps/s in calibration -> {epochs} epochs of {epoch_steps} steps", flush=True)
-    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed), log=_autocast_line(name))
+    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed, freeze), log=_autocast_line(name))
     return curve(Path(summary["out"]))
 
 
@@ -147,6 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", default=None, help="write the curves here")
     ap.add_argument("--lr", type=float, default=None, help="learning rate for every contender (default: its recipe's)")
+    ap.add_argument("--freeze", type=int, default=0,
+                    help="every fine-tuning contender keeps the embeddings and this many blocks frozen (--freeze)")
     ap.add_argument("--seed", type=int, default=1, help="the runs' seed (the data and held-out set stay the same)")
     ap.add_argument("--train-images", type=int, default=0,
                     help="train on this many images written once to disk (a user's fixed dataset) instead of "
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
         for name in args.contenders:
             t0 = time.perf_counter()
             curves[name] = run(name, data, root, args.init, args.budget_minutes * 60, args.batch, args.epoch_steps,
-                               args.lr, args.seed, args.epochs)
+                               args.lr, args.seed, args.epochs, args.freeze)
             print(f"{name}: done in {time.perf_counter() - t0:.0f} s wall (evaluations included)", flush=True)
     print(f"\n| run | steps | time to AP50 {TARGET_AP50} | final AP | final AP50 |\n|---|---|---|---|---|")
     reached = {}
@@ -188,6 +191,7 @@ def main(argv=None) -> int:
                                                "budget_minutes": args.budget_minutes, "seed": args.seed,
                                                "epochs": args.epochs, "epoch_steps": args.epoch_steps,
                                                "batch": args.batch, "lr": args.lr, "init": args.init,
+                                               "freeze": args.freeze,
                                                "environment": environment(), "curves": curves}, indent=1))
     return 0
 

@@ -118,3 +118,17 @@ def test_every_train_option_is_a_config_field():
     cfg, given = config_from_args(args)
     assert (cfg.lr, cfg.augment, cfg.progress, cfg.anchor_matching, cfg.train_sizes) == (0.002, False, True, 7.0, [96, 128])
     assert given == {"data", "lr", "augment", "anchor_matching", "train_sizes"}  # what a resumed run may take
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--freeze 1: only with --init"),
+    (["--init", "bundled"], "--freeze 9: the model has 4 blocks"),
+])
+def test_freeze_is_refused_in_one_line_without_a_checkpoint_or_past_its_depth(tmp_path, capsys, extra, message):
+    data = make_shapes(tmp_path / "ds", n=4, n_val=4)
+    freeze = "9" if extra else "1"
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--freeze", freeze, "--epochs", "1",
+                 *extra, *COMMON])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run" / "state.pt").exists()

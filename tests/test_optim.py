@@ -106,3 +106,43 @@ def test_layer_decay_scales_each_parameters_step_by_its_depth():
 
 def test_no_layer_decay_keeps_hustvl_two_groups():
     assert [g["lr_scale"] for g in param_groups(_tiny(), layer_decay=1.0)] == [1.0, 1.0]
+
+
+def test_freeze_input_side_freezes_the_embeddings_and_the_first_blocks():
+    from yolos.train.optim import freeze_input_side
+
+    model = _tiny(mid=True)
+    assert freeze_input_side(model, 0) == 0 and all(p.requires_grad for p in model.parameters())
+    frozen = freeze_input_side(model, 1)
+    # written out for a depth-2 model with mid position tables: everything before block 1
+    names = {"cls_token", "det_tokens", "pos_embed", "mid_pos_embed", "patch_embed.proj.weight",
+             "patch_embed.proj.bias"} | {n for n, _ in model.named_parameters() if n.startswith("blocks.0.")}
+    params = dict(model.named_parameters())
+    assert {n for n, p in params.items() if not p.requires_grad} == names
+    assert frozen == sum(params[n].numel() for n in names)
+    assert {n for g in param_groups(model) for n in g["names"]} == set(params) - names
+    with pytest.raises(ValueError, match=r"--freeze 3: the model has 2 blocks"):
+        freeze_input_side(_tiny(), 3)
+
+
+def test_frozen_layers_leave_the_other_gradients_as_they_were():
+    """Freezing only stops backward early: the trained parameters get the gradients they get
+    when nothing is frozen, and the frozen ones get none."""
+    from yolos.train.optim import freeze_input_side
+
+    torch.manual_seed(0)
+    full = _tiny(mid=False).train()
+    part = _tiny(mid=False).train()
+    part.load_state_dict(full.state_dict())
+    freeze_input_side(part, 2)  # the whole backbone but the final norm: only norm and heads train
+    x = torch.randn(2, 3, 32, 32)
+    for model in (full, part):
+        out = model(x)
+        (out["pred_boxes"].square().sum() + out["logits"].square().sum()).backward()
+    for (name, p), q in zip(full.named_parameters(), part.parameters()):
+        if q.requires_grad:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+        else:
+            assert q.grad is None, name
+    assert sorted({n.split(".")[0] for n, q in part.named_parameters() if q.requires_grad}) == [
+        "box_head", "class_head", "norm"]

@@ -227,3 +227,27 @@ def test_a_finetune_keeps_fewer_det_tokens_without_the_checkpoints_anchors_and_r
     resumed = _interrupted_at_step_4_then_resumed(data, tmp_path / "b", **kw)
     for k, v in state["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
+
+
+def test_a_finetune_with_frozen_layers_keeps_them_and_resumes_exactly(data, tmp_path):
+    """--freeze 1: the embeddings and block 0 leave the run as the checkpoint had them (in the
+    weights and in their average), the rest trains, and a Ctrl-C'd run resumes to the same state."""
+    from yolos.checkpoint.native import save_native
+
+    start = create_model("micro", **TINY)
+    save_native(start, tmp_path / "start.safetensors")
+    kw = dict(init=str(tmp_path / "start.safetensors"), recipe="finetune", freeze=1, bf16=False)
+    said = []
+    fit(_cfg(data, tmp_path / "a", **kw), log=said.append)
+    assert any(s.startswith("frozen: the embeddings and blocks 0-0") for s in said), said
+    state = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    before = start.state_dict()
+    frozen = {k for k in before if k.startswith(("blocks.0.", "patch_embed.")) or k in ("cls_token", "pos_embed")}
+    for k in frozen:
+        assert torch.equal(state["model"][k], before[k]) and torch.equal(state["ema"]["weights"][k], before[k]), k
+    # [DET] tokens frozen too; the class head's rows are refitted, so compare the rest of the model
+    assert torch.equal(state["model"]["det_tokens"], before["det_tokens"])
+    assert all(not torch.equal(state["model"][k], before[k]) for k in before if k.startswith("blocks.1."))
+    resumed = _interrupted_at_step_4_then_resumed(data, tmp_path / "b", **kw)
+    for k, v in state["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k

@@ -117,6 +117,9 @@ class TrainConfig:
                                "keep bf16 if it is faster)")
     grad_checkpointing: bool = option(False, "recompute blocks in backward (saves memory)")
     detach_det_tokens: bool = option(False, "keep the [DET] tokens at their random init (paper, Table 7)")
+    freeze: int = option(0, "with --init: keep the embeddings (patches, position tables, [CLS] and [DET] tokens) "
+                         "and the first N blocks at the checkpoint's weights; backward stops below block N, so a "
+                         "step costs less (0: train everything)", validate.non_negative_int, metavar="N")
     device: str | None = option(None, "cpu, cuda, cuda:1 (default: cuda if available)")
     workers: int = option(2, check=validate.non_negative_int)
     seed: int = option(42, check=validate.non_negative_int)

@@ -50,7 +50,7 @@ from .ema import ModelEMA
 from .engine import NonFiniteLossError, StepParts, move_targets, train_one_epoch
 from .extra_tokens import ExtraTokens, extra_tokens_for
 from .matcher import HungarianMatcher
-from .optim import LRSchedule, build_optimizer
+from .optim import LRSchedule, build_optimizer, freeze_input_side
 from .runlog import RunLog
 
 STATE_FILE = "state.pt"
@@ -267,6 +267,8 @@ def _configured(cfg: TrainConfig, given: set[str], out: Path, say) -> tuple[Trai
     if cfg.recipe == "finetune" and not cfg.init and state is None:
         raise ValueError("--recipe finetune: give the checkpoint to fine-tune with --init (a file, a folder, a "
                          "hub id, a variant name, or 'bundled'); --recipe scratch trains from random weights")
+    if cfg.freeze and not cfg.init:
+        raise ValueError(f"--freeze {cfg.freeze}: only with --init (frozen random weights would learn nothing)")
     return cfg, state
 
 
@@ -291,6 +293,10 @@ def _model_and_data(cfg: TrainConfig, state: dict | None, device, say):
     model.grad_checkpointing = cfg.grad_checkpointing
     if cfg.detach_det_tokens:
         model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
+    if cfg.freeze:
+        frozen = freeze_input_side(model, cfg.freeze)
+        say(f"frozen: the embeddings and blocks 0-{cfg.freeze - 1} ({frozen:,} of "
+            f"{sum(p.numel() for p in model.parameters()):,} parameters)")
     return cfg, model, train_ds, val_ds
 
 

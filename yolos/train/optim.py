@@ -34,6 +34,23 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
+def freeze_input_side(model: nn.Module, blocks: int) -> int:
+    """Stop training the embeddings and the first ``blocks`` blocks (every parameter at
+    :func:`layer_id` ``<= blocks``; ``mid_pos_embed`` is one tensor and counts as an embedding).
+    The [DET] tokens freeze with them: they enter at the first block, and a token left training
+    would carry backward through every frozen block. Returns the parameters frozen; 0 freezes
+    nothing. Raises ``ValueError`` when the model has fewer blocks."""
+    depth = len(model.blocks)
+    if blocks > depth:
+        raise ValueError(f"--freeze {blocks}: the model has {depth} blocks")
+    frozen = 0
+    for name, p in model.named_parameters():
+        if blocks and layer_id(name, depth) <= blocks:
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
+
+
 def param_groups(model: nn.Module, weight_decay: float = 1e-4, layer_decay: float = 1.0) -> list[dict]:
     """AdamW groups, ``[{"params", "weight_decay", "lr_scale", "names"}, ...]`` (decayed first).
 
