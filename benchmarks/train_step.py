@@ -5,11 +5,14 @@ alternating, medians. Also checks that the two losses agree.
 With ``--autocast``: our training step (``yolos.train.engine.accumulate_gradients``: forward, set
 loss with matching, backward) in fp32 against bf16 autocast, the two timings the recipes' bf16
 choice (``yolos.train.autocast``) makes at the start of a run. With ``--det-tokens``: our fp32
-step at each count of [DET] tokens (what ``--num-det-tokens`` saves a fine-tune).
+step at each count of [DET] tokens (what ``--num-det-tokens`` saves a fine-tune). With ``--freeze``:
+our fp32 step with the embeddings and each count of first blocks frozen (``--freeze``), at the
+bundled model's 36 [DET] tokens.
 
     python -m benchmarks.train_step [--cases ti micro] [--repeats 5]
     python -m benchmarks.train_step --autocast --cases ti micro-b32 --repeats 7
     python -m benchmarks.train_step --det-tokens 36 24 16 --cases micro-b32 --repeats 9
+    python -m benchmarks.train_step --freeze 0 1 2 --cases micro-b16 --repeats 9
 """
 from __future__ import annotations
 
@@ -117,17 +120,31 @@ def autocast_case(key, repeats):
                                   repeats=repeats, warmup=1)
 
 
-def tokens_case(key, tokens, repeats):
-    """Median seconds of our fp32 training step (AdamW's update included) with each count of
-    [DET] tokens, alternating."""
-    from yolos import create_model
-
+def per_model_case(key, values, build, repeats):
+    """Median seconds of our fp32 training step (AdamW's update included) of ``build(variant, v)``
+    for each value ``v``, alternating."""
     variant, case, x, batch = _case_inputs(key)
     steps = {}
-    for t in tokens:
-        model = create_model(variant, num_det_tokens=t).train()
-        steps[t] = our_step(model, [(x, make_targets(batch, model.config.num_classes))], update=True)
+    for v in values:
+        model = build(variant, v).train()
+        steps[v] = our_step(model, [(x, make_targets(batch, model.config.num_classes))], update=True)
     return case, time_alternating(steps, repeats=repeats, warmup=1)
+
+
+def with_tokens(variant, tokens):
+    from yolos import create_model
+
+    return create_model(variant, num_det_tokens=tokens)
+
+
+def with_frozen_blocks(variant, blocks):
+    """The bundled model's 36 [DET] tokens, the embeddings and the first ``blocks`` blocks frozen."""
+    from yolos import create_model
+    from yolos.train.optim import freeze_input_side
+
+    model = create_model(variant, num_det_tokens=36)
+    freeze_input_side(model, blocks)
+    return model
 
 
 def main(argv=None):
@@ -138,17 +155,20 @@ def main(argv=None):
     ap.add_argument("--autocast", action="store_true", help="our step in fp32 against bf16 autocast")
     ap.add_argument("--det-tokens", type=int, nargs="+", metavar="T",
                     help="our fp32 step with each of these counts of [DET] tokens (--num-det-tokens)")
+    ap.add_argument("--freeze", type=int, nargs="+", metavar="N",
+                    help="our fp32 step with the embeddings and the first N blocks frozen, for each N (--freeze)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment())
     rows = []
-    if args.det_tokens:
-        for key in args.cases:
-            case, t = tokens_case(key, args.det_tokens, args.repeats)
-            first = t[args.det_tokens[0]]
-            rows += [[case, n, f"{t[n]:.3f}", f"{t[n] / first:.2f}x"] for n in args.det_tokens]
-        print(table(rows, ["case", "[DET] tokens", "s/step", f"vs {args.det_tokens[0]} tokens"]))
-        return
+    for values, build, name in ((args.det_tokens, with_tokens, "[DET] tokens"),
+                                (args.freeze, with_frozen_blocks, "frozen blocks")):
+        if values:
+            for key in args.cases:
+                case, t = per_model_case(key, values, build, args.repeats)
+                rows += [[case, v, f"{t[v]:.3f}", f"{t[v] / t[values[0]]:.2f}x"] for v in values]
+            print(table(rows, ["case", name, "s/step", f"vs {values[0]}"]))
+            return
     if args.autocast:
         for key in args.cases:
             case, t = autocast_case(key, args.repeats)

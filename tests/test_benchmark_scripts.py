@@ -125,3 +125,21 @@ def test_the_train_step_benchmark_times_each_count_of_det_tokens(one_thread, cap
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| micro")]
     assert [r.split("|")[2].strip() for r in rows] == ["12", "4"] and rows[0].rstrip(" |").endswith("1.00x")
     assert all(float(r.split("|")[3]) > 0 for r in rows)
+
+
+def test_the_train_step_benchmark_times_each_count_of_frozen_blocks(one_thread, capsys, monkeypatch):
+    from benchmarks import train_step
+
+    frozen, real = [], train_step.with_frozen_blocks
+
+    def counted(variant, n):
+        model = real(variant, n)
+        frozen.append(sum(not p.requires_grad for p in model.parameters()))
+        return model
+
+    monkeypatch.setattr(train_step, "with_frozen_blocks", counted)
+    train_step.main(["--freeze", "0", "2", "--cases", "micro", "--repeats", "1", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| micro")]
+    assert [r.split("|")[2].strip() for r in rows] == ["0", "2"] and rows[0].rstrip(" |").endswith("1.00x")
+    # nothing frozen, then [CLS], [DET], the position table, the patch weight and bias, and 12 a block
+    assert frozen == [0, 5 + 2 * 12]

@@ -68,17 +68,22 @@ def test_fine_tune_from_a_yolos_checkpoint_with_other_classes(tmp_path):
             torch.testing.assert_close(v, ref[k], rtol=0, atol=1e-8, msg=k)
 
 
-def test_init_from_an_imagenet_vit_checkpoint(tmp_path):
+def _deit_micro(path: Path) -> dict:
+    """A DeiT-style state dict for the micro shape (4x4 pretraining grid, 1000-class head), saved."""
     from yolos.model import create_model
 
-    # A DeiT-style state dict for the micro shape (4x4 pretraining grid, 1000-class head).
     donor = create_model("micro")
     deit = {k: v.clone() for k, v in donor.state_dict().items()
             if k.startswith(("blocks.", "patch_embed.", "norm.")) or k == "cls_token"}
     deit["pos_embed"] = torch.randn(1, 1 + 16, 128) * 0.02
     deit["head.weight"] = torch.randn(1000, 128)
     deit["head.bias"] = torch.zeros(1000)
-    torch.save({"model": deit}, tmp_path / "deit_micro.pth")
+    torch.save({"model": deit}, path)
+    return deit
+
+
+def test_init_from_an_imagenet_vit_checkpoint(tmp_path):
+    deit = _deit_micro(tmp_path / "deit_micro.pth")
     data = make_shapes(tmp_path / "ds", n=4, n_val=4)
     out = tmp_path / "run"
     assert main(["train", "--data", str(data), "--epochs", "1", "--out", str(out), "--lr", "1e-12",
@@ -132,3 +137,16 @@ def test_freeze_is_refused_in_one_line_without_a_checkpoint_or_past_its_depth(tm
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "run" / "state.pt").exists()
+
+
+def test_freeze_keeps_an_imagenet_backbones_lower_blocks_and_says_the_det_tokens_stay_random(tmp_path, capsys):
+    deit = _deit_micro(tmp_path / "deit_micro.pth")
+    data = make_shapes(tmp_path / "ds", n=4, n_val=4)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--out", str(out), "--lr", "1e-2", "--freeze", "2",
+                 "--eval-every", "0", "--init", str(tmp_path / "deit_micro.pth"), *COMMON]) == 0
+    assert "the [DET] tokens are new to this backbone and stay at their random init" in capsys.readouterr().out
+    got = load_native(out / "last.safetensors").state_dict()
+    for k in ("blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.bias", "patch_embed.proj.weight", "cls_token"):
+        assert torch.equal(got[k], deit[k]), k
+    assert not torch.equal(got["blocks.3.mlp.fc2.weight"], deit["blocks.3.mlp.fc2.weight"])

@@ -296,7 +296,9 @@ def _model_and_data(cfg: TrainConfig, state: dict | None, device, say):
     if cfg.freeze:
         frozen = freeze_input_side(model, cfg.freeze)
         say(f"frozen: the embeddings and blocks 0-{cfg.freeze - 1} ({frozen:,} of "
-            f"{sum(p.numel() for p in model.parameters()):,} parameters)")
+            f"{sum(p.numel() for p in model.parameters()):,} parameters)"
+            + ("; the [DET] tokens are new to this backbone and stay at their random init (paper, Table 7)"
+               if start is None else ""))
     return cfg, model, train_ds, val_ds
 
 

@@ -1,4 +1,5 @@
-"""Optimizer and learning-rate schedule of the original recipe.
+"""Optimizer and learning-rate schedule of the original recipe, and which layers train
+(layer-wise lr decay, ``--freeze``).
 
 hustvl/YOLOS ``main.py::build_optimizer`` makes AdamW groups that all share one lr:
   - backbone parameters that are 1-D, end in ``.bias``, or are ``pos_embed`` / ``cls_token`` /
