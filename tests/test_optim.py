@@ -125,16 +125,19 @@ def test_freeze_input_side_freezes_the_embeddings_and_the_first_blocks():
         freeze_input_side(_tiny(), 3)
 
 
-def test_frozen_layers_leave_the_other_gradients_as_they_were():
+@pytest.mark.parametrize("blocks, checkpointing", [(1, False), (1, True), (2, False)])
+def test_frozen_layers_leave_the_other_gradients_as_they_were(blocks, checkpointing):
     """Freezing only stops backward early: the trained parameters get the gradients they get
-    when nothing is frozen, and the frozen ones get none."""
+    when nothing is frozen (also when the first trained block, whose input needs no gradient, is
+    recomputed in backward), and the frozen ones get none."""
     from yolos.train.optim import freeze_input_side
 
     torch.manual_seed(0)
     full = _tiny(mid=False).train()
     part = _tiny(mid=False).train()
     part.load_state_dict(full.state_dict())
-    freeze_input_side(part, 2)  # the whole backbone but the final norm: only norm and heads train
+    part.grad_checkpointing = checkpointing
+    freeze_input_side(part, blocks)  # at 2, the whole backbone but the final norm
     x = torch.randn(2, 3, 32, 32)
     for model in (full, part):
         out = model(x)
@@ -144,5 +147,6 @@ def test_frozen_layers_leave_the_other_gradients_as_they_were():
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
         else:
             assert q.grad is None, name
-    assert sorted({n.split(".")[0] for n, q in part.named_parameters() if q.requires_grad}) == [
-        "box_head", "class_head", "norm"]
+    trained = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks.") else "")
+               for n, q in part.named_parameters() if q.requires_grad}
+    assert trained == {"box_head", "class_head", "norm"} | ({"blocks.1"} if blocks == 1 else set())
