@@ -34,7 +34,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --contenders finetune-bf16 finetune-fp32 --epochs 10   # autocast's cost
     python -m benchmarks.finetune --contenders finetune --train-images 4800   # a fixed set of files
     # AP50 0.9 within 4 minutes on 2 cores? (docs/training.md, "Fine-tuning at batch 16")
-    python -m benchmarks.finetune --contenders finetune-class-weight --lr 2e-3 --batch 16 --epochs 6 \\
+    python -m benchmarks.finetune --contenders finetune-class-weight --lr 2e-3 --batch 16 --epochs 5 \\
         --train-images 10400
 """
 from __future__ import annotations
