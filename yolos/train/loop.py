@@ -268,7 +268,7 @@ def _configured(cfg: TrainConfig, given: set[str], out: Path, say) -> tuple[Trai
         raise ValueError("--recipe finetune: give the checkpoint to fine-tune with --init (a file, a folder, a "
                          "hub id, a variant name, or 'bundled'); --recipe scratch trains from random weights")
     if cfg.freeze and not cfg.init:
-        raise ValueError(f"--freeze {cfg.freeze}: only with --init (frozen random weights would learn nothing)")
+        raise ValueError(f"--freeze {cfg.freeze}: only with --init (frozen random weights would stay random)")
     return cfg, state
 
 
@@ -295,7 +295,8 @@ def _model_and_data(cfg: TrainConfig, state: dict | None, device, say):
         model.det_tokens.requires_grad_(False)  # stay at random init (paper, Table 7)
     if cfg.freeze:
         frozen = freeze_input_side(model, cfg.freeze)
-        say(f"frozen: the embeddings and blocks 0-{cfg.freeze - 1} ({frozen:,} of "
+        blocks = "block 0" if cfg.freeze == 1 else f"blocks 0-{cfg.freeze - 1}"
+        say(f"frozen: the embeddings and {blocks} ({frozen:,} of "
             f"{sum(p.numel() for p in model.parameters()):,} parameters)"
             + ("; the [DET] tokens are new to this backbone and stay at their random init (paper, Table 7)"
                if start is None else ""))
