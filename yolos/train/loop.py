@@ -297,7 +297,7 @@ def _model_and_data(cfg: TrainConfig, state: dict | None, device, say):
         frozen = freeze_input_side(model, cfg.freeze)
         blocks = "block 0" if cfg.freeze == 1 else f"blocks 0-{cfg.freeze - 1}"
         say(f"frozen: the embeddings and {blocks} ({frozen:,} of "
-            f"{sum(p.numel() for p in model.parameters()):,} parameters)"
+            f"{model.num_parameters():,} parameters)"
             + ("; the [DET] tokens are new to this backbone and stay at their random init (paper, Table 7)"
                if start is None else ""))
     return cfg, model, train_ds, val_ds
