@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from yolos.data import DetectionDataset, write_synthetic_dataset
-from yolos.data.shapes import SHAPES, ShapesSpec, outline_of, render_shapes, shape_mask
+from yolos.data.shapes import SHAPES, ShapesSpec, _mean_colour, outline_of, render_shapes, shape_mask
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
@@ -69,8 +69,14 @@ def test_cli_and_loading(tmp_path):
 
 
 # Digests of 300 images per spec drawn by the renderer as it was before its speed-ups (PIL's
-# MinFilter for outlines, out-of-place noise): the module promises that a seed keeps its image.
+# MinFilter for outlines, out-of-place noise, a fresh PIL mask per shape, Generator.choice for
+# colours and backgrounds, numpy broadcasting against colours): the module promises that a seed
+# keeps its image. "study" is the convergence study's task; "large" has masks past 128 px, which
+# are drawn every time instead of kept.
 PINNED_RENDERS = {
+    "study": (dict(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=64), "6a98db241775c6f9"),
+    "large": (dict(image_size=320, min_objects=1, max_objects=4, shapes=list(SHAPES), look="varied", outline=0.3),
+              "0305e92d8e6d9c18"),
     "varied": (dict(image_size=128, min_objects=1, max_objects=8, min_size=12, max_size=64,
                     shapes=["star", "cross", "ring"], look="varied", outline=0.5), "bee96d3e9be16984"),
     "classic": (dict(image_size=96, min_objects=1, max_objects=5), "e60e46ab5da97c0c"),
@@ -88,6 +94,26 @@ def test_a_seed_keeps_its_image(name):
         h.update(pixels.tobytes())
         h.update(json.dumps(objects).encode())
     assert h.hexdigest()[:16] == digest
+
+
+def test_mean_colour_is_numpys_mean_to_the_bit():
+    """The classic look picks colours against the background's mean: the faster sum must give
+    numpy's float32 mean exactly (whole canvases, odd sizes, a shape's strided region)."""
+    rng = np.random.default_rng(3)
+    for size in (32, 96, 128, 161):
+        canvas = (rng.uniform(0, 255, (size, size, 3)) + rng.standard_normal((size, size, 3)) * 40).astype(np.float32)
+        for view in (canvas, canvas[5: 5 + size // 3, 7: 7 + size // 2]):
+            assert _mean_colour(view).tobytes() == view.reshape(-1, 3).mean(0).tobytes(), (size, view.shape)
+
+
+def test_kept_masks_cannot_change():
+    """Masks up to 128 px are shared between images (the pinned digests check their pixels):
+    a caller that writes to one gets an error instead of changing later images."""
+    for shape in SHAPES:
+        mask = shape_mask(shape, 40, np.random.default_rng(0))
+        assert shape_mask(shape, 40, np.random.default_rng(0)) is mask
+        with pytest.raises(ValueError):
+            mask[0, 0] = not mask[0, 0]
 
 
 def test_outline_matches_pil_erosion():
