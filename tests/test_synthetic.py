@@ -130,12 +130,15 @@ def test_outline_matches_pil_erosion():
 
 def test_train_data_benchmark_prints_every_stage():
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, "-m", "benchmarks.train_data", "--images", "32", "--repeats", "1",
-                          "--threads", "1"], cwd=root, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in run.stdout.splitlines()
-            if line.startswith("| ") and not line.startswith("| stage")}
-    assert set(rows) == {"render", "item", "seeded item", "batch", "file batch"} and all(v > 0 for v in rows.values())
+    for task, expected in (("finetune", {"render", "item", "seeded item", "batch", "file batch"}),
+                           ("study", {"render", "item", "seeded item", "batch"})):
+        run = subprocess.run([sys.executable, "-m", "benchmarks.train_data", "--images", "32", "--repeats", "1",
+                              "--threads", "1", "--task", task], cwd=root, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in run.stdout.splitlines()
+                if line.startswith("| ") and not line.startswith("| stage")}
+        assert set(rows) == expected and all(v > 0 for v in rows.values()), (task, rows)
+        assert ("varied" in run.stdout) == (task == "finetune"), run.stdout
     bad = subprocess.run([sys.executable, "-m", "benchmarks.train_data", "--images", "20"], cwd=root,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--images" in bad.stderr.strip().splitlines()[-1]
