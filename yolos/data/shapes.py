@@ -222,17 +222,12 @@ def _star_points(s: int, points: int = 5, inner: float = 0.45) -> list[tuple[flo
 def shape_mask(shape: str, s: int, rng) -> np.ndarray:
     """Boolean ``[s, s]`` mask of a filled shape spanning its square (a star spans its width
     and most of its height); read-only (masks up to 128 px are kept and shared)."""
+    param = 0
     if shape == "triangle":  # apex anywhere on the top edge
-        return _drawn_mask(shape, s, int(rng.integers(0, s)))
-    if shape == "ring":  # hole: the ring's width
-        return _drawn_mask(shape, s, max(1, round(s * rng.uniform(0.25, 0.35))))
-    return _drawn_mask(shape, s, 0)
-
-
-def _drawn_mask(shape: str, s: int, param: int) -> np.ndarray:
-    if s <= 128:
-        return _kept_mask(shape, s, param)
-    return _draw_mask(shape, s, param)
+        param = int(rng.integers(0, s))
+    elif shape == "ring":  # the ring's width
+        param = max(1, round(s * rng.uniform(0.25, 0.35)))
+    return (_kept_mask if s <= 128 else _draw_mask)(shape, s, param)
 
 
 @functools.lru_cache(maxsize=4096)  # at most 64 MiB of masks
