@@ -17,6 +17,8 @@ turned into epochs from a short timed calibration run:
   ``finetune-dense``: the same with ``--dense-aux 1`` (the training-only dense head);
   ``finetune-layer-decay``: the same with ``--layer-decay 0.75`` (layer-wise lr decay);
   ``finetune-class-weight``: the same with ``--class-loss-weight 2`` (the class term doubled);
+  ``finetune-class-weight-eos1``: that and ``--eos-coef 1`` (the no-object weight the bundled
+  model finished its training with, against DETR's 0.1);
   ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
   times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
@@ -63,6 +65,8 @@ CONTENDERS = {
     "finetune-dense": dict(recipe="finetune", init=True, dense_aux=1.0),
     "finetune-layer-decay": dict(recipe="finetune", init=True, layer_decay=0.75),
     "finetune-class-weight": dict(recipe="finetune", init=True, class_loss_weight=2.0),
+    # and the no-object class weighted 1 instead of DETR's 0.1: the bundled model's last 10 epochs
+    "finetune-class-weight-eos1": dict(recipe="finetune", init=True, class_loss_weight=2.0, eos_coef=1.0),
     "finetune-16-tokens": dict(recipe="finetune", init=True, num_det_tokens=16),  # of the bundled model's 36
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
@@ -102,7 +106,7 @@ def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
                        denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"),
                        layer_decay=c.get("layer_decay"), class_loss_weight=c.get("class_loss_weight", 1.0),
-                       freeze=freeze if c["init"] else 0)
+                       freeze=freeze if c["init"] else 0, eos_coef=c.get("eos_coef", TrainConfig.eos_coef))
 
 
 def curve(out: Path) -> list[dict]:
