@@ -118,6 +118,17 @@ def test_the_finetune_task_trains_on_fresh_renders_or_a_fixed_set_of_files(tmp_p
     assert len(files.dataset("val")) == 3
 
 
+def test_each_finetune_contender_is_a_valid_run_with_its_levers(tmp_path):
+    from benchmarks.finetune import CONTENDERS, config
+
+    configs = {name: config(name, tmp_path / "data.yaml", tmp_path / name, "model.safetensors", 1, 16, 2e-3)
+               for name in CONTENDERS}
+    assert (configs["finetune-class-weight-eos1"].eos_coef, configs["finetune-class-weight-eos1"].class_loss_weight) \
+        == (1.0, 2.0)
+    assert {c.eos_coef for name, c in configs.items() if name != "finetune-class-weight-eos1"} == {0.1}
+    assert configs["scratch"].init is None and configs["finetune"].init == "model.safetensors"
+
+
 def test_the_train_step_benchmark_times_each_count_of_det_tokens(one_thread, capsys):
     from benchmarks import train_step
 
