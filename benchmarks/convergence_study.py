@@ -135,6 +135,9 @@ RUNS: dict[str, dict] = {
                                                                            lr=2e-3, dense_aux=1.0),
     "scratch, anchor matching 50, lr 2e-3, dense aux 1": dict(SCRATCH, anchor_matching=50.0, lr=2e-3, dense_aux=1.0),
     "scratch, anchor matching 50, lr 2e-3, dense aux 2": dict(SCRATCH, anchor_matching=50.0, lr=2e-3, dense_aux=2.0),
+    # the recipe with 3 groups: timed per step on a GPU by benchmarks/gpu_check.py, where extra tokens cost little
+    "scratch, anchor matching 50, 3 groups, lr 2e-3, dense aux 1": dict(SCRATCH, anchor_matching=50.0, det_groups=3,
+                                                                        lr=2e-3, dense_aux=1.0),
     "scratch, lr 2e-3, dense aux 1 (no anchor matching)": dict(SCRATCH, lr=2e-3, dense_aux=1.0),
     "scratch, anchor matching 50, denoising 2, IoU^0.25 class loss": dict(SCRATCH, anchor_matching=50.0, denoising=2,
                                                                           class_loss="iou", iou_power=0.25),

@@ -10,7 +10,9 @@ Parts: ``tests`` (pytest -m gpu), ``parity`` (fp32 and bf16 against transformers
 weights), ``speed`` (batch-1 latency and batch-32 throughput: ours fp32, bf16, SDPA backends,
 torch.compile, CUDA graphs; transformers eager and SDPA in fp32 and bf16 autocast; MFU against
 the GPU's bf16 peak), ``train`` (forward, loss, backward, AdamW for yolos-s at 800x1333 batch 8,
-ours and transformers', with and without gradient checkpointing). Goals are printed beside the
+ours and transformers', with and without gradient checkpointing), ``accelerators`` (the scratch
+recipe's training step alone and with 3 [DET] groups or 2 denoising sets: whether issue 29's
+training-only tokens pay on a GPU, where the extra tokens cost little). Goals are printed beside the
 figures they concern: batch 1 at least 2x transformers' fastest mode, at least 40% MFU at batch
 32 in bf16, a training step at least 1.3x faster than transformers' with no more memory.
 """
@@ -253,7 +255,55 @@ def part_train(s: Settings) -> dict:
             "goal_1_3x_no_more_memory": speedup >= 1.3 and memory_ok is not False}
 
 
-PARTS = {"tests": part_tests, "parity": part_parity, "speed": part_speed, "train": part_train}
+# the scratch recipe (issue 29) alone and with each training-only accelerator it left out on 2 CPU cores
+ACCELERATOR_RUNS = {
+    "recipe (dense head)": "scratch, anchor matching 50, lr 2e-3, dense aux 1",
+    "+ 3 groups": "scratch, anchor matching 50, 3 groups, lr 2e-3, dense aux 1",
+    "+ denoising 2": "scratch, anchor matching 50, denoising 2, lr 2e-3, dense aux 1",
+}
+
+
+def part_accelerators(s: Settings) -> dict:
+    """One training step of the convergence study's scratch recipe (batch 32 at 128 px, bf16
+    autocast: loss with matching, backward, clip, AdamW) alone and with 3 [DET] groups or 2
+    denoising sets on, alternating. On 2 CPU cores groups reached AP50 0.9 in 0.90-0.95x the steps
+    for 1.26-1.34x the seconds (docs/training.md); a step ratio under ~1.05 here means they pay on
+    this device."""
+    from benchmarks.convergence_study import RUNS, batches, detection_loss, run_parts
+
+    steps = {}
+    for label, name in ACCELERATOR_RUNS.items():
+        run = RUNS[name]
+        model, criterion, _, extra, optimizer, params = run_parts(run, seed=0)
+        model.to(s.device)
+        if extra is not None:
+            extra.to(s.device)
+        x, targets = next(batches(run, seed=0))
+        x = x.to(s.device)
+        targets = [{k: v.to(s.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+        def step(model=model, criterion=criterion, extra=extra, optimizer=optimizer, params=params, x=x,
+                 targets=targets):
+            with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=not s.dry_run):  # CPUs: fp32
+                loss = detection_loss(model, criterion, extra, x, targets, (0, 0))
+            loss = loss[0] if isinstance(loss, tuple) else loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.1)
+            optimizer.step()
+        steps[label] = step
+    times = {label: [] for label in steps}
+    for _ in range(s.repeats):  # alternating, so that the device's clocks treat them alike
+        for label, step in steps.items():
+            times[label].append(median_time(step, s.device, 3, warmup=1))
+    medians = {label: statistics.median(t) for label, t in times.items()}
+    base = medians["recipe (dense head)"]
+    rows = {label: {"s_per_step": m, "ratio": m / base} for label, m in medians.items()}
+    return {"case": "micro-scale study model, batch 32, 128x128, bf16 autocast", "steps": rows}
+
+
+PARTS = {"tests": part_tests, "parity": part_parity, "speed": part_speed, "train": part_train,
+         "accelerators": part_accelerators}
 
 
 # ----------------------------------------------------------------------------- report
@@ -303,6 +353,10 @@ def markdown(report: dict) -> str:
                       "", "| step | images/s | peak GiB |", "|---|---|---|"]
             lines += [f"| {k} | {_fmt(v['images_per_s'])} | {_fmt(v['peak_gib'])} |"
                       for k, v in result["steps"].items()]
+        elif name == "accelerators":
+            lines += ["", f"{result['case']}: the scratch recipe's step with each training-only accelerator",
+                      "", "| run | s / step | ratio |", "|---|---|---|"]
+            lines += [f"| {k} | {v['s_per_step']:.4f} | {v['ratio']:.2f}x |" for k, v in result["steps"].items()]
         else:
             lines += ["", "```", json.dumps(result, indent=1)[:3000], "```"]
         lines.append("")

@@ -17,6 +17,16 @@ def test_dry_run_writes_both_reports(tmp_path):
     assert "| ours fp32 |" in (tmp_path / "gpu_check.md").read_text()
 
 
+def test_dry_run_times_the_scratch_recipe_with_each_accelerator(tmp_path):
+    code = gpu_check.main(["--dry-run", "--parts", "accelerators", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert code == 0, report
+    steps = report["parts"]["accelerators"]["result"]["steps"]
+    assert list(steps) == list(gpu_check.ACCELERATOR_RUNS) and steps["recipe (dense head)"]["ratio"] == 1.0
+    assert all(row["s_per_step"] > 0 for row in steps.values())
+    assert "| + 3 groups |" in (tmp_path / "gpu_check.md").read_text()
+
+
 def test_a_failing_part_does_not_stop_the_rest(tmp_path, monkeypatch):
     def broken(settings):
         raise RuntimeError("boom")
