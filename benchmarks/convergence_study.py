@@ -232,28 +232,36 @@ def run_parts(run: dict, seed: int):
     return model, criterion, pretrain_head, extra, optimizer, params
 
 
+def one_step(run: dict, seed: int, bf16: bool, device: torch.device | str = "cpu"):
+    """A call that takes one training step of ``run`` (the detection loss under bf16 autocast or
+    in fp32, backward, clip, AdamW) on its first batch, rendered once, on ``device``: what
+    :func:`step_costs` and the GPU check's accelerators part time."""
+    device = torch.device(device)
+    model, criterion, _, extra, optimizer, params = run_parts(run, seed)
+    model.to(device)
+    if extra is not None:
+        extra.to(device)
+    x, targets = next(batches(run, seed))
+    x = x.to(device)
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = detection_loss(model, criterion, extra, x, targets, (seed, 0))
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optimizer.step()
+    return step
+
+
 def step_costs(names: list[str], seed: int, repeats: int, bf16: bool) -> str:
     """Median seconds of one training step (the detection loss, backward, clip, AdamW; the
     batch rendered once, so rendering is left out) of each run in ``names``, alternating
     between them in this process: the cost of each lever per step, free of the load that
     changes over a long run. A Markdown table, the ratios to the first run."""
-    fns = {}
-    for name in names:
-        run = RUNS[name]
-        model, criterion, _, extra, optimizer, params = run_parts(run, seed)
-        x, targets = next(batches(run, seed))
-
-        def step(model=model, criterion=criterion, extra=extra, optimizer=optimizer, params=params,
-                 x=x, targets=targets):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = detection_loss(model, criterion, extra, x, targets, (seed, 0))
-            loss = loss[0] if isinstance(loss, tuple) else loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 0.1)
-            optimizer.step()
-        fns[name] = step
-    times = time_alternating(fns, repeats=repeats, warmup=2)
+    times = time_alternating({name: one_step(RUNS[name], seed, bf16) for name in names}, repeats=repeats, warmup=2)
     first = times[names[0]]
     return table([[n, f"{t:.3f}", f"{t / first:.2f}x"] for n, t in times.items()], ["run", "s / step", "ratio"])
 

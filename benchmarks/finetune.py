@@ -18,7 +18,8 @@ turned into epochs from a short timed calibration run:
   ``finetune-layer-decay``: the same with ``--layer-decay 0.75`` (layer-wise lr decay);
   ``finetune-class-weight``: the same with ``--class-loss-weight 2`` (the class term doubled);
   ``finetune-class-weight-eos1``: that and ``--eos-coef 1`` (the no-object weight the bundled
-  model finished its training with, against DETR's 0.1);
+  model finished its training with, against DETR's 0.1); ``finetune-class-weight-no-anchors``:
+  that with ``--anchor-matching 0`` (Hungarian matching on the predictions alone);
   ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
   times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
@@ -67,6 +68,8 @@ CONTENDERS = {
     "finetune-class-weight": dict(recipe="finetune", init=True, class_loss_weight=2.0),
     # and the no-object class weighted 1 instead of DETR's 0.1: the bundled model's last 10 epochs
     "finetune-class-weight-eos1": dict(recipe="finetune", init=True, class_loss_weight=2.0, eos_coef=1.0),
+    # and plain Hungarian matching instead of the checkpoint's anchor matching (the bundled model's 10)
+    "finetune-class-weight-no-anchors": dict(recipe="finetune", init=True, class_loss_weight=2.0, anchor_matching=0.0),
     "finetune-16-tokens": dict(recipe="finetune", init=True, num_det_tokens=16),  # of the bundled model's 36
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
@@ -106,7 +109,8 @@ def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
                        eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
                        denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"),
                        layer_decay=c.get("layer_decay"), class_loss_weight=c.get("class_loss_weight", 1.0),
-                       freeze=freeze if c["init"] else 0, eos_coef=c.get("eos_coef", TrainConfig.eos_coef))
+                       freeze=freeze if c["init"] else 0, eos_coef=c.get("eos_coef", TrainConfig.eos_coef),
+                       anchor_matching=c.get("anchor_matching"))
 
 
 def curve(out: Path) -> list[dict]:

@@ -269,29 +269,10 @@ def part_accelerators(s: Settings) -> dict:
     denoising sets on, alternating. On 2 CPU cores groups reached AP50 0.9 in 0.90-0.95x the steps
     for 1.26-1.34x the seconds (docs/training.md); a step ratio under ~1.05 here means they pay on
     this device."""
-    from benchmarks.convergence_study import RUNS, batches, detection_loss, run_parts
+    from benchmarks.convergence_study import RUNS, one_step
 
-    steps = {}
-    for label, name in ACCELERATOR_RUNS.items():
-        run = RUNS[name]
-        model, criterion, _, extra, optimizer, params = run_parts(run, seed=0)
-        model.to(s.device)
-        if extra is not None:
-            extra.to(s.device)
-        x, targets = next(batches(run, seed=0))
-        x = x.to(s.device)
-        targets = [{k: v.to(s.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-
-        def step(model=model, criterion=criterion, extra=extra, optimizer=optimizer, params=params, x=x,
-                 targets=targets):
-            with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=not s.dry_run):  # CPUs: fp32
-                loss = detection_loss(model, criterion, extra, x, targets, (0, 0))
-            loss = loss[0] if isinstance(loss, tuple) else loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 0.1)
-            optimizer.step()
-        steps[label] = step
+    # bf16 autocast on the GPU; fp32 in the dry run (a CPU without bf16 units takes 10x as long)
+    steps = {label: one_step(RUNS[name], 0, not s.dry_run, s.device) for label, name in ACCELERATOR_RUNS.items()}
     times = {label: [] for label in steps}
     for _ in range(s.repeats):  # alternating, so that the device's clocks treat them alike
         for label, step in steps.items():

@@ -127,6 +127,8 @@ def test_each_finetune_contender_is_a_valid_run_with_its_levers(tmp_path):
         == (1.0, 2.0)
     assert {c.eos_coef for name, c in configs.items() if name != "finetune-class-weight-eos1"} == {0.1}
     assert configs["scratch"].init is None and configs["finetune"].init == "model.safetensors"
+    assert configs["finetune-class-weight-no-anchors"].anchor_matching == 0.0
+    assert configs["finetune-class-weight"].anchor_matching is None  # the recipe's: the checkpoint's
 
 
 def test_the_train_step_benchmark_times_each_count_of_det_tokens(one_thread, capsys):
