@@ -75,6 +75,20 @@ def test_to_tensor_normalize_by_hand():
     assert torch.allclose(t["boxes"], torch.tensor([[14 / 40, 7 / 20, 20 / 40, 10 / 20]]))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_to_tensor_normalize_is_to_tensor_then_normalize_to_the_bit(mode):
+    """Every uint8 level in every channel, against numpy's float32 /255 then torch's (x - mean) / std
+    (hustvl/YOLOS's to_tensor and normalize), bit for bit; non-RGB images go through RGB first."""
+    levels = np.arange(256, dtype=np.uint8)
+    rgb = np.stack([levels, levels[::-1], np.roll(levels, 85)], -1).reshape(16, 16, 3)
+    image = Image.fromarray(rgb).convert(mode)
+    x, _ = ToTensorNormalize()(image, target([[1, 1, 5, 5]]))
+    reference = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    expected = (torch.from_numpy(np.ascontiguousarray(reference)) - mean) / std
+    assert x.is_contiguous() and x.dtype == torch.float32 and torch.equal(x, expected)
+
+
 def test_eval_sizes_per_variant():
     image = Image.new("RGB", (640, 480))
     sizes = {}
