@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import model_pair
+from benchmarks.common import model_pair, time_alternating
 from benchmarks.train_step import make_targets
 from yolos.analysis.flops import detector_flops
 
@@ -271,13 +271,14 @@ def part_accelerators(s: Settings) -> dict:
     this device."""
     from benchmarks.convergence_study import RUNS, one_step
 
+    def synced(step):
+        return lambda: (step(), sync(s.device))
+
     # bf16 autocast on the GPU; fp32 in the dry run (a CPU without bf16 units takes 10x as long)
-    steps = {label: one_step(RUNS[name], 0, not s.dry_run, s.device) for label, name in ACCELERATOR_RUNS.items()}
-    times = {label: [] for label in steps}
-    for _ in range(s.repeats):  # alternating, so that the device's clocks treat them alike
-        for label, step in steps.items():
-            times[label].append(median_time(step, s.device, 3, warmup=1))
-    medians = {label: statistics.median(t) for label, t in times.items()}
+    steps = {label: synced(one_step(RUNS[name], 0, not s.dry_run, s.device))
+             for label, name in ACCELERATOR_RUNS.items()}
+    # alternating, so that the device's clocks treat them alike
+    medians = time_alternating(steps, repeats=3 * s.repeats, warmup=1)
     base = medians["recipe (dense head)"]
     rows = {label: {"s_per_step": m, "ratio": m / base} for label, m in medians.items()}
     return {"case": "micro-scale study model, batch 32, 128x128, bf16 autocast", "steps": rows}

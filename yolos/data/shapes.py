@@ -121,8 +121,9 @@ def _plus_colour(canvas: np.ndarray, colour: np.ndarray) -> np.ndarray:
 
 def _mean_colour(canvas: np.ndarray) -> np.ndarray:
     """``canvas.reshape(-1, 3).mean(0)`` to the bit: float32 sums in pixel order, which is how
-    numpy sums over that non-contiguous axis, but along contiguous channel rows (faster)."""
-    channels = np.ascontiguousarray(canvas.reshape(-1, 3).T)
+    numpy sums over that non-contiguous axis, but along contiguous channel rows (faster). One
+    copy, also of a strided region of the canvas."""
+    channels = np.ascontiguousarray(canvas.transpose(2, 0, 1)).reshape(3, -1)
     return np.add.accumulate(channels, axis=1)[:, -1] / channels.shape[1]
 
 
