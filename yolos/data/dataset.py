@@ -25,6 +25,7 @@ import torch
 
 from ..errors import DatasetError, ImageError
 from ..images import load_image
+from .cache import ImageCache
 from .check import RawSplit, normalize_split, raise_fatal
 from .coco import read_coco_split
 from .targets import raw_target
@@ -83,6 +84,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.images_dir = raw.images_root
         self.annotation_file = raw.source
         self.transforms = transforms if transforms is not None else ToTensorNormalize()
+        self.cache: ImageCache | None = None
         categories = sorted(raw.coco["categories"], key=lambda c: c["id"])
         display = {c["id"]: c["name"] for c in categories}
         if names is not None:
@@ -182,11 +184,28 @@ class DetectionDataset(torch.utils.data.Dataset):
         return raw_target([a["bbox"] for a in anns], [self.category_id_to_label[a["category_id"]] for a in anns],
                           [a["area"] for a in anns], image_id, width, height)
 
-    def __getitem__(self, index: int):
-        image_id = self.ids[index]
+    def read(self, image_id: int) -> tuple:
+        """``(PIL RGB image, raw target)`` of one image: from the cache, else from its file."""
+        if self.cache is not None and image_id in self.cache:
+            return self.cache.get(image_id)
         image = self.load_image(image_id)
-        target = self.raw_target(image_id, image.width, image.height)
-        return self.transforms(image, target)
+        return image, self.raw_target(image_id, image.width, image.height)
+
+    def __getitem__(self, index: int):
+        return self.transforms(*self.read(self.ids[index]))
+
+    # ----------------------------------------------------------------- cache
+    def decoded_sizes(self) -> dict[int, tuple[int, int]]:
+        """``image id -> (width, height)`` of every image of :attr:`ids`, as decoded (the checked frame)."""
+        return {i: (self.images[i]["width"], self.images[i]["height"]) for i in dict.fromkeys(self.ids)}
+
+    def keep_in_memory(self, threads: int = 2, shared: bool = False) -> None:
+        """Decode every image of :attr:`ids` now and serve items from memory (:mod:`yolos.data.cache`);
+        ``shared``: in shared memory, for DataLoader workers that are not forked."""
+        self.cache = None
+        cache = ImageCache(self.decoded_sizes(), shared)
+        cache.fill(self.read, threads)
+        self.cache = cache
 
     def ground_truth(self) -> dict:
         """The COCO dict that evaluation scores against: this split's images and annotations as

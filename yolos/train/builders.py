@@ -3,6 +3,9 @@ backbone, a YOLOS checkpoint, or a resumed state), the transforms of its resolve
 datasets of its data, each split checked and in the model's label space."""
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
 from pathlib import Path
 
 from ..checkpoint import from_pretrained
@@ -10,6 +13,7 @@ from ..checkpoint.deit import load_imagenet_backbone
 from ..checkpoint.safe_io import read_state_dict
 from ..config import ModelConfig
 from ..data import transforms as T
+from ..data.cache import cache_budget_problem, size_text
 from ..data.classes import config_match, parse_class_map
 from ..data.dataset_config import resolve_dataset
 from ..data.synthetic import synthetic_from_config
@@ -113,6 +117,38 @@ def set_transforms(cfg: TrainConfig, train, val) -> None:
     train.transforms = _transforms(cfg, "train")
     if val is not None:
         val.transforms = _transforms(cfg, "val")
+
+
+def cache_datasets(cfg: TrainConfig, train, val, say=print) -> dict | None:
+    """``--cache``: decode the splits read from files into memory now (:mod:`yolos.data.cache`),
+    unless that would take more than half the free memory (counted once per process of this
+    machine). Returns the log record (images, bytes, seconds), or None without ``--cache``."""
+    if not cfg.cache:
+        return None
+    # Workers that are not forked (spawn, forkserver) see the training images through shared memory.
+    start_method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    shared = cfg.workers > 0 and start_method != "fork"
+    copies = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # one cache per process (torchrun)
+    record = {"type": "cache", "images": 0, "bytes": 0, "time_s": 0.0}
+    for name, ds, in_shared in (("training", train, shared), ("validation", val, False)):
+        if ds is None:
+            continue
+        if not hasattr(ds, "keep_in_memory"):
+            say(f"--cache: the {name} images are rendered, not read from files: nothing to keep")
+            continue
+        nbytes = sum(w * h * 3 for w, h in ds.decoded_sizes().values())
+        problem = cache_budget_problem(nbytes * copies, in_shared)
+        if problem:
+            say(f"--cache: the {len(ds)} {name} images are read from disk: {problem}")
+            continue
+        began = time.monotonic()
+        ds.keep_in_memory(threads=min(8, os.cpu_count() or 1), shared=in_shared)
+        seconds = time.monotonic() - began
+        say(f"--cache: {len(ds.cache)} {name} images in memory ({size_text(nbytes)}), decoded in {seconds:.1f} s")
+        record["images"] += len(ds.cache)
+        record["bytes"] += nbytes
+        record["time_s"] = round(record["time_s"] + seconds, 3)
+    return record
 
 
 def data_sizes(cfg: TrainConfig, train, start, variant):

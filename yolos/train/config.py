@@ -122,6 +122,9 @@ class TrainConfig:
                          "step costs less (0: train everything)", validate.non_negative_int, metavar="N")
     device: str | None = option(None, "cpu, cuda, cuda:1 (default: cuda if available)")
     workers: int = option(2, check=validate.non_negative_int)
+    cache: bool = option(False, "decode the training and validation images once, before training, and keep them "
+                         "in memory (about width x height x 3 bytes an image; a split that would take more "
+                         "than half the free memory is read from disk, with a message)")
     seed: int = option(42, check=validate.non_negative_int)
     save_every_steps: int = option(0, "also write the training state every N steps", validate.non_negative_int)
     log_every_steps: int = option(0, check=validate.non_negative_int)

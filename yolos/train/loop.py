@@ -40,7 +40,7 @@ from ..model import get_variant
 from ..model.variants import input_size
 from ..run_dir import run_dir
 from .autocast import choose_bf16
-from .builders import build_datasets, data_sizes, prepare_model, set_transforms, starting_model
+from .builders import build_datasets, cache_datasets, data_sizes, prepare_model, set_transforms, starting_model
 from .checkpointing import load_training_state, save_training_state, set_rng_state
 from .config import TrainConfig
 from .console import StepReporter
@@ -56,7 +56,7 @@ from .runlog import RunLog
 STATE_FILE = "state.pt"
 RUN_FILES = (STATE_FILE, "log.jsonl", "last.safetensors", "best.safetensors", "metrics.png", "results.csv")
 # Options a resumed run takes from the command line; every other one is the run's own.
-RESUME_MAY_CHANGE = ("resume", "progress", "workers", "device", "out", "eval_every",
+RESUME_MAY_CHANGE = ("resume", "progress", "workers", "cache", "device", "out", "eval_every",
                      "save_every_steps", "log_every_steps", "epochs", "time", "patience", "tensorboard")
 
 
@@ -198,6 +198,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
     run's :class:`Progress`."""
     cfg, state = _configured(cfg, given, out, say)
     cfg, model, train_ds, val_ds = _model_and_data(cfg, state, di.device, say)
+    cached = cache_datasets(cfg, train_ds, val_ds, say)
     model.to(di.device)
     net = model
     if di.distributed:
@@ -247,7 +248,7 @@ def _setup(cfg: TrainConfig, given: set[str], di, out: Path, say):
         f"{', EMA of the weights' if ema is not None else ''}, input {cfg.eval_size}/{cfg.eval_max_size}, "
         f"device {di.device}")
     return Run(cfg, model, net, ema, val_ds, seeded, sampler, loader, criterion, optimizer, schedule, progress,
-               state, extra)
+               state, extra, cached)
 
 
 def _configured(cfg: TrainConfig, given: set[str], out: Path, say) -> tuple[TrainConfig, dict | None]:
@@ -321,6 +322,7 @@ class Run:
     progress: Progress
     state: dict | None
     extra: ExtraTokens | None = None
+    cached: dict | None = None  # --cache's log record
 
 
 class Budget:
@@ -354,6 +356,8 @@ def _fit(cfg: TrainConfig, given: set[str], di, out: Path, say) -> dict:
     progress.on_stop = runlog.flush
     # The resolved configuration heads the log (again on each resume, at the step it resumes).
     runlog.write({"type": "config", "global_step": progress.global_step, "config": cfg.to_dict()})
+    if run.cached is not None:
+        runlog.write({**run.cached, "global_step": progress.global_step})
     budget = Budget(cfg, di.device)
     steps_per_epoch = -(-run.sampler.batches_per_epoch() // cfg.accumulate_steps)
     reporter = StepReporter(cfg.epochs, steps_per_epoch * cfg.epochs - progress.global_step,
