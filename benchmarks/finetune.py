@@ -20,6 +20,8 @@ turned into epochs from a short timed calibration run:
   ``finetune-class-weight-eos1``: that and ``--eos-coef 1`` (the no-object weight the bundled
   model finished its training with, against DETR's 0.1); ``finetune-class-weight-no-anchors``:
   that with ``--anchor-matching 0`` (Hungarian matching on the predictions alone);
+  ``finetune-class-weight-augment``: that with the augmentation ``yolos train`` has by default
+  (flips and hustvl/YOLOS's crops; every other contender trains on the images as they are);
   ``finetune-bf16`` / ``finetune-fp32``: the same with bf16 autocast forced on / off (the recipe
   times one step each way and keeps the faster);
 * ``paper``: ``--init CHECKPOINT --recipe paper`` (the original recipe a user tries first);
@@ -38,7 +40,7 @@ AP50, and the ratio of the fine-tuning time to the scratch time.
     python -m benchmarks.finetune --contenders finetune --train-images 4800   # a fixed set of files
     # AP50 0.9 within 4 minutes on 2 cores? (docs/training.md, "Fine-tuning at batch 16")
     python -m benchmarks.finetune --contenders finetune-class-weight --lr 2e-3 --batch 16 --epochs 5 \\
-        --train-images 10400
+        --train-images 10400 --cache
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ CONTENDERS = {
     "finetune-class-weight-eos1": dict(recipe="finetune", init=True, class_loss_weight=2.0, eos_coef=1.0),
     # and plain Hungarian matching instead of the checkpoint's anchor matching (the bundled model's 10)
     "finetune-class-weight-no-anchors": dict(recipe="finetune", init=True, class_loss_weight=2.0, anchor_matching=0.0),
+    # and the augmentation a user's run has by default (flips, hustvl/YOLOS's crops), as on the goal's files
+    "finetune-class-weight-augment": dict(recipe="finetune", init=True, class_loss_weight=2.0, augment=True),
     "finetune-16-tokens": dict(recipe="finetune", init=True, num_det_tokens=16),  # of the bundled model's 36
     "finetune-bf16": dict(recipe="finetune", init=True, bf16=True),
     "finetune-fp32": dict(recipe="finetune", init=True, bf16=False),
@@ -101,22 +105,23 @@ def write_task(root: Path, val_images: int, batch: int, epoch_steps: int, train_
 
 
 def config(name: str, data: Path, out: Path, init: str, epochs: int, batch: int,
-           lr: float | None = None, seed: int = 1, freeze: int = 0) -> TrainConfig:
+           lr: float | None = None, seed: int = 1, freeze: int = 0, cache: bool = False) -> TrainConfig:
     c = CONTENDERS[name]
     return TrainConfig(data=str(data), out=str(out), model="micro", recipe=c["recipe"], lr=lr, ema=c.get("ema"),
                        init=init if c["init"] else None, num_det_tokens=c.get("num_det_tokens"), epochs=epochs,
-                       batch_size=batch, augment=False, train_sizes=[128], train_max_size=128, eval_size=128,
-                       eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
+                       batch_size=batch, augment=c.get("augment", False), train_sizes=[128], train_max_size=128,
+                       eval_size=128, eval_max_size=128, workers=0, eval_every=1, progress=False, seed=seed,
                        denoising=c.get("denoising"), dense_aux=c.get("dense_aux"), bf16=c.get("bf16"),
                        layer_decay=c.get("layer_decay"), class_loss_weight=c.get("class_loss_weight", 1.0),
                        freeze=freeze if c["init"] else 0, eos_coef=c.get("eos_coef", TrainConfig.eos_coef),
-                       anchor_matching=c.get("anchor_matching"))
+                       anchor_matching=c.get("anchor_matching"), cache=cache)
 
 
 def curve(out: Path) -> list[dict]:
-    """Per epoch: cumulative steps and training seconds, held-out AP and AP50."""
+    """Per epoch: cumulative steps and training seconds (``--cache``'s decoding counted in the
+    first epoch's), held-out AP and AP50."""
     rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
-    points, seconds = [], 0.0
+    points, seconds = [], sum(r["time_s"] for r in rows if r["type"] == "cache")
     for r in (r for r in rows if r["type"] == "epoch"):
         seconds += r["train"]["time_s"]
         points.append({"steps": r["global_step"], "seconds": round(seconds, 1),
@@ -124,23 +129,27 @@ def curve(out: Path) -> list[dict]:
     return points
 
 
-def _autocast_line(name: str):
-    """A log function that prints only the run's timed bf16 choice (the recipes' ``bf16`` "auto")."""
-    return lambda line, *a: print(f"{name}: {line}", flush=True) if str(line).startswith("bf16 autocast") else None
+def _chosen_lines(name: str):
+    """A log function that prints only the run's timed bf16 choice (the recipes' ``bf16`` "auto")
+    and what ``--cache`` kept."""
+    return lambda line, *a: print(f"{name}: {line}", flush=True) if str(line).startswith(
+        ("bf16 autocast", "--cache")) else None
 
 
 def run(name: str, data: Path, root: Path, init: str, budget_s: float, batch: int, epoch_steps: int,
-        lr: float | None = None, seed: int = 1, epochs: int | None = None, freeze: int = 0) -> list[dict]:
+        lr: float | None = None, seed: int = 1, epochs: int | None = None, freeze: int = 0,
+        cache: bool = False) -> list[dict]:
     if epochs:  # the same steps for every contender
-        return curve(Path(fit(config(name, data, root / name, init, epochs, batch, lr, seed, freeze),
-                              log=_autocast_line(name))["out"]))
-    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed, freeze),
-                      log=_autocast_line(f"{name} (calibration)"))
+        return curve(Path(fit(config(name, data, root / name, init, epochs, batch, lr, seed, freeze, cache),
+                              log=_chosen_lines(name))["out"]))
+    calibration = fit(config(name, data, root / f"{name}-calibration", init, 1, batch, lr, seed, freeze, cache),
+                      log=_chosen_lines(f"{name} (calibration)"))
     first = curve(Path(calibration["out"]))[0]
     rate = first["steps"] / first["seconds"]  # steps per training second
     epochs = max(1, math.floor(budget_s * rate / epoch_steps))
     print(f"{name}: {rate:.2f} steps/s in calibration -> {epochs} epochs of {epoch_steps} steps", flush=True)
-    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed, freeze), log=_autocast_line(name))
+    summary = fit(config(name, data, root / name, init, epochs, batch, lr, seed, freeze, cache),
+                  log=_chosen_lines(name))
     return curve(Path(summary["out"]))
 
 
@@ -162,6 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-images", type=int, default=0,
                     help="train on this many images written once to disk (a user's fixed dataset) instead of "
                          "images rendered fresh every epoch")
+    ap.add_argument("--cache", action="store_true",
+                    help="with --train-images: decode them into memory before training (yolos train --cache; "
+                         "its seconds count as training)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="this many epochs of --epoch-steps for every contender instead of a time budget")
     args = ap.parse_args(argv)
@@ -180,7 +192,7 @@ def main(argv=None) -> int:
         for name in args.contenders:
             t0 = time.perf_counter()
             curves[name] = run(name, data, root, args.init, args.budget_minutes * 60, args.batch, args.epoch_steps,
-                               args.lr, args.seed, args.epochs, args.freeze)
+                               args.lr, args.seed, args.epochs, args.freeze, args.cache)
             print(f"{name}: done in {time.perf_counter() - t0:.0f} s wall (evaluations included)", flush=True)
     print(f"\n| run | steps | time to AP50 {TARGET_AP50} | final AP | final AP50 |\n|---|---|---|---|---|")
     reached = {}
@@ -199,7 +211,7 @@ def main(argv=None) -> int:
                                                "budget_minutes": args.budget_minutes, "seed": args.seed,
                                                "epochs": args.epochs, "epoch_steps": args.epoch_steps,
                                                "batch": args.batch, "lr": args.lr, "init": args.init,
-                                               "freeze": args.freeze,
+                                               "freeze": args.freeze, "cache": args.cache,
                                                "environment": environment(), "curves": curves}, indent=1))
     return 0
 

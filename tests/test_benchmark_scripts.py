@@ -129,6 +129,9 @@ def test_each_finetune_contender_is_a_valid_run_with_its_levers(tmp_path):
     assert configs["scratch"].init is None and configs["finetune"].init == "model.safetensors"
     assert configs["finetune-class-weight-no-anchors"].anchor_matching == 0.0
     assert configs["finetune-class-weight"].anchor_matching is None  # the recipe's: the checkpoint's
+    assert {name for name, c in configs.items() if c.augment} == {"finetune-class-weight-augment"}
+    assert not configs["finetune"].cache
+    assert config("finetune", tmp_path / "data.yaml", tmp_path / "c", "m", 1, 16, cache=True).cache
 
 
 def test_the_train_step_benchmark_times_each_count_of_det_tokens(one_thread, capsys):
