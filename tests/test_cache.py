@@ -192,3 +192,13 @@ def test_fit_with_cache_trains_the_same_and_logs_it(tmp_path):
         if cached:
             assert cached[0]["images"] == 8 + 4 and cached[0]["bytes"] == 12 * 64 * 64 * 3
     assert runs["cache"] == runs["disk"] == runs["cache-forked-worker"]
+
+
+def test_a_resumed_run_may_turn_the_cache_on_or_off():
+    from yolos.train.loop import resume_config
+
+    said = []
+    saved = TrainConfig(data="d", epochs=3, lr=1e-3).to_dict()
+    merged = resume_config(saved, TrainConfig(cache=True, lr=5.0), {"cache", "lr"}, 1, said.append)
+    assert merged.cache and merged.lr == 1e-3
+    assert said == ["--lr 5.0: ignored, a resumed run keeps its own (0.001); start a new run (--init ...) to change it"]
