@@ -130,6 +130,8 @@ def test_each_finetune_contender_is_a_valid_run_with_its_levers(tmp_path):
     assert configs["finetune-class-weight-no-anchors"].anchor_matching == 0.0
     assert configs["finetune-class-weight"].anchor_matching is None  # the recipe's: the checkpoint's
     assert {name for name, c in configs.items() if c.augment} == {"finetune-class-weight-augment"}
+    assert {name for name, c in configs.items() if c.clip_max_norm != 0.1} == {"finetune-class-weight-no-clip"}
+    assert configs["finetune-class-weight-no-clip"].clip_max_norm == 0.0
     assert not configs["finetune"].cache
     assert config("finetune", tmp_path / "data.yaml", tmp_path / "c", "m", 1, 16, cache=True).cache
 
