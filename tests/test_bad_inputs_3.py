@@ -195,6 +195,21 @@ def test_dataset_oddities_are_named(tmp_path, capsys):
     assert sum(len(ds.annotations[i]) for i in ds.ids) == 3  # twin twice, a once (UTF-16 read)
 
 
+
+def test_an_unreadable_image_is_named_once_and_its_labels_are_no_orphans(tmp_path, capsys):
+    root = tmp_path / "y"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.new("RGB", (64, 48)).save(root / "images" / split / "ok.jpg")
+    (root / "images" / "train" / "bad.jpg").write_bytes(b"not a picture")
+    (root / "labels" / "train" / "bad.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [dog]\n")
+    assert main(["data", "check", str(root)]) != 0
+    out = capsys.readouterr().out
+    assert out.count("bad.jpg: not a readable image") == 1
+    assert "has no image" not in out  # its label file has an image: one that cannot be read
+
 def test_coco_file_names_stay_inside_and_are_not_counted_twice(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (64, 48)).save(tmp_path / "images" / "p.jpg")

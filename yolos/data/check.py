@@ -131,7 +131,7 @@ class SplitReport:
             lines.append(f"  {'ERROR' if p.fatal else 'note '} {p}")
         hidden = len(self.problems) - len(shown)
         if hidden > 0:
-            lines.append(f"  ... and {hidden} more problems")
+            lines.append(f"  ... and {hidden} more problem{'s' if hidden > 1 else ''}")
         return "\n".join(lines)
 
 
@@ -329,7 +329,9 @@ def raise_fatal(report: SplitReport) -> None:
     """A DatasetError naming the first fatal problem (and how many there are in all)."""
     fatal = report.fatal
     if fatal:
-        more = f" (and {len(fatal) - 1} more problems: run `yolos data check` to list them)" if len(fatal) > 1 else ""
+        rest = len(fatal) - 1
+        more = (f" (and {rest} more problem{'s' if rest > 1 else ''}: run `yolos data check` to list them)"
+                if rest else "")
         raise DatasetError(f"{fatal[0]}{more}")
 
 

@@ -182,17 +182,17 @@ def read_yolo_split(name: str, sources: list[Path], names: dict[int, str], sourc
         seen[path] = image_id
         images.append({"id": image_id, "file_name": str(path.relative_to(root))})
         where_image[image_id] = str(path)
+        labels = label_path(path)
+        if labels in label_owner:
+            problems.append(Problem(str(labels), f"is the label file of both {label_owner[labels].name} and "
+                                                 f"{path.name}: both get its boxes", fatal=False))
+        label_owner.setdefault(labels, path)  # before the probe: an unreadable image's labels are no orphans
         try:
             w, h, orientation = probe_image(path)
         except ImageError as err:
             probed[image_id] = err  # the check reports it, once
             continue
         probed[image_id] = (w, h, orientation)
-        labels = label_path(path)
-        if labels in label_owner:
-            problems.append(Problem(str(labels), f"is the label file of both {label_owner[labels].name} and "
-                                                 f"{path.name}: both get its boxes", fatal=False))
-        label_owner.setdefault(labels, path)
         if not labels.is_file():
             continue  # no label file: an image without objects
         try:
