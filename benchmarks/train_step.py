@@ -7,12 +7,16 @@ loss with matching, backward) in fp32 against bf16 autocast, the two timings the
 choice (``yolos.train.autocast``) makes at the start of a run. With ``--det-tokens``: our fp32
 step at each count of [DET] tokens (what ``--num-det-tokens`` saves a fine-tune). With ``--freeze``:
 our fp32 step with the embeddings and each count of first blocks frozen (``--freeze``), at the
-bundled model's 36 [DET] tokens.
+bundled model's 36 [DET] tokens. With ``--eager-attention``: our fp32 step (AdamW's update included,
+36 [DET] tokens) with SDPA's attention, as training runs, against the eager products
+(``kernels._eager``: scores, softmax, product; autograd keeps the S x S probabilities), the
+per-CPU choice inference makes in bf16 and training does not.
 
     python -m benchmarks.train_step [--cases ti micro] [--repeats 5]
     python -m benchmarks.train_step --autocast --cases ti micro-b32 --repeats 7
     python -m benchmarks.train_step --det-tokens 36 24 16 --cases micro-b32 --repeats 9
     python -m benchmarks.train_step --freeze 0 1 2 --cases micro-b16 --repeats 9
+    python -m benchmarks.train_step --eager-attention --cases micro-b16 micro-b32 ti --repeats 9
 """
 from __future__ import annotations
 
@@ -147,6 +151,32 @@ def with_frozen_blocks(variant, blocks):
     return model
 
 
+def eager_attention_case(key, repeats):
+    """Median seconds of our fp32 training step with SDPA and with the eager attention products,
+    alternating (the model module's attention is swapped for the eager path's calls only)."""
+    import yolos.model.vit as vit
+    from yolos import create_model
+    from yolos.model import kernels
+
+    variant, case, x, batch = _case_inputs(key)
+    model = (create_model(variant, num_det_tokens=36) if variant == "micro" else create_model(variant)).train()
+    step = our_step(model, [(x, make_targets(batch, model.config.num_classes))], update=True)
+
+    def eager(q, k, v, mask=None):
+        return kernels.attention(q, k, v, mask) if mask is not None else kernels._eager(q, k, v)
+
+    def with_attention(attend):
+        def call():
+            vit.attend = attend
+            try:
+                return step()
+            finally:
+                vit.attend = kernels.attention
+        return call
+    return case, time_alternating({"sdpa": with_attention(kernels.attention), "eager": with_attention(eager)},
+                                  repeats=repeats, warmup=1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
@@ -157,6 +187,8 @@ def main(argv=None):
                     help="our fp32 step with each of these counts of [DET] tokens (--num-det-tokens)")
     ap.add_argument("--freeze", type=int, nargs="+", metavar="N",
                     help="our fp32 step with the embeddings and the first N blocks frozen, for each N (--freeze)")
+    ap.add_argument("--eager-attention", action="store_true",
+                    help="our fp32 step with SDPA's attention against the eager products")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(environment())
@@ -169,6 +201,12 @@ def main(argv=None):
                 rows += [[case, v, f"{t[v]:.3f}", f"{t[v] / t[values[0]]:.2f}x"] for v in values]
             print(table(rows, ["case", name, "s/step", f"vs {values[0]}"]))
             return
+    if args.eager_attention:
+        for key in args.cases:
+            case, t = eager_attention_case(key, args.repeats)
+            rows.append([case, f"{t['sdpa']:.3f}", f"{t['eager']:.3f}", f"{t['eager'] / t['sdpa']:.2f}x"])
+        print(table(rows, ["case", "SDPA s/step", "eager s/step", "eager / SDPA"]))
+        return
     if args.autocast:
         for key in args.cases:
             case, t = autocast_case(key, args.repeats)

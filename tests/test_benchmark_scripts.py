@@ -2,6 +2,9 @@
 else would notice them break): each with a budget of seconds, writing its curves."""
 import json
 
+import pytest
+import torch
+
 from benchmarks import convergence_study, train_synthetic
 
 
@@ -161,3 +164,38 @@ def test_the_train_step_benchmark_times_each_count_of_frozen_blocks(one_thread, 
     assert [r.split("|")[2].strip() for r in rows] == ["0", "2"] and rows[0].rstrip(" |").endswith("1.00x")
     # nothing frozen, then [CLS], [DET], the position table, the patch weight and bias, and 12 a block
     assert frozen == [0, 5 + 2 * 12]
+
+
+def test_the_train_step_benchmark_times_eager_attention_and_puts_sdpa_back(one_thread, capsys, monkeypatch):
+    import yolos.model.vit as vit
+    from benchmarks import train_step
+    from yolos.model import kernels
+
+    calls, real = [], kernels._eager
+
+    def counted(q, k, v):
+        calls.append(q.requires_grad)
+        return real(q, k, v)
+
+    monkeypatch.setattr(kernels, "_eager", counted)
+    train_step.main(["--eager-attention", "--cases", "micro", "--repeats", "1", "--threads", "1"])
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| micro"))
+    sdpa, eager, ratio = (float(c.strip().rstrip("x")) for c in row.split("|")[2:5])
+    assert sdpa > 0 and eager > 0 and ratio == pytest.approx(eager / sdpa, abs=0.05)  # of the unrounded times
+    blocks = 4  # the micro model's; one eager call a block in each of the 2 eager steps, with gradients
+    assert len(calls) == 2 * blocks and all(calls)
+    assert vit.attend is kernels.attention
+
+
+def test_eager_attention_trains_as_sdpa_does():
+    """The two paths the benchmark times compute the same gradients (fp32, to rounding)."""
+    from yolos.model import kernels
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 37, 16, generator=g, requires_grad=True) for _ in range(3))
+    grads = []
+    for attend in (lambda: kernels.attention(q, k, v), lambda: kernels._eager(q, k, v)):
+        out = attend()
+        grads.append(torch.autograd.grad((out * out.detach().sin()).sum(), (q, k, v)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
