@@ -177,6 +177,17 @@ def eager_attention_case(key, repeats):
                                   repeats=repeats, warmup=1)
 
 
+def two_way_table(cases, case_fn, repeats, names, headers, speed_up):
+    """A table of ``case_fn(key, repeats) -> (case, {name: seconds})`` for each case: both times and
+    the second's time over the first's (or, with ``speed_up``, the first's over the second's)."""
+    rows = []
+    for key in cases:
+        case, t = case_fn(key, repeats)
+        first, second = (t[n] for n in names)
+        rows.append([case, f"{first:.3f}", f"{second:.3f}", f"{first / second if speed_up else second / first:.2f}x"])
+    return table(rows, ["case", *headers])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
@@ -202,16 +213,12 @@ def main(argv=None):
             print(table(rows, ["case", name, "s/step", f"vs {values[0]}"]))
             return
     if args.eager_attention:
-        for key in args.cases:
-            case, t = eager_attention_case(key, args.repeats)
-            rows.append([case, f"{t['sdpa']:.3f}", f"{t['eager']:.3f}", f"{t['eager'] / t['sdpa']:.2f}x"])
-        print(table(rows, ["case", "SDPA s/step", "eager s/step", "eager / SDPA"]))
+        print(two_way_table(args.cases, eager_attention_case, args.repeats, ("sdpa", "eager"),
+                            ["SDPA s/step", "eager s/step", "eager / SDPA"], speed_up=False))
         return
     if args.autocast:
-        for key in args.cases:
-            case, t = autocast_case(key, args.repeats)
-            rows.append([case, f"{t['fp32']:.3f}", f"{t['bf16']:.3f}", f"{t['fp32'] / t['bf16']:.2f}x"])
-        print(table(rows, ["case", "fp32 s/step", "bf16 autocast s/step", "bf16 speed-up"]))
+        print(two_way_table(args.cases, autocast_case, args.repeats, ("fp32", "bf16"),
+                            ["fp32 s/step", "bf16 autocast s/step", "bf16 speed-up"], speed_up=True))
         return
     for key in args.cases:
         case, t, losses, grad_diff = run_case(key, args.repeats)
