@@ -241,8 +241,8 @@ def part_train(s: Settings) -> dict:
     rows = {}
     for checkpointing in (False, True):
         ours.grad_checkpointing = checkpointing
-        if checkpointing:
-            theirs.gradient_checkpointing_enable()
+        if checkpointing:  # transformers 5.x renamed it (the old name goes in v6); older ones have only the old
+            (getattr(theirs, "activation_checkpointing_enable", None) or theirs.gradient_checkpointing_enable)()
         for name, fn in (("ours", step_ours), ("hf", step_theirs)):
             if s.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(s.device)
