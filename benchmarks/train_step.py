@@ -167,11 +167,11 @@ def eager_attention_case(key, repeats):
 
     def with_attention(attend):
         def call():
-            vit.attend = attend
+            before, vit.attend = vit.attend, attend
             try:
                 return step()
             finally:
-                vit.attend = kernels.attention
+                vit.attend = before
         return call
     return case, time_alternating({"sdpa": with_attention(kernels.attention), "eager": with_attention(eager)},
                                   repeats=repeats, warmup=1)
