@@ -39,6 +39,13 @@ def model_pair(variant: str, attn_implementation: str = "sdpa", seed: int = 0, *
     return ours, theirs
 
 
+
+def enable_hf_checkpointing(model) -> None:
+    """Gradient checkpointing on a transformers model: ``activation_checkpointing_enable`` where it
+    exists (5.x deprecates the old name, v6 removes it; the test extras do not pin transformers),
+    else ``gradient_checkpointing_enable``."""
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
 def time_alternating(
     fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
 ) -> dict[str, float]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import model_pair, time_alternating
+from benchmarks.common import enable_hf_checkpointing, model_pair, time_alternating
 from benchmarks.train_step import make_targets
 from yolos.analysis.flops import detector_flops
 
@@ -241,8 +241,8 @@ def part_train(s: Settings) -> dict:
     rows = {}
     for checkpointing in (False, True):
         ours.grad_checkpointing = checkpointing
-        if checkpointing:  # transformers 5.x renamed it (the old name goes in v6); older ones have only the old
-            (getattr(theirs, "activation_checkpointing_enable", None) or theirs.gradient_checkpointing_enable)()
+        if checkpointing:
+            enable_hf_checkpointing(theirs)
         for name, fn in (("ours", step_ours), ("hf", step_theirs)):
             if s.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(s.device)

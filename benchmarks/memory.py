@@ -19,7 +19,7 @@ from benchmarks.common import environment, table
 CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, {root!r})
-from benchmarks.common import random_weights_
+from benchmarks.common import enable_hf_checkpointing, random_weights_
 from benchmarks.train_step import make_targets
 from yolos import create_model
 impl, ckpt, variant, h, w, batch = {args!r}
@@ -39,8 +39,8 @@ else:
     cfg._attn_implementation = "sdpa"
     del ours
     model = YolosForObjectDetection(cfg).train()
-    if ckpt:  # transformers 5.x renamed it (the old name goes in v6); older versions have only the old one
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    if ckpt:
+        enable_hf_checkpointing(model)
     labels = [{{"class_labels": t["labels"], "boxes": t["boxes"]}} for t in targets]
     step = lambda x: model(pixel_values=x, labels=labels).loss.backward()
 # warm-up on a tiny input: lazy imports (scipy), allocator and oneDNN set-up are not the step's
