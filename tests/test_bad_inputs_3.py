@@ -195,7 +195,6 @@ def test_dataset_oddities_are_named(tmp_path, capsys):
     assert sum(len(ds.annotations[i]) for i in ds.ids) == 3  # twin twice, a once (UTF-16 read)
 
 
-
 def test_an_unreadable_image_is_named_once_and_its_labels_are_no_orphans(tmp_path, capsys):
     root = tmp_path / "y"
     for split in ("train", "val"):
@@ -209,6 +208,7 @@ def test_an_unreadable_image_is_named_once_and_its_labels_are_no_orphans(tmp_pat
     out = capsys.readouterr().out
     assert out.count("bad.jpg: not a readable image") == 1
     assert "has no image" not in out  # its label file has an image: one that cannot be read
+
 
 def test_coco_file_names_stay_inside_and_are_not_counted_twice(tmp_path, capsys):
     (tmp_path / "images").mkdir()

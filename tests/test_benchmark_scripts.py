@@ -169,6 +169,7 @@ def test_the_train_step_benchmark_times_each_count_of_frozen_blocks(one_thread, 
 def test_the_train_step_benchmark_times_eager_attention_and_puts_sdpa_back(one_thread, capsys, monkeypatch):
     import yolos.model.vit as vit
     from benchmarks import train_step
+    from yolos import create_model
     from yolos.model import kernels
 
     calls, real = [], kernels._eager
@@ -182,8 +183,8 @@ def test_the_train_step_benchmark_times_eager_attention_and_puts_sdpa_back(one_t
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| micro"))
     sdpa, eager, ratio = (float(c.strip().rstrip("x")) for c in row.split("|")[2:5])
     assert sdpa > 0 and eager > 0 and ratio == pytest.approx(eager / sdpa, abs=0.05)  # of the unrounded times
-    blocks = 4  # the micro model's; one eager call a block in each of the 2 eager steps, with gradients
-    assert len(calls) == 2 * blocks and all(calls)
+    blocks = create_model("micro").config.depth  # one eager call a block in each of the 2 eager steps
+    assert len(calls) == 2 * blocks and all(calls)  # with gradients
     assert vit.attend is kernels.attention
 
 
